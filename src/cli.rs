@@ -1,0 +1,143 @@
+//! Command line: `ctrfsd [OPTIONS] MOUNTPOINT`, parsed by clap into a [`Config`].
+//!
+//! This contract is stable: scripts start ctrfsd exactly this way and stop it with SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::error::StartError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ctrfsd",
+    version,
+    about = "Mount every container's filesystem, by name, under one read-only directory",
+    long_about = "Mount every container's filesystem, by name, under one read-only directory.\n\n\
+        /MOUNTPOINT/<name>/ is the container's root as its main process sees it (image, writable \
+        layer, volumes, tmpfs). Symlinks inside a container resolve inside that container, never \
+        on the host. Runs in the foreground; Ctrl-C or SIGTERM unmounts and exits 0.",
+    after_help = "Examples:\n  sudo ctrfsd /ctr\n  ls /ctr/*/etc\n  grep -r ERROR /ctr/nginx/var/log\n  \
+        sudo ctrfsd --no-docker --container web=4242 /ctr"
+)]
+pub struct Args {
+    /// Directory to mount on (must exist)
+    pub mountpoint: PathBuf,
+
+    /// Also serve the root of process PID as NAME (repeatable); works for any runtime or none
+    #[arg(long = "container", value_name = "NAME=PID")]
+    pub containers: Vec<String>,
+
+    /// Do not watch Docker (serve only --container entries)
+    #[arg(long)]
+    pub no_docker: bool,
+
+    /// Seconds between full re-lists of the runtime, a safety net behind the event stream
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub resync: u64,
+
+    /// Answer extended-attribute requests with "not supported" (one round trip fewer per file for `ls -l`)
+    #[arg(long)]
+    pub no_xattrs: bool,
+
+    /// FUSE worker threads (default: number of CPUs, at least 2)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Log level when RUST_LOG is not set: error, warn, info, debug, trace
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// A static container: a name the user chose and a host PID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticContainer {
+    pub name: String,
+    pub pid: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mountpoint: PathBuf,
+    pub containers: Vec<StaticContainer>,
+    pub docker: bool,
+    pub resync: Duration,
+    pub xattrs: bool,
+    pub threads: usize,
+}
+
+impl Args {
+    pub fn into_config(self) -> Result<Config, StartError> {
+        let containers = self
+            .containers
+            .iter()
+            .map(|arg| parse_container(arg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let threads = self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .max(2)
+        });
+        if threads == 0 || threads > 64 {
+            return Err(StartError::Other(format!(
+                "--threads {threads}: must be between 1 and 64"
+            )));
+        }
+        if self.resync == 0 {
+            return Err(StartError::Other("--resync 0: must be at least 1 second".into()));
+        }
+        Ok(Config {
+            mountpoint: self.mountpoint,
+            containers,
+            docker: !self.no_docker,
+            resync: Duration::from_secs(self.resync),
+            xattrs: !self.no_xattrs,
+            threads,
+        })
+    }
+}
+
+/// Parses `NAME=PID`. NAME must be usable as one path component.
+pub fn parse_container(arg: &str) -> Result<StaticContainer, StartError> {
+    let bad = |reason: &str| StartError::BadContainer {
+        arg: arg.to_string(),
+        reason: reason.to_string(),
+    };
+    let (name, pid) = arg
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=PID"))?;
+    if let Some(reason) = crate::registry::invalid_name(name) {
+        return Err(bad(&format!("name {name:?} {reason}")));
+    }
+    let pid: i32 = pid
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| bad(&format!("{pid:?} is not a process id")))?;
+    Ok(StaticContainer {
+        name: name.to_string(),
+        pid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_arguments() {
+        assert_eq!(
+            parse_container("web=42").unwrap(),
+            StaticContainer {
+                name: "web".into(),
+                pid: 42
+            }
+        );
+        for bad in ["web", "=42", "web=", "web=-1", "web=0", "a/b=1", "..=1", "web=x"] {
+            let err = parse_container(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("--container {bad}:")), "{err}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! ctrfsd: one FUSE mount that shows every container's filesystem by name.
+//!
+//! Data flows one way (see `shared/DESIGN.md`):
+//!
+//! ```text
+//! runtime/ (async watchers) -> registry (name -> instance) -> fs/ (sync FUSE handlers)
+//! ```
+//!
+//! - [`cli`] turns the command line into a [`cli::Config`].
+//! - [`daemon`] wires watchers, registry and the FUSE session, and unmounts cleanly on signals.
+//! - [`mountpoint`] checks the mountpoint before mounting and cleans up stale ctrfsd mounts.
+//! - [`registry`] holds the live container instances; [`instance`] acquires one race-free.
+//! - [`runtime`] feeds the registry: Docker, and static `NAME=PID` entries.
+//! - [`fs`] is the FUSE filesystem; [`pathsafe`] holds the containment and link-rewriting rules.
+//! - [`error`] maps start-up failures to exit codes; [`sys`] holds the only `unsafe`.
+
+pub mod cli;
+pub mod daemon;
+pub mod error;
+pub mod fs;
+pub mod instance;
+pub mod mountpoint;
+pub mod pathsafe;
+pub mod registry;
+pub mod runtime;
+pub mod sys;

@@ -1,0 +1,135 @@
+//! One container instance: a process's root directory, pinned by a pidfd and held as an fd.
+//!
+//! Acquisition is race-free against PID reuse: the caller pins the PID with [`pin`], re-checks
+//! with its runtime that the PID still belongs to the container, then [`Instance::open`] opens
+//! `/proc/<pid>/root` and checks the pidfd again. If the process was still alive after the open,
+//! the `/proc/<pid>` we opened was that process's, so the root fd is the container's.
+//!
+//! Every instance gets a fresh `seq`, never reused: inode numbers are keyed by it, so a
+//! restarted or recreated container never resolves the old instance's inodes.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use dashmap::DashMap;
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::fs::{Mode, OFlags, open};
+use rustix::process::{Pid, PidfdFlags, pidfd_open};
+
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// Who the runtime says this is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Name as shown under the mountpoint (one path component).
+    pub name: String,
+    /// "docker", "static", ...
+    pub runtime: &'static str,
+    /// The runtime's container id ("pid:<n>" for static entries).
+    pub id: String,
+}
+
+#[derive(Debug)]
+pub struct Instance {
+    pub seq: u64,
+    pub ident: Identity,
+    pub pid: i32,
+    pidfd: OwnedFd,
+    /// `O_PATH` fd of `/proc/<pid>/root`; `None` once retired so a dead container's mounts are
+    /// not kept alive by us.
+    root: RwLock<Option<Arc<OwnedFd>>>,
+    alive: AtomicBool,
+    /// mount id -> whether that mount is a pseudo filesystem we do not proxy.
+    pub(crate) pseudo_mounts: DashMap<u64, bool>,
+    /// Wakes the exit watcher when the registry drops this instance for another reason.
+    pub retired: tokio::sync::Notify,
+}
+
+/// Pins `pid` with a pidfd: from here on, the pidfd tells whether *this* process lives.
+pub fn pin(pid: i32) -> io::Result<OwnedFd> {
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    Ok(pidfd_open(pid, PidfdFlags::empty())?)
+}
+
+/// True once the process behind `pidfd` has exited (the pidfd polls readable).
+pub fn exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match poll(&mut fds, Some(&zero)) {
+        Ok(n) => n > 0,
+        Err(_) => true,
+    }
+}
+
+impl Instance {
+    /// Opens the root of the pinned process. Call only after re-checking with the runtime that
+    /// `pid` is still the container's main process.
+    pub fn open(ident: Identity, pid: i32, pidfd: OwnedFd) -> io::Result<Instance> {
+        let root = open(
+            format!("/proc/{pid}/root"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if exited(pidfd.as_fd()) {
+            // The PID may already name another process: the root we opened is not trusted.
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(Instance {
+            seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
+            ident,
+            pid,
+            pidfd,
+            root: RwLock::new(Some(Arc::new(root))),
+            alive: AtomicBool::new(true),
+            pseudo_mounts: DashMap::new(),
+            retired: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.ident.name
+    }
+
+    /// Short id for log lines.
+    pub fn short_id(&self) -> &str {
+        let id = self.ident.id.as_str();
+        &id[..id.len().min(12)]
+    }
+
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// The root fd, or ESTALE once this instance was retired.
+    pub fn root(&self) -> io::Result<Arc<OwnedFd>> {
+        if !self.is_alive() {
+            return Err(stale());
+        }
+        self.root
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(stale)
+    }
+
+    /// Marks the instance dead, releases its root and wakes its exit watcher. Idempotent.
+    pub fn retire(&self) {
+        if self.alive.swap(false, Ordering::AcqRel) {
+            self.root.write().unwrap_or_else(|e| e.into_inner()).take();
+            self.retired.notify_one();
+        }
+    }
+}
+
+pub fn stale() -> io::Error {
+    io::Error::from_raw_os_error(libc::ESTALE)
+}

@@ -1,0 +1,42 @@
+//! Open file and directory handles, by FUSE file handle number.
+//!
+//! Their count is bounded by what host processes hold open through the mount, not by tree size.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+
+pub enum Handle {
+    /// A regular file opened read-only.
+    File(Arc<OwnedFd>),
+    /// A real directory, read with getdents from the offset the kernel asks for.
+    Dir(Mutex<OwnedFd>),
+    /// The mount root: the container names when it was opened.
+    Root(Vec<String>),
+    /// A directory shown empty (a pseudo filesystem that is not proxied).
+    Empty,
+}
+
+#[derive(Default)]
+pub struct Handles {
+    map: DashMap<u64, Arc<Handle>>,
+    next: AtomicU64,
+}
+
+impl Handles {
+    pub fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.map.insert(fh, Arc::new(h));
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.map.get(&fh).map(|h| h.clone())
+    }
+
+    pub fn remove(&self, fh: u64) {
+        self.map.remove(&fh);
+    }
+}

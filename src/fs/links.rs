@@ -1,0 +1,103 @@
+//! `readlink` answers: the link's text rewritten by [`crate::pathsafe`] so that the host kernel,
+//! following it from under the mount, stays inside the container.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use fuser::FileType;
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, openat2, readlinkat, statx};
+
+use super::attr::{STATX_MASK, kind_of};
+use super::nodes::Node;
+use super::{CtrFs, MAX_DEPTH, errno};
+use crate::instance::{Instance, stale};
+use crate::pathsafe::{self, Kind};
+use crate::registry::ROOT_INO;
+
+impl CtrFs {
+    pub(super) fn do_readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        if node.kind != FileType::Symlink {
+            return Err(errno(libc::EINVAL));
+        }
+        let loc = node.loc();
+        let parent = self.node(loc.parent)?;
+        let pfd = self.dir_fd(&parent)?;
+        let target = readlinkat(&*pfd, &*loc.name, Vec::new())?;
+        let link_dir = self.path_of(&parent)?;
+        let link_dir: Vec<&[u8]> = link_dir.iter().map(|c| c.as_bytes()).collect();
+        let root = node.inst.root()?;
+        let mut prefix = self.opts.mountpoint.as_os_str().as_bytes().to_vec();
+        while prefix.last() == Some(&b'/') {
+            prefix.pop();
+        }
+        prefix.push(b'/');
+        prefix.extend_from_slice(node.inst.name().as_bytes());
+        pathsafe::rewrite(target.as_bytes(), &link_dir, &prefix, |stack, name| {
+            self.classify(&node.inst, &root, stack, name)
+        })
+        .map_err(errno)
+    }
+
+    /// Names from the container root down to directory node `dir`.
+    fn path_of(&self, dir: &Node) -> io::Result<Vec<Arc<OsStr>>> {
+        let mut names = Vec::new();
+        let mut loc = dir.loc();
+        while loc.parent != ROOT_INO {
+            if names.len() > MAX_DEPTH {
+                return Err(stale());
+            }
+            names.push(loc.name.clone());
+            loc = self.node(loc.parent)?.loc();
+        }
+        names.reverse();
+        Ok(names)
+    }
+
+    /// What `name` is inside directory `stack` of the container, never following anything:
+    /// the directory is reached from the container root with `RESOLVE_BENEATH` and no symlinks.
+    fn classify(&self, inst: &Instance, root: &OwnedFd, stack: &[Vec<u8>], name: &[u8]) -> Kind {
+        let dir;
+        let dir_fd = if stack.is_empty() {
+            root
+        } else {
+            let path = stack.join(&b'/');
+            dir = match openat2(
+                root,
+                path.as_slice(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(fd) => fd,
+                Err(_) => return Kind::Stop,
+            };
+            &dir
+        };
+        let name = OsStr::from_bytes(name);
+        let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+        let Ok(st) = statx(dir_fd, name, flags, STATX_MASK) else {
+            return Kind::Stop;
+        };
+        match kind_of(u32::from(st.stx_mode)) {
+            FileType::Directory => {
+                let Ok(here) = statx(dir_fd, "", AtFlags::EMPTY_PATH, STATX_MASK) else {
+                    return Kind::Stop;
+                };
+                let pseudo = st.stx_mnt_id != here.stx_mnt_id
+                    && self
+                        .is_pseudo(inst, st.stx_mnt_id, std::os::fd::AsFd::as_fd(dir_fd), name)
+                        .unwrap_or(true);
+                if pseudo { Kind::Stop } else { Kind::Dir }
+            }
+            FileType::Symlink => match readlinkat(dir_fd, name, Vec::new()) {
+                Ok(t) => Kind::Symlink(t.into_bytes()),
+                Err(_) => Kind::Stop,
+            },
+            _ => Kind::Stop,
+        }
+    }
+}

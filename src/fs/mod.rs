@@ -1,0 +1,237 @@
+//! The FUSE filesystem: the mount root lists the registry; below it, each container's files
+//! are served read-only from fds held relative to the container's root.
+//!
+//! - [`nodes`]: ctrfsd inode numbers and where each node was last seen.
+//! - [`dircache`]: a bounded LRU of directory fds.
+//! - [`handles`]: open files and directories.
+//! - [`attr`]: statx -> FUSE attributes; which filesystems are pseudo.
+//! - `resolve` (here): reaching a node's fd one component at a time, `O_NOFOLLOW`, from the
+//!   container root, verifying each step is still the same inode.
+//! - `ops`: the request logic, returning `io::Result`; `fuse`: the thin `Filesystem` impl.
+//! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].
+//!
+//! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
+//! directory fd with a single-component name and `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, or goes
+//! through `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` from the
+//! container root. No `/proc/<pid>/root/...` path string is ever built for I/O.
+
+pub mod attr;
+pub mod dircache;
+mod fuse;
+pub mod handles;
+mod links;
+pub mod nodes;
+mod ops;
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::fs::{AtFlags, Mode, OFlags, Statx, fstatfs, openat, statx};
+
+use crate::instance::{Instance, stale};
+use crate::registry::{ROOT_INO, Registry};
+use attr::{STATX_MASK, dev_of, is_pseudo_fs};
+use dircache::DirCache;
+use handles::Handles;
+use nodes::{Node, Nodes};
+
+/// How long the kernel may trust an entry or attributes without asking again. One second keeps
+/// `tail -f` and rewritten files within about a second (DESIGN.md); registry changes are also
+/// pushed to the kernel at once by invalidation.
+pub const TTL: Duration = Duration::from_secs(1);
+
+/// Longest parent chain followed before a node is declared stale (a cycle guard).
+const MAX_DEPTH: usize = 4096;
+
+pub struct Options {
+    /// The canonical mountpoint path: absolute symlink answers start with it.
+    pub mountpoint: PathBuf,
+    pub xattrs: bool,
+    /// How many directory fds to keep open at most.
+    pub dir_cache: usize,
+}
+
+pub struct CtrFs {
+    registry: Arc<Registry>,
+    nodes: Nodes,
+    dirs: Arc<DirCache>,
+    handles: Handles,
+    opts: Options,
+    /// `/proc/self/fd`, to reopen an `O_PATH` fd for reading without a path walk in the
+    /// container (so a swapped-in FIFO or device is never opened).
+    proc_fd: OwnedFd,
+    /// The mount root's timestamps.
+    started: std::time::SystemTime,
+}
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+impl CtrFs {
+    pub fn new(registry: Arc<Registry>, opts: Options) -> io::Result<CtrFs> {
+        let proc_fd = rustix::fs::open(
+            "/proc/self/fd",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let dirs = Arc::new(DirCache::new(opts.dir_cache));
+        let hook_dirs = dirs.clone();
+        registry.set_on_retire(Box::new(move |inst: &Instance| {
+            hook_dirs.purge_instance(inst.seq)
+        }));
+        Ok(CtrFs {
+            registry,
+            nodes: Nodes::default(),
+            dirs,
+            handles: Handles::default(),
+            opts,
+            proc_fd,
+            started: std::time::SystemTime::now(),
+        })
+    }
+
+    /// The live node for `ino` (ESTALE if unknown or its container is gone).
+    fn node(&self, ino: u64) -> io::Result<Arc<Node>> {
+        let node = self.nodes.get(ino).ok_or_else(stale)?;
+        if !node.inst.is_alive() {
+            return Err(stale());
+        }
+        Ok(node)
+    }
+
+    /// An `O_PATH` fd of a directory node, from the cache or re-opened from its parent.
+    fn dir_fd(&self, node: &Node) -> io::Result<Arc<OwnedFd>> {
+        self.dir_fd_depth(node, 0)
+    }
+
+    fn dir_fd_depth(&self, node: &Node, depth: usize) -> io::Result<Arc<OwnedFd>> {
+        let loc = node.loc();
+        if loc.parent == ROOT_INO {
+            return node.inst.root();
+        }
+        if let Some(fd) = self.dirs.get(node.ino) {
+            return Ok(fd);
+        }
+        if depth > MAX_DEPTH {
+            return Err(stale());
+        }
+        let parent = self.node(loc.parent)?;
+        let pfd = self.dir_fd_depth(&parent, depth + 1)?;
+        let fd = self.open_verified(
+            pfd.as_fd(),
+            &loc.name,
+            node,
+            OFlags::PATH | OFlags::DIRECTORY,
+        )?;
+        let fd = Arc::new(fd);
+        self.dirs.put(node.ino, node.inst.seq, fd.clone());
+        Ok(fd)
+    }
+
+    /// Opens `name` in `dir` with `O_PATH|O_NOFOLLOW` (plus `extra`) and checks it is `node`.
+    fn open_verified(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        node: &Node,
+        extra: OFlags,
+    ) -> io::Result<OwnedFd> {
+        let fd = self.retry_emfile(|| {
+            openat(
+                dir,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra,
+                Mode::empty(),
+            )
+        })?;
+        let st = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+        check_same(node, &st)?;
+        Ok(fd)
+    }
+
+    /// Runs an fd-creating call; on EMFILE drops the directory cache once and retries, so a
+    /// low RLIMIT_NOFILE costs speed, never correctness.
+    fn retry_emfile<T>(&self, f: impl Fn() -> rustix::io::Result<T>) -> io::Result<T> {
+        match f() {
+            Err(rustix::io::Errno::MFILE) => {
+                self.dirs.clear();
+                Ok(f()?)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// The parent directory's fd and this node's name in it. Not for instance roots.
+    fn parent_fd(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, Arc<OsStr>)> {
+        let loc = node.loc();
+        if loc.parent == ROOT_INO {
+            return Err(errno(libc::EINVAL));
+        }
+        let parent = self.node(loc.parent)?;
+        Ok((self.dir_fd(&parent)?, loc.name))
+    }
+
+    /// Fresh attributes of a node, checking it is still the same file.
+    fn stat_node(&self, node: &Node) -> io::Result<Statx> {
+        let loc = node.loc();
+        let cached = if loc.parent == ROOT_INO {
+            Some(node.inst.root()?)
+        } else {
+            self.dirs.get(node.ino)
+        };
+        let st = match cached {
+            Some(fd) => statx(&*fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?,
+            None => {
+                let (pfd, name) = self.parent_fd(node)?;
+                statx(
+                    &*pfd,
+                    &*name,
+                    AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+                    STATX_MASK,
+                )?
+            }
+        };
+        check_same(node, &st)?;
+        Ok(st)
+    }
+
+    /// Whether the mount `mnt_id` of `inst` (whose root is `name` in `dir`) is a pseudo
+    /// filesystem. Checked once per mount and remembered on the instance.
+    fn is_pseudo(
+        &self,
+        inst: &Instance,
+        mnt_id: u64,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> io::Result<bool> {
+        if let Some(v) = inst.pseudo_mounts.get(&mnt_id) {
+            return Ok(*v);
+        }
+        let fd = self.retry_emfile(|| {
+            openat(
+                dir,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        })?;
+        let pseudo = is_pseudo_fs(fstatfs(&fd)?.f_type as i64);
+        inst.pseudo_mounts.insert(mnt_id, pseudo);
+        Ok(pseudo)
+    }
+}
+
+/// ESTALE unless `st` describes the file `node` was created for.
+fn check_same(node: &Node, st: &Statx) -> io::Result<()> {
+    let k = &node.key;
+    if st.stx_ino == k.ino && dev_of(st) == k.dev && st.stx_mnt_id == k.mnt {
+        Ok(())
+    } else {
+        Err(stale())
+    }
+}

@@ -1,0 +1,143 @@
+//! The inode table: ctrfsd's inode numbers for files inside containers.
+//!
+//! A node is keyed by (instance seq, mount id, st_dev, st_ino); a symlink's key also holds its
+//! parent directory's inode, so the link text we answer (which depends on where the link sits)
+//! is never shared between two places. A node holds no fd: it remembers where it was last
+//! seen (parent inode + name) and is re-opened from its parent's fd when needed, so the number
+//! of fds is bounded whatever the kernel holds (DESIGN.md invariant 5).
+//!
+//! Lookup counts follow the FUSE protocol: every reply that hands the kernel an inode adds one,
+//! `forget` subtracts, and a node leaves the table at zero. Increments and the final removal
+//! both happen under the key map's shard lock, so a lookup racing a forget never loses a node.
+
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use fuser::FileType;
+
+use crate::instance::Instance;
+use crate::registry::ROOT_INO;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct NodeKey {
+    pub seq: u64,
+    pub mnt: u64,
+    pub dev: u64,
+    pub ino: u64,
+    /// The parent's inode number for symlinks, 0 otherwise.
+    pub link_parent: u64,
+}
+
+/// Where a node was last seen. `parent == ROOT_INO` marks an instance's root directory.
+#[derive(Debug, Clone)]
+pub struct Loc {
+    pub parent: u64,
+    pub name: Arc<OsStr>,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub ino: u64,
+    pub inst: Arc<Instance>,
+    pub key: NodeKey,
+    pub kind: FileType,
+    /// The root of a pseudo filesystem mount: shown as an empty directory.
+    pub hidden: bool,
+    loc: Mutex<Loc>,
+    nlookup: AtomicU64,
+}
+
+impl Node {
+    pub fn loc(&self) -> Loc {
+        self.loc.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn is_instance_root(&self) -> bool {
+        self.loc().parent == ROOT_INO
+    }
+}
+
+pub struct Nodes {
+    by_ino: DashMap<u64, Arc<Node>>,
+    by_key: DashMap<NodeKey, Arc<Node>>,
+    next: AtomicU64,
+}
+
+impl Default for Nodes {
+    fn default() -> Self {
+        Nodes {
+            by_ino: DashMap::new(),
+            by_key: DashMap::new(),
+            next: AtomicU64::new(ROOT_INO + 1),
+        }
+    }
+}
+
+impl Nodes {
+    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+        self.by_ino.get(&ino).map(|n| n.clone())
+    }
+
+    /// Finds or creates the node for `key`, counts one kernel reference and records `loc`.
+    pub fn lookup(
+        &self,
+        key: NodeKey,
+        kind: FileType,
+        hidden: bool,
+        inst: &Arc<Instance>,
+        loc: Loc,
+    ) -> Arc<Node> {
+        match self.by_key.entry(key) {
+            Entry::Occupied(e) => {
+                let node = e.get().clone();
+                node.nlookup.fetch_add(1, Ordering::AcqRel);
+                *node.loc.lock().unwrap_or_else(|e| e.into_inner()) = loc;
+                node
+            }
+            Entry::Vacant(e) => {
+                let node = Arc::new(Node {
+                    ino: self.next.fetch_add(1, Ordering::Relaxed),
+                    inst: inst.clone(),
+                    key,
+                    kind,
+                    hidden,
+                    loc: Mutex::new(loc),
+                    nlookup: AtomicU64::new(1),
+                });
+                self.by_ino.insert(node.ino, node.clone());
+                e.insert(node.clone());
+                node
+            }
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let Some(node) = self.get(ino) else { return };
+        let prev = node
+            .nlookup
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)))
+            .unwrap_or(0);
+        if prev > n {
+            return;
+        }
+        let removed = self.by_key.remove_if(&node.key, |_, v| {
+            v.ino == ino && v.nlookup.load(Ordering::Acquire) == 0
+        });
+        let still_keyed = self.by_key.get(&node.key).is_some_and(|v| v.ino == ino);
+        if removed.is_some() || !still_keyed {
+            self.by_ino.remove(&ino);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_ino.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ino.is_empty()
+    }
+}

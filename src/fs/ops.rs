@@ -1,0 +1,422 @@
+//! Request logic. Each function returns `io::Result` with the errno intact; `fuse.rs` turns it
+//! into a reply. Errors are never wrapped with context here (the errno would become EIO).
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+
+use fuser::{FileAttr, FileType, INodeNo};
+use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Statx, fstatfs, openat, seek, statx};
+
+use super::attr::{STATX_MASK, dev_of, kind_of, to_attr};
+use super::handles::Handle;
+use super::nodes::{Loc, Node, NodeKey};
+use super::{CtrFs, errno};
+use crate::pathsafe::is_plain_name;
+use crate::registry::ROOT_INO;
+
+/// One directory entry to hand to the kernel.
+pub struct DirEntry<'a> {
+    pub ino: u64,
+    pub offset: u64,
+    pub kind: FileType,
+    pub name: &'a OsStr,
+}
+
+impl CtrFs {
+    pub(super) fn root_attr(&self) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ROOT_INO),
+            size: 0,
+            blocks: 0,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            crtime: self.started,
+            kind: FileType::Directory,
+            perm: 0o555,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    pub(super) fn do_lookup(&self, parent: u64, name: &OsStr) -> io::Result<FileAttr> {
+        if !is_plain_name(name) {
+            return Err(errno(libc::ENOENT));
+        }
+        let (node, st) = if parent == ROOT_INO {
+            self.lookup_container(name)?
+        } else {
+            let pnode = self.node(parent)?;
+            if pnode.hidden || pnode.kind != FileType::Directory {
+                return Err(errno(libc::ENOENT));
+            }
+            let pfd = self.dir_fd(&pnode)?;
+            let st = statx(
+                &*pfd,
+                name,
+                AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+                STATX_MASK,
+            )?;
+            (self.child_node(&pnode, pfd.as_fd(), name, &st)?, st)
+        };
+        Ok(to_attr(node.ino, &st))
+    }
+
+    /// The root directory node of a registered container.
+    fn lookup_container(&self, name: &OsStr) -> io::Result<(Arc<Node>, Statx)> {
+        let inst = self.registry.get(name).ok_or_else(|| errno(libc::ENOENT))?;
+        let root = inst.root()?;
+        let st = statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+        let key = NodeKey {
+            seq: inst.seq,
+            mnt: st.stx_mnt_id,
+            dev: dev_of(&st),
+            ino: st.stx_ino,
+            link_parent: 0,
+        };
+        let loc = Loc {
+            parent: ROOT_INO,
+            name: Arc::from(name),
+        };
+        let node = self
+            .nodes
+            .lookup(key, FileType::Directory, false, &inst, loc);
+        Ok((node, st))
+    }
+
+    /// Counts a kernel reference to `name` (with stats `st`) inside directory `parent`.
+    fn child_node(
+        &self,
+        parent: &Node,
+        dir: std::os::fd::BorrowedFd<'_>,
+        name: &OsStr,
+        st: &Statx,
+    ) -> io::Result<Arc<Node>> {
+        let kind = kind_of(u32::from(st.stx_mode));
+        let hidden = kind == FileType::Directory
+            && st.stx_mnt_id != parent.key.mnt
+            && self.is_pseudo(&parent.inst, st.stx_mnt_id, dir, name)?;
+        let key = NodeKey {
+            seq: parent.inst.seq,
+            mnt: st.stx_mnt_id,
+            dev: dev_of(st),
+            ino: st.stx_ino,
+            link_parent: if kind == FileType::Symlink {
+                parent.ino
+            } else {
+                0
+            },
+        };
+        let loc = Loc {
+            parent: parent.ino,
+            name: Arc::from(name),
+        };
+        Ok(self.nodes.lookup(key, kind, hidden, &parent.inst, loc))
+    }
+
+    pub(super) fn do_forget(&self, ino: u64, n: u64) {
+        if ino != ROOT_INO {
+            self.dirs.remove(ino);
+            self.nodes.forget(ino, n);
+        }
+    }
+
+    pub(super) fn do_getattr(&self, ino: u64) -> io::Result<FileAttr> {
+        if ino == ROOT_INO {
+            return Ok(self.root_attr());
+        }
+        let node = self.node(ino)?;
+        Ok(to_attr(ino, &self.stat_node(&node)?))
+    }
+
+    /// Opens a regular file for reading. Special files are never opened (EOPNOTSUPP): the
+    /// file is first opened `O_PATH`, checked to be the same regular file, and only then
+    /// re-opened for reading through `/proc/self/fd`, so a FIFO or device swapped in by a race
+    /// is never opened.
+    pub(super) fn do_open(&self, ino: u64, flags: i32) -> io::Result<u64> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(errno(libc::EROFS));
+        }
+        let node = self.node(ino)?;
+        match node.kind {
+            FileType::RegularFile => {}
+            FileType::Directory => return Err(errno(libc::EISDIR)),
+            _ => return Err(errno(libc::EOPNOTSUPP)),
+        }
+        let (pfd, name) = self.parent_fd(&node)?;
+        let opath = self.open_verified(pfd.as_fd(), &name, &node, OFlags::empty())?;
+        let fd = self.reopen(&opath)?;
+        Ok(self.handles.insert(Handle::File(Arc::new(fd))))
+    }
+
+    fn reopen(&self, opath: &OwnedFd) -> io::Result<OwnedFd> {
+        let name = opath.as_raw_fd().to_string();
+        let open = |noatime: bool| {
+            let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+            if noatime {
+                flags |= OFlags::NOATIME;
+            }
+            self.retry_emfile(|| openat(&self.proc_fd, name.as_str(), flags, Mode::empty()))
+        };
+        // O_NOATIME is refused (EPERM) where we lack CAP_FOWNER over the file.
+        match open(true) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(false),
+            r => r,
+        }
+    }
+
+    /// Reads from an open file into `buf`; returns how many bytes were read.
+    pub(super) fn do_read(&self, fh: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let handle = self.handles.get(fh).ok_or_else(|| errno(libc::EBADF))?;
+        let Handle::File(fd) = &*handle else {
+            return Err(errno(libc::EBADF));
+        };
+        Ok(rustix::io::pread(&**fd, buf, offset)?)
+    }
+
+    pub(super) fn do_opendir(&self, ino: u64) -> io::Result<u64> {
+        let handle = if ino == ROOT_INO {
+            Handle::Root(
+                self.registry
+                    .snapshot()
+                    .iter()
+                    .map(|i| i.name().to_string())
+                    .collect(),
+            )
+        } else {
+            let node = self.node(ino)?;
+            if node.kind != FileType::Directory {
+                return Err(errno(libc::ENOTDIR));
+            }
+            if node.hidden {
+                Handle::Empty
+            } else {
+                let dfd = self.dir_fd(&node)?;
+                let fd = self.retry_emfile(|| {
+                    openat(
+                        &*dfd,
+                        ".",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
+                        Mode::empty(),
+                    )
+                })?;
+                Handle::Dir(Mutex::new(fd))
+            }
+        };
+        Ok(self.handles.insert(handle))
+    }
+
+    /// Lists directory `ino` from `offset`, calling `add` for each entry until it reports
+    /// the reply full. With `plus`, each entry other than `.`/`..` is also looked up (it
+    /// counts a kernel reference, handed back through `forget_unsent` if `add` refuses it).
+    pub(super) fn do_readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        mut add: impl FnMut(DirEntry<'_>, Option<&FileAttr>) -> bool,
+    ) -> io::Result<()> {
+        let handle = self.handles.get(fh).ok_or_else(|| errno(libc::EBADF))?;
+        let parent_ino = if ino == ROOT_INO {
+            ROOT_INO
+        } else {
+            self.node(ino)?.loc().parent
+        };
+        let mut dots_attr = None;
+        if plus {
+            dots_attr = Some(self.do_getattr(ino)?);
+        }
+        // `.` and `..` at offsets 1 and 2; the kernel never counts references for them.
+        let dots = [(".", ino), ("..", parent_ino)];
+        for (i, (name, dino)) in dots.iter().enumerate() {
+            let off = i as u64 + 1;
+            if offset < off
+                && matches!(&*handle, Handle::Root(_) | Handle::Empty)
+                && add(
+                    DirEntry {
+                        ino: *dino,
+                        offset: off,
+                        kind: FileType::Directory,
+                        name: OsStr::new(name),
+                    },
+                    dots_attr.as_ref(),
+                )
+            {
+                return Ok(());
+            }
+        }
+        match &*handle {
+            Handle::Empty => Ok(()),
+            Handle::Root(names) => {
+                for (i, name) in names.iter().enumerate().skip(offset.saturating_sub(2) as usize) {
+                    let name = OsStr::new(name.as_str());
+                    let off = i as u64 + 3;
+                    if plus {
+                        let Ok((node, st)) = self.lookup_container(name) else { continue };
+                        let attr = to_attr(node.ino, &st);
+                        let entry = DirEntry { ino: node.ino, offset: off, kind: FileType::Directory, name };
+                        if add(entry, Some(&attr)) {
+                            self.do_forget(node.ino, 1);
+                            return Ok(());
+                        }
+                    } else {
+                        let entry = DirEntry { ino: u64::MAX - i as u64, offset: off, kind: FileType::Directory, name };
+                        if add(entry, None) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Handle::Dir(fd) => {
+                let node = if plus { Some(self.node(ino)?) } else { None };
+                let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
+                seek(&*fd, SeekFrom::Start(offset))?;
+                let mut buf = Vec::with_capacity(32 * 1024);
+                let mut dir = rustix::fs::RawDir::new(&*fd, buf.spare_capacity_mut());
+                while let Some(entry) = dir.next() {
+                    let entry = entry?;
+                    let name = OsStr::from_bytes(entry.file_name().to_bytes());
+                    let off = entry.next_entry_cookie();
+                    let is_dot = name == "." || name == "..";
+                    let kind = kind_of((entry.file_type().as_raw_mode() as u32) & libc::S_IFMT);
+                    match &node {
+                        Some(dnode) if !is_dot => {
+                            let st = match statx(
+                                &*fd,
+                                name,
+                                AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+                                STATX_MASK,
+                            ) {
+                                Ok(st) => st,
+                                Err(_) => continue, // gone since getdents: skip it
+                            };
+                            let child = self.child_node(dnode, fd.as_fd(), name, &st)?;
+                            let attr = to_attr(child.ino, &st);
+                            let e = DirEntry { ino: child.ino, offset: off, kind: attr.kind, name };
+                            if add(e, Some(&attr)) {
+                                self.do_forget(child.ino, 1);
+                                return Ok(());
+                            }
+                        }
+                        _ => {
+                            let dino = match name.as_bytes() {
+                                b"." => ino,
+                                b".." => parent_ino,
+                                _ => entry.ino(),
+                            };
+                            let e = DirEntry { ino: dino, offset: off, kind, name };
+                            if add(e, dots_attr.as_ref()) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Handle::File(_) => Err(errno(libc::ENOTDIR)),
+        }
+    }
+
+    pub(super) fn do_release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    pub(super) fn do_statfs(&self, ino: u64) -> io::Result<rustix::fs::StatFs> {
+        let node = self.node(ino)?;
+        let fd = if node.kind == FileType::Directory {
+            self.dir_fd(&node)?
+        } else {
+            self.parent_fd(&node)?.0
+        };
+        Ok(fstatfs(&*fd)?)
+    }
+
+    /// A path naming the node for the `l*xattr` calls: `/proc/self/fd/<parent fd>/<name>`
+    /// (resolved by the kernel from our own held fd, one component, not followed), or the
+    /// root fd itself for an instance root. The fd is returned to stay open during the call.
+    fn xattr_path(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, CString, bool)> {
+        if node.is_instance_root() {
+            let root = node.inst.root()?;
+            let p = format!("/proc/self/fd/{}", root.as_raw_fd());
+            return Ok((root, CString::new(p).map_err(|_| errno(libc::EINVAL))?, true));
+        }
+        let (pfd, name) = self.parent_fd(node)?;
+        let mut p = format!("/proc/self/fd/{}/", pfd.as_raw_fd()).into_bytes();
+        p.extend_from_slice(name.as_bytes());
+        Ok((pfd, CString::new(p).map_err(|_| errno(libc::EINVAL))?, false))
+    }
+
+    /// Reads xattr `name` into `buf` (`size` 0: only its length). Returns the length.
+    pub(super) fn do_getxattr(&self, ino: u64, name: &OsStr, size: u32) -> io::Result<Vec<u8>> {
+        if ino == ROOT_INO {
+            return Err(errno(libc::ENODATA));
+        }
+        let node = self.node(ino)?;
+        let (_keep, path, follow) = self.xattr_path(&node)?;
+        if size == 0 {
+            let n = if follow {
+                rustix::fs::getxattr_query(&*path, name)?
+            } else {
+                rustix::fs::lgetxattr_query(&*path, name)?
+            };
+            return Ok(vec![0; n]);
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = if follow {
+            rustix::fs::getxattr(&*path, name, &mut buf[..])?
+        } else {
+            rustix::fs::lgetxattr(&*path, name, &mut buf[..])?
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub(super) fn do_listxattr(&self, ino: u64, size: u32) -> io::Result<Vec<u8>> {
+        if ino == ROOT_INO {
+            return Ok(Vec::new());
+        }
+        let node = self.node(ino)?;
+        let (_keep, path, follow) = self.xattr_path(&node)?;
+        if size == 0 {
+            let n = if follow {
+                rustix::fs::listxattr_query(&*path)?
+            } else {
+                rustix::fs::llistxattr_query(&*path)?
+            };
+            return Ok(vec![0; n]);
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = if follow {
+            rustix::fs::listxattr(&*path, &mut buf[..])?
+        } else {
+            rustix::fs::llistxattr(&*path, &mut buf[..])?
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// `access(2)` for root on a read-only view: writing is refused, executing needs an x bit.
+    pub(super) fn do_access(&self, ino: u64, mask: i32) -> io::Result<()> {
+        if mask & libc::W_OK != 0 {
+            return Err(errno(libc::EROFS));
+        }
+        if ino == ROOT_INO || mask & libc::X_OK == 0 {
+            return Ok(());
+        }
+        let node = self.node(ino)?;
+        let st = self.stat_node(&node)?;
+        if node.kind != FileType::Directory && st.stx_mode & 0o111 == 0 {
+            return Err(errno(libc::EACCES));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! Wiring: pre-flight checks, the runtime thread (watchers and signals), the FUSE session, and
+//! a clean unmount on SIGTERM/SIGINT/SIGHUP.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fuser::MountOption;
+use log::{error, info};
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::Config;
+use crate::error::StartError;
+use crate::fs::{CtrFs, Options};
+use crate::mountpoint;
+use crate::registry::Registry;
+use crate::runtime;
+
+enum Event {
+    Signal(&'static str),
+    SessionEnded(std::io::Result<()>),
+}
+
+/// Mounts, serves until a signal or an external unmount, and unmounts.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let euid = rustix::process::geteuid().as_raw();
+    if euid != 0 {
+        return Err(StartError::NotRoot(euid));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(StartError::NoFuseDevice)?;
+    let mountpoint = mountpoint::prepare(&config.mountpoint)?;
+    let nofile = raise_nofile();
+
+    let registry = Registry::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Other(format!("starting the runtime thread: {e}")))?;
+    rt.block_on(async { runtime::static_pids::register(&registry, &config.containers) })?;
+
+    let (tx, rx) = mpsc::channel();
+    let watch_registry = registry.clone();
+    let signal_tx = tx.clone();
+    let (docker, resync) = (config.docker, config.resync);
+    std::thread::Builder::new()
+        .name("runtime".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                if docker {
+                    tokio::spawn(runtime::docker::watch(watch_registry, resync));
+                }
+                wait_signal(signal_tx).await;
+                // Keep the watchers running until the process exits.
+                std::future::pending::<()>().await;
+            })
+        })
+        .map_err(|e| StartError::Other(format!("starting the runtime thread: {e}")))?;
+
+    let fs = CtrFs::new(
+        registry.clone(),
+        Options {
+            mountpoint: mountpoint.clone(),
+            xattrs: config.xattrs,
+            // A quarter of the fd budget, so open files always have room.
+            dir_cache: (nofile / 4).clamp(16, 512) as usize,
+        },
+    )
+    .map_err(|e| StartError::Other(format!("/proc/self/fd: {e}")))?;
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = vec![
+        MountOption::FSName("ctrfsd".into()),
+        // The kernel shows the type as fuse.ctrfsd, which is how a stale mount is recognised.
+        MountOption::CUSTOM("subtype=ctrfsd".into()),
+        MountOption::RO,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoAtime,
+    ];
+    fuse_config.n_threads = Some(config.threads);
+    fuse_config.clone_fd = true;
+    let session = fuser::Session::new(fs, &mountpoint, &fuse_config).map_err(|source| {
+        StartError::Mount {
+            path: mountpoint.clone(),
+            source,
+        }
+    })?;
+    registry.set_notifier(session.notifier());
+    info!(
+        "mounted at {} ({} threads, RLIMIT_NOFILE {nofile})",
+        mountpoint.display(),
+        config.threads
+    );
+    std::thread::Builder::new()
+        .name("session".into())
+        .spawn(move || {
+            let _ = tx.send(Event::SessionEnded(session.run()));
+        })
+        .map_err(|e| StartError::Other(format!("starting the FUSE session: {e}")))?;
+
+    match rx.recv() {
+        Ok(Event::Signal(sig)) => {
+            info!("{sig}: unmounting {}", mountpoint.display());
+            if let Err(e) = mountpoint::unmount_clean(&mountpoint) {
+                error!("unmounting {}: {e}", mountpoint.display());
+            }
+            // A plain unmount ends the session at once; after a lazy one, exiting closes
+            // /dev/fuse, which releases the detached mount for its last users.
+            let _ = rx.recv_timeout(Duration::from_secs(2));
+            info!("stopped");
+            Ok(())
+        }
+        Ok(Event::SessionEnded(Ok(()))) => {
+            info!("{} was unmounted; stopping", mountpoint.display());
+            Ok(())
+        }
+        Ok(Event::SessionEnded(Err(e))) => Err(StartError::Other(format!(
+            "FUSE session at {}: {e}",
+            mountpoint.display()
+        ))),
+        Err(_) => Err(StartError::Other("internal channel closed".into())),
+    }
+}
+
+async fn wait_signal(tx: mpsc::Sender<Event>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers; stop ctrfsd with `umount`");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = hup.recv() => "SIGHUP",
+    };
+    let _ = tx.send(Event::Signal(name));
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the limit in force.
+fn raise_nofile() -> u64 {
+    let lim = getrlimit(Resource::Nofile);
+    if let Some(max) = lim.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(max),
+                maximum: Some(max),
+            },
+        );
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(1024)
+}

@@ -1,0 +1,97 @@
+//! Checks the mountpoint before mounting: it must be an existing directory; a live ctrfsd mount
+//! there is refused; a dead ctrfsd mount (the daemon was killed: "Transport endpoint is not
+//! connected") is detached so this start can mount again.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use log::{info, warn};
+use rustix::mount::{UnmountFlags, unmount};
+
+use crate::error::StartError;
+
+/// The filesystem type ctrfsd mounts show in /proc/self/mountinfo.
+pub const FSTYPE: &str = "fuse.ctrfsd";
+
+/// The type of the topmost mount at `path`, if `path` is a mountpoint.
+fn mounted_type(path: &Path) -> Option<String> {
+    let infos = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
+    infos
+        .into_iter()
+        .filter(|m| m.mount_point == path)
+        .last()
+        .map(|m| m.fs_type)
+}
+
+/// `path` made absolute with its parent canonicalized, without touching `path` itself (which
+/// may be a dead mount that every `stat` fails on).
+fn absolute(path: &Path) -> Result<PathBuf, StartError> {
+    let abs = std::path::absolute(path)
+        .map_err(|e| StartError::MountpointUnusable(path.to_path_buf(), e))?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = parent.canonicalize().map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StartError::MountpointMissing(path.to_path_buf()),
+                _ => StartError::MountpointUnusable(path.to_path_buf(), e),
+            })?;
+            Ok(parent.join(name))
+        }
+        _ => Err(StartError::Other(format!(
+            "mountpoint {}: cannot mount over the root directory",
+            path.display()
+        ))),
+    }
+}
+
+/// Validates `path` and returns its canonical form, cleaning up a stale ctrfsd mount first.
+pub fn prepare(path: &Path) -> Result<PathBuf, StartError> {
+    let abs = absolute(path)?;
+    match std::fs::metadata(&abs) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let fstype = mounted_type(&abs).unwrap_or_else(|| "unknown".into());
+            if fstype != FSTYPE {
+                return Err(StartError::ForeignStaleMount {
+                    path: abs,
+                    fstype,
+                });
+            }
+            warn!(
+                "{}: a previous ctrfsd died without unmounting; detaching its dead mount",
+                abs.display()
+            );
+            unmount(&abs, UnmountFlags::DETACH).map_err(|e| StartError::StaleCleanup {
+                path: abs.clone(),
+                source: e.into(),
+            })?;
+            info!("{}: stale mount removed", abs.display());
+            return prepare(path);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StartError::MountpointMissing(abs));
+        }
+        Err(e) => return Err(StartError::MountpointUnusable(abs, e)),
+        Ok(m) if !m.is_dir() => return Err(StartError::MountpointNotDir(abs)),
+        Ok(_) => {}
+    }
+    let canon = abs
+        .canonicalize()
+        .map_err(|e| StartError::MountpointUnusable(abs.clone(), e))?;
+    if mounted_type(&canon).as_deref() == Some(FSTYPE) {
+        return Err(StartError::AlreadyMounted(canon));
+    }
+    Ok(canon)
+}
+
+/// Unmounts `path`; if something still uses it, detaches it lazily (it disappears from the
+/// namespace now and is released when the last user lets go).
+pub fn unmount_clean(path: &Path) -> io::Result<()> {
+    match unmount(path, UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::BUSY) => {
+            info!("{}: busy, detaching lazily", path.display());
+            Ok(unmount(path, UnmountFlags::DETACH)?)
+        }
+        Err(rustix::io::Errno::INVAL) => Ok(()), // already unmounted
+        Err(e) => Err(e.into()),
+    }
+}

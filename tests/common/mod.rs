@@ -1,0 +1,263 @@
+//! Shared test helpers: a real "container" (a process in its own mount namespace, chrooted
+//! into a temporary root), and a real ctrfsd daemon mounted on a temporary directory.
+//!
+//! Nothing here skips: a missing prerequisite (root, /dev/fuse, busybox) fails the test with
+//! a message saying what to install; `scripts/test.sh` installs everything.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BUSYBOX: &str = "/bin/busybox";
+
+pub fn require_root() {
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "these tests mount FUSE and enter namespaces: run them as root (scripts/test.sh)"
+    );
+    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing");
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "{BUSYBOX} is missing: apt-get install busybox-static (scripts/test.sh does)"
+    );
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; returns the time it took.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a shell command line, returning its output (never panics on a non-zero exit).
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A unique, short token for names.
+pub fn token() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A process with its own mount namespace and a temporary root: what the kernel (and
+/// `/proc/<pid>/root`) treats as a container.
+pub struct FakeContainer {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+}
+
+impl FakeContainer {
+    /// `setup` fills the root; `mounts` is shell run inside the new mount namespace before
+    /// chroot (paths relative to the root as `$R/...`).
+    pub fn start(setup: impl FnOnce(&Path), mounts: &str) -> FakeContainer {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+        setup(root);
+        let script = format!("R={}; {mounts}\nexec chroot \"$R\" /bin/busybox sleep 1000000", root.display());
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let c = FakeContainer { dir, child };
+        // Ready once the process runs chrooted (its root differs from ours).
+        let pid = c.pid();
+        wait_until(Duration::from_secs(10), || {
+            fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| p.ends_with("busybox"))
+                .unwrap_or(false)
+        })
+        .expect("fake container did not start");
+        c
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The kernel's own view, the reference for every comparison.
+    pub fn proc_root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.pid()))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for FakeContainer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running ctrfsd mounted on a fresh temporary directory.
+pub struct Daemon {
+    pub mnt: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ctrfsd")
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            f.get(4) == Some(&path.to_str().unwrap_or("")) && l.contains(" - fuse.ctrfsd ")
+        })
+}
+
+impl Daemon {
+    /// Starts ctrfsd with `args` (the mountpoint is appended) and waits until it is mounted.
+    pub fn start(args: &[&str]) -> Daemon {
+        Self::start_with(args, |_| {})
+    }
+
+    pub fn start_with(args: &[&str], tweak: impl FnOnce(&mut Command)) -> Daemon {
+        require_root();
+        let mnt = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(mnt.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let log = std::env::temp_dir().join(format!("ctrfsd-test-{}.log", token()));
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg(mnt.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::create(&log).unwrap());
+        tweak(&mut cmd);
+        let child = cmd.spawn().expect("spawn ctrfsd");
+        let mut d = Daemon {
+            mnt,
+            child: Some(child),
+            log,
+        };
+        let path = d.path().to_path_buf();
+        if wait_until(Duration::from_secs(20), || is_mounted(&path)).is_none() {
+            let status = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            panic!("ctrfsd did not mount (exit: {status:?}); log:\n{}", d.log_text());
+        }
+        d
+    }
+
+    pub fn path(&self) -> &Path {
+        self.mnt.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Names listed at the mount root.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.path())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.names().iter().any(|n| n == name)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::TERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ctrfsd did not exit within 10 s of SIGTERM; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&c),
+                rustix::process::Signal::TERM,
+            );
+            let _ = wait_until(Duration::from_secs(5), || c.try_wait().ok().flatten().is_some());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(self.mnt.path()) {
+            let _ = rustix::mount::unmount(self.mnt.path(), rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+/// Applies `ulimit -n soft:hard` to a command before exec.
+pub fn limit_nofile(cmd: &mut Command, n: u64) {
+    // SAFETY: the closure runs between fork and exec; it makes one setrlimit syscall through
+    // rustix, which neither allocates nor takes locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::setrlimit(
+                rustix::process::Resource::Nofile,
+                rustix::process::Rlimit {
+                    current: Some(n),
+                    maximum: Some(n),
+                },
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
+}

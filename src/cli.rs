@@ -86,7 +86,9 @@ impl Args {
             )));
         }
         if self.resync == 0 {
-            return Err(StartError::Other("--resync 0: must be at least 1 second".into()));
+            return Err(StartError::Other(
+                "--resync 0: must be at least 1 second".into(),
+            ));
         }
         Ok(Config {
             mountpoint: self.mountpoint,
@@ -135,7 +137,9 @@ mod tests {
                 pid: 42
             }
         );
-        for bad in ["web", "=42", "web=", "web=-1", "web=0", "a/b=1", "..=1", "web=x"] {
+        for bad in [
+            "web", "=42", "web=", "web=-1", "web=0", "a/b=1", "..=1", "web=x",
+        ] {
             let err = parse_container(bad).unwrap_err().to_string();
             assert!(err.starts_with(&format!("--container {bad}:")), "{err}");
         }

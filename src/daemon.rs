@@ -82,12 +82,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     ];
     fuse_config.n_threads = Some(config.threads);
     fuse_config.clone_fd = true;
-    let session = fuser::Session::new(fs, &mountpoint, &fuse_config).map_err(|source| {
-        StartError::Mount {
+    let session =
+        fuser::Session::new(fs, &mountpoint, &fuse_config).map_err(|source| StartError::Mount {
             path: mountpoint.clone(),
             source,
-        }
-    })?;
+        })?;
     registry.set_notifier(session.notifier());
     info!(
         "mounted at {} ({} threads, RLIMIT_NOFILE {nofile})",

@@ -18,8 +18,7 @@ fn mounted_type(path: &Path) -> Option<String> {
     let infos = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
     infos
         .into_iter()
-        .filter(|m| m.mount_point == path)
-        .last()
+        .rfind(|m| m.mount_point == path)
         .map(|m| m.fs_type)
 }
 
@@ -46,14 +45,17 @@ fn absolute(path: &Path) -> Result<PathBuf, StartError> {
 /// Validates `path` and returns its canonical form, cleaning up a stale ctrfsd mount first.
 pub fn prepare(path: &Path) -> Result<PathBuf, StartError> {
     let abs = absolute(path)?;
-    match std::fs::metadata(&abs) {
+    // statfs always reaches the FUSE daemon (stat may be answered from the kernel's attribute
+    // cache for a second after the daemon died), so it is the probe for a dead mount.
+    let probe = rustix::fs::statfs(&abs)
+        .map(|_| ())
+        .map_err(io::Error::from)
+        .and_then(|()| std::fs::metadata(&abs));
+    match probe {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             let fstype = mounted_type(&abs).unwrap_or_else(|| "unknown".into());
             if fstype != FSTYPE {
-                return Err(StartError::ForeignStaleMount {
-                    path: abs,
-                    fstype,
-                });
+                return Err(StartError::ForeignStaleMount { path: abs, fstype });
             }
             warn!(
                 "{}: a previous ctrfsd died without unmounting; detaching its dead mount",

@@ -151,10 +151,18 @@ mod tests {
         let cases: &[(&str, &[&str], Result<&str, i32>)] = &[
             ("lib/x", &["usr"], Ok("lib/x")),
             ("./x", &[], Ok("./x")),
-            ("/usr/share/zoneinfo/UTC", &["etc"], Ok("/ctr/app/usr/share/zoneinfo/UTC")),
+            (
+                "/usr/share/zoneinfo/UTC",
+                &["etc"],
+                Ok("/ctr/app/usr/share/zoneinfo/UTC"),
+            ),
             ("/", &["etc"], Ok("/ctr/app/")),
             ("/etc/", &[], Ok("/ctr/app/etc/")),
-            ("../../../../etc/passwd", &["var"], Ok("/ctr/app/etc/passwd")),
+            (
+                "../../../../etc/passwd",
+                &["var"],
+                Ok("/ctr/app/etc/passwd"),
+            ),
             ("a/../../../etc", &[], Ok("/ctr/app/etc")),
             ("..", &["a", "b"], Ok("/ctr/app/a")),
             ("../..", &["a"], Ok("/ctr/app/")),
@@ -167,7 +175,11 @@ mod tests {
         ];
         for (target, dir, want) in cases {
             let got = run(target, dir);
-            assert_eq!(got.as_deref().map_err(|e| *e), *want, "target {target} in {dir:?}");
+            assert_eq!(
+                got.as_deref().map_err(|e| *e),
+                *want,
+                "target {target} in {dir:?}"
+            );
             if let Ok(s) = &got
                 && s.starts_with('/')
             {

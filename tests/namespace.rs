@@ -19,7 +19,15 @@ fn serve(c: &FakeContainer, name: &str) -> Daemon {
 
 /// A small tree with the file kinds a container holds.
 fn basic_tree(root: &Path) {
-    for d in ["etc", "usr/share/zoneinfo", "usr/lib", "var/log/app", "proc", "data", "a/b/c"] {
+    for d in [
+        "etc",
+        "usr/share/zoneinfo",
+        "usr/lib",
+        "var/log/app",
+        "proc",
+        "data",
+        "a/b/c",
+    ] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
     fs::write(root.join("usr/share/zoneinfo/UTC"), "CONTAINER-ZONE\n").unwrap();
@@ -34,22 +42,33 @@ fn basic_tree(root: &Path) {
     fs::write(root.join("a/b/c/deep"), vec![b'x'; 200_000]).unwrap();
 }
 
+/// What `stat` shows of one entry, compared between the mount and the kernel's view.
+#[derive(Debug, PartialEq)]
+struct Meta {
+    mode: u32,
+    size: u64,
+    mtime: (i64, i64),
+    owner: (u32, u32),
+    nlink: u64,
+}
+
 /// Every entry's metadata, keyed by relative path, read with lstat (links not followed).
-fn snapshot(base: &Path, skip: &[&str]) -> BTreeMap<PathBuf, (u32, u64, i64, i64, u32, u32, u64)> {
+fn snapshot(base: &Path) -> BTreeMap<PathBuf, Meta> {
     let mut out = BTreeMap::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         for e in fs::read_dir(base.join(&rel)).unwrap() {
             let e = e.unwrap();
             let r = rel.join(e.file_name());
-            if skip.iter().any(|s| r == Path::new(s)) {
-                continue;
-            }
             let m = fs::symlink_metadata(base.join(&r)).unwrap();
-            out.insert(
-                r.clone(),
-                (m.mode(), m.size(), m.mtime(), m.mtime_nsec(), m.uid(), m.gid(), m.nlink()),
-            );
+            let meta = Meta {
+                mode: m.mode(),
+                size: m.size(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                owner: (m.uid(), m.gid()),
+                nlink: m.nlink(),
+            };
+            out.insert(r.clone(), meta);
             if m.is_dir() {
                 stack.push(r);
             }
@@ -63,12 +82,15 @@ fn stat_and_contents_match_the_kernel_view() {
     let c = FakeContainer::start(basic_tree, "");
     let d = serve(&c, "web");
     let view = d.path().join("web");
-    let ours = snapshot(&view, &[]);
-    let kernel = snapshot(&c.proc_root(), &[]);
+    let ours = snapshot(&view);
+    let kernel = snapshot(&c.proc_root());
     assert!(ours.len() >= 15, "only {} entries listed", ours.len());
-    assert_eq!(ours, kernel, "mode/size/mtime/uid/gid/nlink differ from /proc/<pid>/root");
+    assert_eq!(
+        ours, kernel,
+        "mode/size/mtime/uid/gid/nlink differ from /proc/<pid>/root"
+    );
     for (rel, meta) in &ours {
-        if meta.0 & libc::S_IFMT == libc::S_IFREG {
+        if meta.mode & libc::S_IFMT == libc::S_IFREG {
             assert_eq!(
                 fs::read(view.join(rel)).unwrap(),
                 fs::read(c.proc_root().join(rel)).unwrap(),
@@ -87,15 +109,27 @@ fn absolute_and_relative_links_resolve_inside_the_container() {
     let c = FakeContainer::start(basic_tree, "");
     let d = serve(&c, "app");
     let view = d.path().join("app");
-    assert_eq!(fs::read_to_string(view.join("etc/localtime")).unwrap(), "CONTAINER-ZONE\n");
-    assert_eq!(fs::read_to_string(view.join("usr/lib/zone")).unwrap(), "CONTAINER-ZONE\n");
-    assert_eq!(fs::read_to_string(view.join("usr/share/tz")).unwrap(), "CONTAINER-ZONE\n");
+    assert_eq!(
+        fs::read_to_string(view.join("etc/localtime")).unwrap(),
+        "CONTAINER-ZONE\n"
+    );
+    assert_eq!(
+        fs::read_to_string(view.join("usr/lib/zone")).unwrap(),
+        "CONTAINER-ZONE\n"
+    );
+    assert_eq!(
+        fs::read_to_string(view.join("usr/share/tz")).unwrap(),
+        "CONTAINER-ZONE\n"
+    );
     // Answers name the container's file under the mount, so `ls -l` tells the truth; a link
     // that only walks down is answered unchanged.
     let zone = view.join("usr/share/zoneinfo/UTC");
     assert_eq!(fs::read_link(view.join("etc/localtime")).unwrap(), zone);
     assert_eq!(fs::read_link(view.join("usr/lib/zone")).unwrap(), zone);
-    assert_eq!(fs::read_link(view.join("usr/share/tz")).unwrap(), Path::new("zoneinfo/UTC"));
+    assert_eq!(
+        fs::read_link(view.join("usr/share/tz")).unwrap(),
+        Path::new("zoneinfo/UTC")
+    );
 }
 
 /// A host-only file whose content must never come back through the mount.
@@ -113,7 +147,11 @@ impl HostMarker {
         HostMarker { path, content }
     }
     fn name(&self) -> String {
-        self.path.file_name().unwrap().to_string_lossy().into_owned()
+        self.path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -146,7 +184,10 @@ fn links_planted_to_escape_never_reach_host_files() {
         "mount -t proc proc $R/proc",
     );
     // The kernel's own view follows the absolute link on the host: the problem ctrfsd fixes.
-    assert_eq!(fs::read_to_string(c.proc_root().join("evil-abs")).unwrap(), m.content);
+    assert_eq!(
+        fs::read_to_string(c.proc_root().join("evil-abs")).unwrap(),
+        m.content
+    );
 
     let d = serve(&c, "hostile");
     let view = d.path().join("hostile");
@@ -161,20 +202,44 @@ fn links_planted_to_escape_never_reach_host_files() {
         "rootlink/etc",
         "a/b/c/up/etc",
     ] {
-        let p = view.join(link).join(if link.ends_with('/') || link.ends_with("etc") { n.as_str() } else { "" });
+        let p = view
+            .join(link)
+            .join(if link.ends_with('/') || link.ends_with("etc") {
+                n.as_str()
+            } else {
+                ""
+            });
         let got = fs::read_to_string(&p);
         assert!(
             !got.as_deref().unwrap_or("").contains(&m.content),
             "{} returned the host file",
             p.display()
         );
-        assert!(got.is_err(), "{} should not exist in the container", p.display());
+        assert!(
+            got.is_err(),
+            "{} should not exist in the container",
+            p.display()
+        );
     }
     // Every answer stays under /<mount>/hostile.
-    for link in ["evil-abs", "evil-dotdot", "rootlink", "a/b/c/up", "var/log/etc-dir"] {
+    for link in [
+        "evil-abs",
+        "evil-dotdot",
+        "rootlink",
+        "a/b/c/up",
+        "var/log/etc-dir",
+    ] {
         let t = fs::read_link(view.join(link)).unwrap();
-        assert!(t.starts_with(&view), "{link} -> {} leaves the container", t.display());
-        assert!(!t.components().any(|c| c == std::path::Component::ParentDir), "{}", t.display());
+        assert!(
+            t.starts_with(&view),
+            "{link} -> {} leaves the container",
+            t.display()
+        );
+        assert!(
+            !t.components().any(|c| c == std::path::Component::ParentDir),
+            "{}",
+            t.display()
+        );
     }
     // `rootlink/etc` is the container's /etc.
     assert!(view.join("rootlink/etc/localtime").exists());
@@ -185,7 +250,10 @@ fn links_planted_to_escape_never_reach_host_files() {
         format!("grep -R '{}' {v}", m.content),
         format!("find -L {v} -type f -exec cat {{}} + 2>/dev/null"),
         format!("tar -h -cf - -C {v} . 2>/dev/null"),
-        format!("d=$(mktemp -d) && cp -rL {v}/. $d/ 2>/dev/null; grep -r '{}' $d; rm -rf $d", m.content),
+        format!(
+            "d=$(mktemp -d) && cp -rL {v}/. $d/ 2>/dev/null; grep -r '{}' $d; rm -rf $d",
+            m.content
+        ),
     ] {
         let out = sh(&format!("timeout 120 {cmd}"));
         assert_ne!(out.status.code(), Some(124), "`{cmd}` did not finish");
@@ -201,7 +269,10 @@ fn links_planted_to_escape_never_reach_host_files() {
 
 #[test]
 fn pseudo_filesystems_are_empty_and_grep_terminates() {
-    let c = FakeContainer::start(basic_tree, "mount -t proc proc $R/proc; mkdir -p $R/sys && mount -t sysfs sys $R/sys");
+    let c = FakeContainer::start(
+        basic_tree,
+        "mount -t proc proc $R/proc; mkdir -p $R/sys && mount -t sysfs sys $R/sys",
+    );
     // The kernel's view of the container's /proc is huge.
     assert!(fs::read_dir(c.proc_root().join("proc")).unwrap().count() > 10);
     let d = serve(&c, "ps");
@@ -211,7 +282,11 @@ fn pseudo_filesystems_are_empty_and_grep_terminates() {
     assert!(fs::metadata(view.join("proc/self")).is_err());
     let out = sh(&format!("timeout 60 grep -r -c ERROR {}", view.display()));
     assert_ne!(out.status.code(), Some(124), "grep -r did not terminate");
-    assert!(stdout(&out).contains("var/log/app/app.log:1"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("var/log/app/app.log:1"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -227,8 +302,14 @@ fn volumes_and_tmpfs_in_the_container_are_served() {
     );
     let d = serve(&c, "mounts");
     let view = d.path().join("mounts");
-    assert_eq!(fs::read_to_string(view.join("data/t")).unwrap(), "tmpfs-data\n");
-    assert_eq!(fs::read_to_string(view.join("vol/in-volume")).unwrap(), "volume data");
+    assert_eq!(
+        fs::read_to_string(view.join("data/t")).unwrap(),
+        "tmpfs-data\n"
+    );
+    assert_eq!(
+        fs::read_to_string(view.join("vol/in-volume")).unwrap(),
+        "volume data"
+    );
     // The host sees the tmpfs only through the container.
     assert!(!c.root().join("data/t").exists());
 }
@@ -243,30 +324,52 @@ fn special_files_are_listed_but_never_opened() {
                 "mkfifo {r}/fifo && mknod {r}/zero c 1 5 && mknod {r}/blk b 7 0 && \
                  python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' {r}/sock"
             ));
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         },
         "",
     );
     let d = serve(&c, "special");
     let view = d.path().join("special");
-    for (name, kind) in [("fifo", libc::S_IFIFO), ("zero", libc::S_IFCHR), ("blk", libc::S_IFBLK), ("sock", libc::S_IFSOCK)] {
+    for (name, kind) in [
+        ("fifo", libc::S_IFIFO),
+        ("zero", libc::S_IFCHR),
+        ("blk", libc::S_IFBLK),
+        ("sock", libc::S_IFSOCK),
+    ] {
         let m = fs::symlink_metadata(view.join(name)).unwrap();
         assert_eq!(m.mode() & libc::S_IFMT, kind, "{name}");
-        assert_eq!(m.rdev(), fs::symlink_metadata(c.root().join(name)).unwrap().rdev(), "{name}");
+        assert_eq!(
+            m.rdev(),
+            fs::symlink_metadata(c.root().join(name)).unwrap().rdev(),
+            "{name}"
+        );
     }
     // Devices: nodev refuses them, and ctrfsd would never open them anyway.
     let mut buf = [0u8; 16];
     let zero = fs::File::open(view.join("zero")).and_then(|mut f| f.read(&mut buf));
-    assert!(zero.is_err(), "a device node was readable through the mount");
+    assert!(
+        zero.is_err(),
+        "a device node was readable through the mount"
+    );
     assert!(fs::File::open(view.join("sock")).is_err());
     // A FIFO under the mount is a local pipe of the host kernel, never the container's:
     // data written into the container's FIFO does not come out here, and nothing hangs.
     let mut w = Command::new("sh")
         .arg("-c")
-        .arg(format!("exec 3<>{0}/fifo; echo FROM-CONTAINER >&3; sleep 3", c.root().display()))
+        .arg(format!(
+            "exec 3<>{0}/fifo; echo FROM-CONTAINER >&3; sleep 3",
+            c.root().display()
+        ))
         .spawn()
         .unwrap();
-    let out = sh(&format!("timeout 2 dd if={}/fifo iflag=nonblock bs=64 count=1 2>/dev/null", view.display()));
+    let out = sh(&format!(
+        "timeout 2 dd if={}/fifo iflag=nonblock bs=64 count=1 2>/dev/null",
+        view.display()
+    ));
     assert!(!stdout(&out).contains("FROM-CONTAINER"));
     let _ = w.kill();
     let _ = w.wait();
@@ -278,7 +381,10 @@ fn special_files_are_listed_but_never_opened() {
         .unwrap()
         .to_string();
     for opt in ["ro", "nosuid", "nodev"] {
-        assert!(line.split(' ').nth(5).unwrap().split(',').any(|o| o == opt), "{opt} missing: {line}");
+        assert!(
+            line.split(' ').nth(5).unwrap().split(',').any(|o| o == opt),
+            "{opt} missing: {line}"
+        );
     }
 }
 
@@ -291,16 +397,34 @@ fn every_write_is_refused_with_erofs() {
         assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EROFS), "{what}");
     };
     erofs(fs::write(v.join("etc/new"), "x"), "create");
-    erofs(fs::OpenOptions::new().append(true).open(v.join("etc/app.conf")).map(|_| ()), "open for append");
+    erofs(
+        fs::OpenOptions::new()
+            .append(true)
+            .open(v.join("etc/app.conf"))
+            .map(|_| ()),
+        "open for append",
+    );
     erofs(fs::create_dir(v.join("newdir")), "mkdir");
     erofs(fs::remove_file(v.join("etc/app.conf")), "unlink");
-    erofs(fs::rename(v.join("etc/app.conf"), v.join("etc/x")), "rename");
-    erofs(fs::set_permissions(v.join("etc/app.conf"), fs::Permissions::from_mode(0o777)), "chmod");
+    erofs(
+        fs::rename(v.join("etc/app.conf"), v.join("etc/x")),
+        "rename",
+    );
+    erofs(
+        fs::set_permissions(v.join("etc/app.conf"), fs::Permissions::from_mode(0o777)),
+        "chmod",
+    );
     erofs(symlink("x", v.join("etc/l")), "symlink");
-    let out = sh(&format!("setfattr -n user.x -v 1 {}/etc/app.conf", v.display()));
+    let out = sh(&format!(
+        "setfattr -n user.x -v 1 {}/etc/app.conf",
+        v.display()
+    ));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
     // Nothing changed in the container.
-    assert_eq!(fs::read_to_string(c.root().join("etc/app.conf")).unwrap(), "key=value\n");
+    assert_eq!(
+        fs::read_to_string(c.root().join("etc/app.conf")).unwrap(),
+        "key=value\n"
+    );
     assert!(!c.root().join("etc/new").exists());
 }
 
@@ -314,13 +438,21 @@ fn appended_lines_and_rewrites_show_within_a_second() {
     let mut f = fs::File::open(&log).unwrap();
     let mut seen = String::new();
     f.read_to_string(&mut seen).unwrap();
-    fs::OpenOptions::new().append(true).open(&inside).unwrap().write_all(b"appended line\n").unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&inside)
+        .unwrap()
+        .write_all(b"appended line\n")
+        .unwrap();
     let took = wait_until(Duration::from_secs(3), || {
         f.read_to_string(&mut seen).unwrap();
         seen.contains("appended line")
     })
     .expect("appended line never seen");
-    assert!(took <= Duration::from_millis(1500), "appended line took {took:?}");
+    assert!(
+        took <= Duration::from_millis(1500),
+        "appended line took {took:?}"
+    );
     // Real `tail -f` sees it too.
     let mut tail = Command::new("tail")
         .args(["-n", "0", "-f"])
@@ -329,7 +461,12 @@ fn appended_lines_and_rewrites_show_within_a_second() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    fs::OpenOptions::new().append(true).open(&inside).unwrap().write_all(b"second line\n").unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&inside)
+        .unwrap()
+        .write_all(b"second line\n")
+        .unwrap();
     let mut out = tail.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -340,13 +477,19 @@ fn appended_lines_and_rewrites_show_within_a_second() {
     let got = rx.recv_timeout(Duration::from_millis(2500));
     let _ = tail.kill();
     let _ = tail.wait();
-    assert_eq!(got.as_deref(), Ok("second line\n"), "tail -f did not show the line in 2.5 s");
+    assert_eq!(
+        got.as_deref(),
+        Ok("second line\n"),
+        "tail -f did not show the line in 2.5 s"
+    );
     // A file rewritten in place with the same size is not served stale for long.
     let conf = d.path().join("logs/etc/app.conf");
     assert_eq!(fs::read_to_string(&conf).unwrap(), "key=value\n");
     fs::write(c.root().join("etc/app.conf"), "key=VALUE\n").unwrap();
-    let took = wait_until(Duration::from_secs(3), || fs::read_to_string(&conf).unwrap() == "key=VALUE\n")
-        .expect("rewritten file served stale");
+    let took = wait_until(Duration::from_secs(3), || {
+        fs::read_to_string(&conf).unwrap() == "key=VALUE\n"
+    })
+    .expect("rewritten file served stale");
     assert!(took <= Duration::from_millis(1500), "rewrite took {took:?}");
 }
 
@@ -360,7 +503,11 @@ fn walks_more_files_than_the_fd_limit() {
                 let dir = root.join(format!("logs/d{d}"));
                 fs::create_dir_all(&dir).unwrap();
                 for f in 0..PER {
-                    fs::write(dir.join(format!("f{f}.log")), format!("line {f}\nERROR {d}/{f}\n")).unwrap();
+                    fs::write(
+                        dir.join(format!("f{f}.log")),
+                        format!("line {f}\nERROR {d}/{f}\n"),
+                    )
+                    .unwrap();
                 }
             }
             // One directory with more entries than one readdir reply holds.
@@ -372,13 +519,25 @@ fn walks_more_files_than_the_fd_limit() {
         "",
     );
     let pid = c.pid();
-    let d = Daemon::start_with(&["--no-docker", "--container", &format!("many={pid}")], |cmd| {
-        limit_nofile(cmd, 1024)
-    });
+    let d = Daemon::start_with(
+        &["--no-docker", "--container", &format!("many={pid}")],
+        |cmd| limit_nofile(cmd, 1024),
+    );
     let v = d.path().join("many");
-    let out = sh(&format!("grep -r -c ERROR {}/logs | grep -c ':1$'", v.display()));
-    assert_eq!(stdout(&out).trim(), (DIRS * PER).to_string(), "grep -r over {} files", DIRS * PER);
-    let out = sh(&format!("find {0}/logs {0}/big -type f | wc -l", v.display()));
+    let out = sh(&format!(
+        "grep -r -c ERROR {}/logs | grep -c ':1$'",
+        v.display()
+    ));
+    assert_eq!(
+        stdout(&out).trim(),
+        (DIRS * PER).to_string(),
+        "grep -r over {} files",
+        DIRS * PER
+    );
+    let out = sh(&format!(
+        "find {0}/logs {0}/big -type f | wc -l",
+        v.display()
+    ));
     assert_eq!(stdout(&out).trim(), (DIRS * PER + 5000).to_string());
     let mut names: Vec<String> = fs::read_dir(v.join("big"))
         .unwrap()
@@ -388,8 +547,15 @@ fn walks_more_files_than_the_fd_limit() {
     names.dedup();
     assert_eq!(names.len(), 5000, "readdir paging lost or repeated entries");
     let limit = fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
-    assert!(limit.lines().any(|l| l.starts_with("Max open files") && l.contains(" 1024 ")), "{limit}");
-    let fds = fs::read_dir(format!("/proc/{}/fd", d.pid())).unwrap().count();
+    assert!(
+        limit
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 1024 ")),
+        "{limit}"
+    );
+    let fds = fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .count();
     assert!(fds < 1024, "ctrfsd holds {fds} fds");
 }
 
@@ -400,11 +566,23 @@ fn xattrs_match_getfattr() {
     let out = sh(&format!(
         "setfattr -n user.color -v blue {r}/etc/app.conf && setfattr -n user.dir -v yes {r}/etc"
     ));
-    assert!(out.status.success(), "setfattr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "setfattr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let d = serve(&c, "x");
-    let dump = |p: &Path| stdout(&sh(&format!("cd {} && getfattr -d -m - etc etc/app.conf etc/localtime 2>&1", p.display())));
+    let dump = |p: &Path| {
+        stdout(&sh(&format!(
+            "cd {} && getfattr -d -m - etc etc/app.conf etc/localtime 2>&1",
+            p.display()
+        )))
+    };
     let ours = dump(&d.path().join("x"));
-    assert!(ours.contains("user.color=\"blue\"") && ours.contains("user.dir=\"yes\""), "{ours}");
+    assert!(
+        ours.contains("user.color=\"blue\"") && ours.contains("user.dir=\"yes\""),
+        "{ours}"
+    );
     assert_eq!(ours, dump(&c.proc_root()));
 }
 
@@ -419,16 +597,25 @@ fn a_container_whose_process_exits_disappears_within_a_second() {
     let took = wait_until(Duration::from_secs(3), || !d.has("short")).expect("still listed");
     assert!(took <= Duration::from_secs(1), "took {took:?}");
     assert!(fs::metadata(d.path().join("short")).is_err());
-    assert!(fs::read_dir(&dir).is_err(), "a dead container's files are still served");
+    assert!(
+        fs::read_dir(&dir).is_err(),
+        "a dead container's files are still served"
+    );
 }
 
 #[test]
 fn only_root_may_enter_the_mount() {
     let c = FakeContainer::start(basic_tree, "");
     let d = serve(&c, "priv");
-    let out = sh(&format!("setpriv --reuid 65534 --regid 65534 --clear-groups ls {}", d.path().display()));
+    let out = sh(&format!(
+        "setpriv --reuid 65534 --regid 65534 --clear-groups ls {}",
+        d.path().display()
+    ));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -439,7 +626,11 @@ fn odd_names_are_served() {
             let long = "n".repeat(255);
             fs::write(root.join(&long), "long").unwrap();
             fs::write(root.join("new\nline"), "nl").unwrap();
-            fs::write(root.join(std::ffi::OsStr::from_bytes(b"bad-\xff-utf8")), "raw").unwrap();
+            fs::write(
+                root.join(std::ffi::OsStr::from_bytes(b"bad-\xff-utf8")),
+                "raw",
+            )
+            .unwrap();
         },
         "",
     );
@@ -448,5 +639,8 @@ fn odd_names_are_served() {
     assert_eq!(fs::read_to_string(v.join("n".repeat(255))).unwrap(), "long");
     assert_eq!(fs::read_to_string(v.join("new\nline")).unwrap(), "nl");
     use std::os::unix::ffi::OsStrExt;
-    assert_eq!(fs::read_to_string(v.join(std::ffi::OsStr::from_bytes(b"bad-\xff-utf8"))).unwrap(), "raw");
+    assert_eq!(
+        fs::read_to_string(v.join(std::ffi::OsStr::from_bytes(b"bad-\xff-utf8"))).unwrap(),
+        "raw"
+    );
 }

@@ -31,7 +31,8 @@ fn time(ts: StatxTimestamp) -> SystemTime {
     if ts.tv_sec >= 0 {
         UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec)
     } else {
-        UNIX_EPOCH - Duration::from_secs(ts.tv_sec.unsigned_abs()) + Duration::from_nanos(ts.tv_nsec.into())
+        UNIX_EPOCH - Duration::from_secs(ts.tv_sec.unsigned_abs())
+            + Duration::from_nanos(ts.tv_nsec.into())
     }
 }
 
@@ -72,14 +73,14 @@ pub fn to_attr(ino: u64, st: &Statx) -> FileAttr {
 /// side effects (autofs mounts on access).
 pub fn is_pseudo_fs(f_type: i64) -> bool {
     const PSEUDO: &[i64] = &[
-        0x9fa0,     // proc
+        0x9fa0,      // proc
         0x6265_6572, // sysfs
         0x0027_e0eb, // cgroup
         0x6367_7270, // cgroup2
         0x6462_6720, // debugfs
         0x7472_6163, // tracefs
         0x7363_6673, // securityfs
-        0x1cd1,     // devpts
+        0x1cd1,      // devpts
         0x1980_0202, // mqueue
         0xcafe_4a11, // bpf
         0x6265_6570, // configfs
@@ -90,7 +91,7 @@ pub fn is_pseudo_fs(f_type: i64) -> bool {
         0x4341_5d53, // smackfs
         0xde5e_81e4, // efivarfs
         0x6e73_6673, // nsfs
-        0x0187,     // autofs
+        0x0187,      // autofs
     ];
     PSEUDO.contains(&f_type)
 }

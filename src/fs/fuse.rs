@@ -8,10 +8,10 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 
@@ -46,7 +46,11 @@ impl Filesystem for CtrFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let r = self.do_lookup(parent.0, name);
-        debug!("lookup {} {name:?}: {:?}", parent.0, r.as_ref().map(|a| a.ino.0));
+        debug!(
+            "lookup {} {name:?}: {:?}",
+            parent.0,
+            r.as_ref().map(|a| a.ino.0)
+        );
         match r {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(err(&e)),
@@ -59,7 +63,11 @@ impl Filesystem for CtrFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let r = self.do_getattr(ino.0);
-        debug!("getattr {}: {}", ino.0, if r.is_ok() { "ok" } else { "error" });
+        debug!(
+            "getattr {}: {}",
+            ino.0,
+            if r.is_ok() { "ok" } else { "error" }
+        );
         match r {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(err(&e)),
@@ -68,7 +76,11 @@ impl Filesystem for CtrFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let r = self.do_readlink(ino.0);
-        debug!("readlink {}: {:?}", ino.0, r.as_ref().map(|t| String::from_utf8_lossy(t)));
+        debug!(
+            "readlink {}: {:?}",
+            ino.0,
+            r.as_ref().map(|t| String::from_utf8_lossy(t))
+        );
         match r {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(err(&e)),
@@ -77,7 +89,11 @@ impl Filesystem for CtrFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = self.do_open(ino.0, flags.0);
-        debug!("open {}: {:?}", ino.0, r.as_ref().map_err(|e| e.raw_os_error()));
+        debug!(
+            "open {}: {:?}",
+            ino.0,
+            r.as_ref().map_err(|e| e.raw_os_error())
+        );
         match r {
             // KEEP_CACHE: the page cache survives re-opens; AUTO_INVAL_DATA drops it when a
             // refreshed getattr shows the file changed (at most TTL later).
@@ -137,7 +153,11 @@ impl Filesystem for CtrFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let r = self.do_opendir(ino.0);
-        debug!("opendir {}: {:?}", ino.0, r.as_ref().map_err(|e| e.raw_os_error()));
+        debug!(
+            "opendir {}: {:?}",
+            ino.0,
+            r.as_ref().map_err(|e| e.raw_os_error())
+        );
         match r {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(err(&e)),
@@ -217,7 +237,11 @@ impl Filesystem for CtrFs {
             return reply.error(Errno::ENOSYS);
         }
         let r = self.do_getxattr(ino.0, name, size);
-        debug!("getxattr {} {name:?}: {:?}", ino.0, r.as_ref().map(Vec::len));
+        debug!(
+            "getxattr {} {name:?}: {:?}",
+            ino.0,
+            r.as_ref().map(Vec::len)
+        );
         xattr_reply(r, size, reply);
     }
 
@@ -384,4 +408,3 @@ fn xattr_reply(r: io::Result<Vec<u8>>, size: u32, reply: ReplyXattr) {
         Err(e) => reply.error(err(&e)),
     }
 }
-

@@ -119,7 +119,9 @@ impl Nodes {
         let Some(node) = self.get(ino) else { return };
         let prev = node
             .nlookup
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            })
             .unwrap_or(0);
         if prev > n {
             return;

@@ -256,19 +256,35 @@ impl CtrFs {
         match &*handle {
             Handle::Empty => Ok(()),
             Handle::Root(names) => {
-                for (i, name) in names.iter().enumerate().skip(offset.saturating_sub(2) as usize) {
+                for (i, name) in names
+                    .iter()
+                    .enumerate()
+                    .skip(offset.saturating_sub(2) as usize)
+                {
                     let name = OsStr::new(name.as_str());
                     let off = i as u64 + 3;
                     if plus {
-                        let Ok((node, st)) = self.lookup_container(name) else { continue };
+                        let Ok((node, st)) = self.lookup_container(name) else {
+                            continue;
+                        };
                         let attr = to_attr(node.ino, &st);
-                        let entry = DirEntry { ino: node.ino, offset: off, kind: FileType::Directory, name };
+                        let entry = DirEntry {
+                            ino: node.ino,
+                            offset: off,
+                            kind: FileType::Directory,
+                            name,
+                        };
                         if add(entry, Some(&attr)) {
                             self.do_forget(node.ino, 1);
                             return Ok(());
                         }
                     } else {
-                        let entry = DirEntry { ino: u64::MAX - i as u64, offset: off, kind: FileType::Directory, name };
+                        let entry = DirEntry {
+                            ino: u64::MAX - i as u64,
+                            offset: off,
+                            kind: FileType::Directory,
+                            name,
+                        };
                         if add(entry, None) {
                             return Ok(());
                         }
@@ -287,7 +303,7 @@ impl CtrFs {
                     let name = OsStr::from_bytes(entry.file_name().to_bytes());
                     let off = entry.next_entry_cookie();
                     let is_dot = name == "." || name == "..";
-                    let kind = kind_of((entry.file_type().as_raw_mode() as u32) & libc::S_IFMT);
+                    let kind = kind_of(entry.file_type().as_raw_mode() & libc::S_IFMT);
                     match &node {
                         Some(dnode) if !is_dot => {
                             let st = match statx(
@@ -301,7 +317,12 @@ impl CtrFs {
                             };
                             let child = self.child_node(dnode, fd.as_fd(), name, &st)?;
                             let attr = to_attr(child.ino, &st);
-                            let e = DirEntry { ino: child.ino, offset: off, kind: attr.kind, name };
+                            let e = DirEntry {
+                                ino: child.ino,
+                                offset: off,
+                                kind: attr.kind,
+                                name,
+                            };
                             if add(e, Some(&attr)) {
                                 self.do_forget(child.ino, 1);
                                 return Ok(());
@@ -313,7 +334,12 @@ impl CtrFs {
                                 b".." => parent_ino,
                                 _ => entry.ino(),
                             };
-                            let e = DirEntry { ino: dino, offset: off, kind, name };
+                            let e = DirEntry {
+                                ino: dino,
+                                offset: off,
+                                kind,
+                                name,
+                            };
                             if add(e, dots_attr.as_ref()) {
                                 return Ok(());
                             }
@@ -347,12 +373,20 @@ impl CtrFs {
         if node.is_instance_root() {
             let root = node.inst.root()?;
             let p = format!("/proc/self/fd/{}", root.as_raw_fd());
-            return Ok((root, CString::new(p).map_err(|_| errno(libc::EINVAL))?, true));
+            return Ok((
+                root,
+                CString::new(p).map_err(|_| errno(libc::EINVAL))?,
+                true,
+            ));
         }
         let (pfd, name) = self.parent_fd(node)?;
         let mut p = format!("/proc/self/fd/{}/", pfd.as_raw_fd()).into_bytes();
         p.extend_from_slice(name.as_bytes());
-        Ok((pfd, CString::new(p).map_err(|_| errno(libc::EINVAL))?, false))
+        Ok((
+            pfd,
+            CString::new(p).map_err(|_| errno(libc::EINVAL))?,
+            false,
+        ))
     }
 
     /// Reads xattr `name` into `buf` (`size` 0: only its length). Returns the length.

@@ -42,7 +42,8 @@ pub async fn watch(registry: Arc<Registry>, resync: Duration) {
         } else {
             warn!(
                 "docker ({}): {err}; serving what is known, retrying in {backoff:?}",
-                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+                std::env::var("DOCKER_HOST")
+                    .unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
             );
             warned = true;
         }
@@ -136,7 +137,11 @@ async fn running(docker: &Docker, id: &str) -> Result<Option<(String, i32)>, Doc
     if state.running != Some(true) || pid <= 0 {
         return Ok(None);
     }
-    let name = info.name.unwrap_or_default().trim_start_matches('/').to_string();
+    let name = info
+        .name
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string();
     Ok(Some((name, pid as i32)))
 }
 
@@ -168,7 +173,9 @@ async fn reconcile(docker: &Docker, registry: &Arc<Registry>, id: &str) -> Resul
         }
     };
     if running(docker, id).await? != Some((name.clone(), pid)) {
-        debug!("docker container {name}: changed while acquiring; the next event or re-list retries");
+        debug!(
+            "docker container {name}: changed while acquiring; the next event or re-list retries"
+        );
         return Ok(());
     }
     let ident = Identity {
@@ -178,7 +185,10 @@ async fn reconcile(docker: &Docker, registry: &Arc<Registry>, id: &str) -> Resul
     };
     match Instance::open(ident, pid, pidfd) {
         Ok(inst) => super::serve(registry, inst),
-        Err(e) => warn!("docker container {name} ({}): cannot open its root: {e}", &id[..id.len().min(12)]),
+        Err(e) => warn!(
+            "docker container {name} ({}): cannot open its root: {e}",
+            &id[..id.len().min(12)]
+        ),
     }
     Ok(())
 }

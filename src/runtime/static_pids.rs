@@ -9,7 +9,10 @@ use crate::error::StartError;
 use crate::instance::{Identity, Instance, pin};
 use crate::registry::Registry;
 
-pub fn register(registry: &Arc<Registry>, containers: &[StaticContainer]) -> Result<(), StartError> {
+pub fn register(
+    registry: &Arc<Registry>,
+    containers: &[StaticContainer],
+) -> Result<(), StartError> {
     for c in containers {
         let bad = |e: std::io::Error| StartError::BadContainer {
             arg: format!("{}={}", c.name, c.pid),

@@ -60,7 +60,11 @@ pub fn stdout(o: &Output) -> String {
 pub fn token() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A process with its own mount namespace and a temporary root: what the kernel (and
@@ -80,7 +84,10 @@ impl FakeContainer {
         fs::create_dir_all(root.join("bin")).unwrap();
         fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
         setup(root);
-        let script = format!("R={}; {mounts}\nexec chroot \"$R\" /bin/busybox sleep 1000000", root.display());
+        let script = format!(
+            "R={}; {mounts}\nexec chroot \"$R\" /bin/busybox sleep 1000000",
+            root.display()
+        );
         let child = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .stdin(Stdio::null())
@@ -172,7 +179,10 @@ impl Daemon {
         let path = d.path().to_path_buf();
         if wait_until(Duration::from_secs(20), || is_mounted(&path)).is_none() {
             let status = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            panic!("ctrfsd did not mount (exit: {status:?}); log:\n{}", d.log_text());
+            panic!(
+                "ctrfsd did not mount (exit: {status:?}); log:\n{}",
+                d.log_text()
+            );
         }
         d
     }
@@ -220,7 +230,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("ctrfsd did not exit within 10 s of SIGTERM; log:\n{}", self.log_text());
+                panic!(
+                    "ctrfsd did not exit within 10 s of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -234,7 +247,9 @@ impl Drop for Daemon {
                 rustix::process::Pid::from_child(&c),
                 rustix::process::Signal::TERM,
             );
-            let _ = wait_until(Duration::from_secs(5), || c.try_wait().ok().flatten().is_some());
+            let _ = wait_until(Duration::from_secs(5), || {
+                c.try_wait().ok().flatten().is_some()
+            });
             let _ = c.kill();
             let _ = c.wait();
         }

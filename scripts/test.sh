@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, unit tests, and integration tests that mount
+# FUSE for real against real processes and a real Docker engine. Run as root:
+#   sudo scripts/test.sh
+# It installs and starts what the tests need (scripts/setup.sh). No test is skipped: a test
+# whose prerequisite is missing fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh: the tests mount FUSE and drive Docker; run as root (sudo scripts/test.sh)" >&2
+  exit 1
+fi
+scripts/setup.sh
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked -- --test-threads=4

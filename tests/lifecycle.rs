@@ -1,0 +1,185 @@
+//! Start-up errors, exit codes and the daemon's life: the contract scripts rely on.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let o = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("Usage: ctrfsd [OPTIONS] <MOUNTPOINT>") && out.contains("--container"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.trim(), format!("ctrfsd {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn bad_input_gets_one_line_naming_the_thing_and_the_reason() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    fs::write(&file, "").unwrap();
+    let missing = dir.path().join("missing");
+    let cases: Vec<(Vec<String>, i32, String)> = vec![
+        (vec![], 2, "MOUNTPOINT".into()),
+        (
+            vec![missing.display().to_string()],
+            3,
+            format!("mountpoint {}: does not exist", missing.display()),
+        ),
+        (
+            vec![file.display().to_string()],
+            3,
+            format!("mountpoint {}: not a directory", file.display()),
+        ),
+        (
+            vec![
+                "--no-docker".into(),
+                "--container".into(),
+                "web".into(),
+                dir.path().display().to_string(),
+            ],
+            2,
+            "--container web: expected NAME=PID".into(),
+        ),
+        (
+            vec![
+                "--no-docker".into(),
+                "--container".into(),
+                "web=999999999".into(),
+                dir.path().display().to_string(),
+            ],
+            2,
+            "--container web=999999999: process 999999999".into(),
+        ),
+        (
+            vec![
+                "--log-level".into(),
+                "loud".into(),
+                dir.path().display().to_string(),
+            ],
+            2,
+            "--log-level loud".into(),
+        ),
+    ];
+    for (args, want_code, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = run(&args);
+        assert_eq!(code, Some(want_code), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+    // Not root: refused before touching anything.
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            bin(),
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("must run as root"));
+}
+
+#[test]
+fn refuses_a_live_mount_and_cleans_a_dead_one() {
+    let c = FakeContainer::start(|r| fs::write(r.join("f"), "data").unwrap(), "");
+    let arg = format!("c={}", c.pid());
+    let mut d = Daemon::start(&["--no-docker", "--container", &arg]);
+    let mnt = d.path().to_path_buf();
+    // A second daemon on the same live mount is refused.
+    let (code, _, err) = run(&["--no-docker", mnt.to_str().unwrap()]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("already mounted"), "{err}");
+    // Killed without unmounting: the mountpoint is dead ...
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let e = fs::read_dir(&mnt).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN));
+    // ... and the next start cleans it up and serves again.
+    let mut d2 = Command::new(bin())
+        .args(["--no-docker", "--container", &arg])
+        .arg(&mnt)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ok = wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(mnt.join("c/f"))
+            .map(|s| s == "data")
+            .unwrap_or(false)
+    });
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&d2),
+        rustix::process::Signal::TERM,
+    );
+    let status = d2.wait().unwrap();
+    assert!(ok.is_some(), "restart over a dead mount did not serve");
+    assert!(status.success(), "{status:?}");
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn sigterm_with_busy_files_unmounts_and_exits_zero() {
+    let c = FakeContainer::start(|r| fs::write(r.join("f"), "data").unwrap(), "");
+    let mut d = Daemon::start(&["--no-docker", "--container", &format!("c={}", c.pid())]);
+    // A shell sitting in the mount and a file held open keep it busy.
+    let mut busy = Command::new("sh")
+        .arg("-c")
+        .arg("exec 3< f; sleep 30")
+        .current_dir(d.path().join("c"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let status = d.stop();
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log_text());
+    assert!(!is_mounted(d.path()), "mount left behind");
+    assert!(d.log_text().contains("SIGTERM: unmounting"));
+    let _ = busy.kill();
+    let _ = busy.wait();
+}
+
+#[test]
+fn docker_unreachable_at_start_still_serves_what_is_known() {
+    let c = FakeContainer::start(|r| fs::write(r.join("f"), "data").unwrap(), "");
+    let d = Daemon::start_with(&["--container", &format!("c={}", c.pid())], |cmd| {
+        cmd.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    });
+    assert_eq!(fs::read_to_string(d.path().join("c/f")).unwrap(), "data");
+    let warned = wait_until(Duration::from_secs(5), || d.log_text().contains("WARN"));
+    assert!(
+        warned.is_some(),
+        "no warning about Docker:\n{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("docker (unix:///nonexistent/docker.sock)") && log.contains("retrying"),
+        "{log}"
+    );
+}

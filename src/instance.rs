@@ -97,8 +97,7 @@ impl Instance {
 
     /// Short id for log lines.
     pub fn short_id(&self) -> &str {
-        let id = self.ident.id.as_str();
-        &id[..id.len().min(12)]
+        short_id(&self.ident.id)
     }
 
     pub fn pidfd(&self) -> BorrowedFd<'_> {
@@ -128,6 +127,11 @@ impl Instance {
             self.retired.notify_one();
         }
     }
+}
+
+/// The first 12 characters of a runtime id, as `docker ps` shows it (never panics on odd ids).
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 pub fn stale() -> io::Error {

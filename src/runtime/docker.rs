@@ -13,7 +13,7 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
 use log::{debug, info, warn};
 
-use crate::instance::{Identity, Instance, pin};
+use crate::instance::{Identity, Instance, pin, short_id};
 use crate::registry::Registry;
 
 const RUNTIME: &str = "docker";
@@ -187,7 +187,7 @@ async fn reconcile(docker: &Docker, registry: &Arc<Registry>, id: &str) -> Resul
         Ok(inst) => super::serve(registry, inst),
         Err(e) => warn!(
             "docker container {name} ({}): cannot open its root: {e}",
-            &id[..id.len().min(12)]
+            short_id(id)
         ),
     }
     Ok(())

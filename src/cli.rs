@@ -41,6 +41,11 @@ pub struct Args {
     #[arg(long)]
     pub no_xattrs: bool,
 
+    /// Kernel FUSE passthrough: reads go straight to the container's file (fastest for large
+    /// files), at the cost of one round trip per open (slower for many small files)
+    #[arg(long)]
+    pub passthrough: bool,
+
     /// FUSE worker threads (default: number of CPUs, at least 2)
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -64,6 +69,7 @@ pub struct Config {
     pub docker: bool,
     pub resync: Duration,
     pub xattrs: bool,
+    pub passthrough: bool,
     pub threads: usize,
 }
 
@@ -96,6 +102,7 @@ impl Args {
             docker: !self.no_docker,
             resync: Duration::from_secs(self.resync),
             xattrs: !self.no_xattrs,
+            passthrough: self.passthrough,
             threads,
         })
     }

@@ -65,8 +65,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         Options {
             mountpoint: mountpoint.clone(),
             xattrs: config.xattrs,
-            // A quarter of the fd budget, so open files always have room.
-            dir_cache: (nofile / 4).clamp(16, 512) as usize,
+            passthrough: config.passthrough,
+            // Each cache gets a quarter of the fd budget, so open files always have room.
+            fd_cache: (nofile / 4).clamp(16, 512) as usize,
         },
     )
     .map_err(|e| StartError::Other(format!("/proc/self/fd: {e}")))?;

@@ -644,3 +644,44 @@ fn odd_names_are_served() {
         "raw"
     );
 }
+
+#[test]
+fn passthrough_mode_serves_the_same_bytes_and_appends() {
+    let c = FakeContainer::start(basic_tree, "");
+    let arg = format!("pt={}", c.pid());
+    let d = Daemon::start_with(
+        &["--no-docker", "--passthrough", "--container", &arg],
+        |cmd| {
+            cmd.env("RUST_LOG", "ctrfsd=debug");
+        },
+    );
+    let v = d.path().join("pt");
+    for f in ["a/b/c/deep", "etc/app.conf", "usr/share/zoneinfo/UTC"] {
+        assert_eq!(
+            fs::read(v.join(f)).unwrap(),
+            fs::read(c.root().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert!(
+        d.log_text().contains(": passthrough fh"),
+        "kernel passthrough was not used:\n{}",
+        d.log_text()
+    );
+    let log = v.join("var/log/app/app.log");
+    let mut f = fs::File::open(&log).unwrap();
+    let mut seen = String::new();
+    f.read_to_string(&mut seen).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(c.root().join("var/log/app/app.log"))
+        .unwrap()
+        .write_all(b"late line\n")
+        .unwrap();
+    let took = wait_until(Duration::from_secs(3), || {
+        f.read_to_string(&mut seen).unwrap();
+        seen.contains("late line")
+    })
+    .expect("appended line never seen with passthrough");
+    assert!(took <= Duration::from_millis(1500), "took {took:?}");
+}

@@ -9,8 +9,12 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 
 pub enum Handle {
-    /// A regular file opened read-only.
-    File(Arc<OwnedFd>),
+    /// A regular file opened read-only; with kernel passthrough, also its backing id (which
+    /// must live until release).
+    File {
+        fd: Arc<OwnedFd>,
+        backing: Option<fuser::BackingId>,
+    },
     /// A real directory, read with getdents from the offset the kernel asks for.
     Dir(Mutex<OwnedFd>),
     /// The mount root: the container names when it was opened.

@@ -2,7 +2,7 @@
 //! are served read-only from fds held relative to the container's root.
 //!
 //! - [`nodes`]: ctrfsd inode numbers and where each node was last seen.
-//! - [`dircache`]: a bounded LRU of directory fds.
+//! - [`fdcache`]: bounded LRUs of directory fds and of read fds.
 //! - [`handles`]: open files and directories.
 //! - [`attr`]: statx -> FUSE attributes; which filesystems are pseudo.
 //! - `resolve` (here): reaching a node's fd one component at a time, `O_NOFOLLOW`, from the
@@ -16,7 +16,7 @@
 //! container root. No `/proc/<pid>/root/...` path string is ever built for I/O.
 
 pub mod attr;
-pub mod dircache;
+pub mod fdcache;
 mod fuse;
 pub mod handles;
 mod links;
@@ -35,7 +35,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Statx, fstatfs, openat, statx};
 use crate::instance::{Instance, stale};
 use crate::registry::{ROOT_INO, Registry};
 use attr::{STATX_MASK, dev_of, is_pseudo_fs};
-use dircache::DirCache;
+use fdcache::FdCache;
 use handles::Handles;
 use nodes::{Node, Nodes};
 
@@ -51,14 +51,19 @@ pub struct Options {
     /// The canonical mountpoint path: absolute symlink answers start with it.
     pub mountpoint: PathBuf,
     pub xattrs: bool,
-    /// How many directory fds to keep open at most.
-    pub dir_cache: usize,
+    /// Kernel FUSE passthrough: one round trip per `open()`, then reads go straight to the
+    /// container's file. Off: `open` is answered ENOSYS once, the kernel stops sending opens and
+    /// keeps its page cache across them, and reads come through ctrfsd.
+    pub passthrough: bool,
+    /// How many directory fds, and how many read fds, to keep open at most (each).
+    pub fd_cache: usize,
 }
 
 pub struct CtrFs {
     registry: Arc<Registry>,
     nodes: Nodes,
-    dirs: Arc<DirCache>,
+    dirs: Arc<FdCache>,
+    files: Arc<FdCache>,
     handles: Handles,
     opts: Options,
     /// `/proc/self/fd`, to reopen an `O_PATH` fd for reading without a path walk in the
@@ -66,6 +71,8 @@ pub struct CtrFs {
     proc_fd: OwnedFd,
     /// The mount root's timestamps.
     started: std::time::SystemTime,
+    /// Passthrough was asked for and the kernel agreed (set in `init`).
+    passthrough_on: bool,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -79,19 +86,23 @@ impl CtrFs {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let dirs = Arc::new(DirCache::new(opts.dir_cache));
-        let hook_dirs = dirs.clone();
+        let dirs = Arc::new(FdCache::new(opts.fd_cache));
+        let files = Arc::new(FdCache::new(opts.fd_cache));
+        let (hook_dirs, hook_files) = (dirs.clone(), files.clone());
         registry.set_on_retire(Box::new(move |inst: &Instance| {
-            hook_dirs.purge_instance(inst.seq)
+            hook_dirs.purge_instance(inst.seq);
+            hook_files.purge_instance(inst.seq);
         }));
         Ok(CtrFs {
             registry,
             nodes: Nodes::default(),
             dirs,
+            files,
             handles: Handles::default(),
             opts,
             proc_fd,
             started: std::time::SystemTime::now(),
+            passthrough_on: false,
         })
     }
 
@@ -160,6 +171,7 @@ impl CtrFs {
         match f() {
             Err(rustix::io::Errno::MFILE) => {
                 self.dirs.clear();
+                self.files.clear();
                 Ok(f()?)
             }
             r => Ok(r?),
@@ -174,6 +186,10 @@ impl CtrFs {
         }
         let parent = self.node(loc.parent)?;
         Ok((self.dir_fd(&parent)?, loc.name))
+    }
+
+    fn backing_of(&self, fh: u64) -> Option<Arc<handles::Handle>> {
+        self.handles.get(fh)
     }
 
     /// Fresh attributes of a node, checking it is still the same file.

@@ -124,6 +124,7 @@ impl CtrFs {
     pub(super) fn do_forget(&self, ino: u64, n: u64) {
         if ino != ROOT_INO {
             self.dirs.remove(ino);
+            self.files.remove(ino);
             self.nodes.forget(ino, n);
         }
     }
@@ -140,7 +141,7 @@ impl CtrFs {
     /// file is first opened `O_PATH`, checked to be the same regular file, and only then
     /// re-opened for reading through `/proc/self/fd`, so a FIFO or device swapped in by a race
     /// is never opened.
-    pub(super) fn do_open(&self, ino: u64, flags: i32) -> io::Result<u64> {
+    pub(super) fn open_file(&self, ino: u64, flags: i32) -> io::Result<OwnedFd> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(errno(libc::EROFS));
         }
@@ -152,8 +153,15 @@ impl CtrFs {
         }
         let (pfd, name) = self.parent_fd(&node)?;
         let opath = self.open_verified(pfd.as_fd(), &name, &node, OFlags::empty())?;
-        let fd = self.reopen(&opath)?;
-        Ok(self.handles.insert(Handle::File(Arc::new(fd))))
+        self.reopen(&opath)
+    }
+
+    /// Registers an open file; returns its handle number.
+    pub(super) fn insert_file(&self, fd: OwnedFd, backing: Option<fuser::BackingId>) -> u64 {
+        self.handles.insert(Handle::File {
+            fd: Arc::new(fd),
+            backing,
+        })
     }
 
     fn reopen(&self, opath: &OwnedFd) -> io::Result<OwnedFd> {
@@ -172,13 +180,33 @@ impl CtrFs {
         }
     }
 
-    /// Reads from an open file into `buf`; returns how many bytes were read.
-    pub(super) fn do_read(&self, fh: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let handle = self.handles.get(fh).ok_or_else(|| errno(libc::EBADF))?;
-        let Handle::File(fd) = &*handle else {
-            return Err(errno(libc::EBADF));
+    /// Reads into `buf`; returns how many bytes were read. `fh` 0 means the kernel skipped
+    /// `open` (the default mode): the read fd then comes from a bounded LRU, opened as
+    /// [`Self::open_file`] does on a miss.
+    pub(super) fn do_read(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        let fd = if fh == 0 {
+            match self.files.get(ino) {
+                Some(fd) => fd,
+                None => {
+                    let node = self.node(ino)?;
+                    let fd = Arc::new(self.open_file(ino, libc::O_RDONLY)?);
+                    self.files.put(ino, node.inst.seq, fd.clone());
+                    fd
+                }
+            }
+        } else {
+            match self.handles.get(fh).as_deref() {
+                Some(Handle::File { fd, .. }) => fd.clone(),
+                _ => return Err(errno(libc::EBADF)),
+            }
         };
-        Ok(rustix::io::pread(&**fd, buf, offset)?)
+        Ok(rustix::io::pread(&*fd, buf, offset)?)
     }
 
     pub(super) fn do_opendir(&self, ino: u64) -> io::Result<u64> {
@@ -348,7 +376,7 @@ impl CtrFs {
                 }
                 Ok(())
             }
-            Handle::File(_) => Err(errno(libc::ENOTDIR)),
+            Handle::File { .. } => Err(errno(libc::ENOTDIR)),
         }
     }
 

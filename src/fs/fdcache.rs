@@ -1,7 +1,9 @@
-//! A bounded LRU of `O_PATH` directory fds, so lookups in a directory cost one `statx` instead
-//! of re-opening the directory's whole chain from the container root.
+//! A bounded LRU of fds by inode number. Two are used: `O_PATH` directory fds, so a lookup in a
+//! directory costs one `statx` instead of re-opening the directory's chain from the container
+//! root; and read-only file fds, for reads that arrive without an open (the default mode answers
+//! `open` with ENOSYS, so the kernel skips that round trip and keeps its page cache).
 //!
-//! Bounded by construction: the cache holds at most `capacity` fds, whatever the tree size.
+//! Bounded by construction: each cache holds at most `capacity` fds, whatever the tree size.
 //! Entries are tagged with their instance's seq and purged when the instance is retired, so a
 //! dead container's mounts are not kept alive by us.
 
@@ -11,14 +13,14 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-pub struct DirCache {
+pub struct FdCache {
     lru: Mutex<LruCache<u64, (u64, Arc<OwnedFd>)>>,
 }
 
-impl DirCache {
-    pub fn new(capacity: usize) -> DirCache {
+impl FdCache {
+    pub fn new(capacity: usize) -> FdCache {
         let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        DirCache {
+        FdCache {
             lru: Mutex::new(LruCache::new(cap)),
         }
     }

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Benchmarks ctrfsd against the kernel's own view, /proc/<pid>/root, on the same files in the
+# same run, and prints one table of medians and ratios (ctrfsd / direct). Run as root:
+#   sudo scripts/bench.sh            # the workloads of issue #3
+#   sudo scripts/bench.sh --scale    # also: walk 1,000,000 files under RLIMIT_NOFILE 1024, RSS
+# Env: RUNS (default 5), MANY (containers for the `ls` row, default 200; 0 skips the row).
+# Containers and images are reused between runs (names ctrfsd-bench-*); `scripts/bench.sh
+# --clean` removes them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-5}
+MANY=${MANY:-200}
+IMAGE=ctrfsd-bench:1
+WORK=/run/ctrfsd-bench
+MNT=$WORK/mnt
+BINDMNT=$WORK/bindfs
+OUT=$WORK/results
+SCALE=0
+[ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
+case "${1:-}" in
+  --scale) SCALE=1 ;;
+  --clean) docker ps -aq --filter name=ctrfsd-bench- | xargs -r docker rm -f >/dev/null
+           docker rmi -f $IMAGE >/dev/null 2>&1 || true; exit 0 ;;
+  "") ;;
+  *) echo "bench.sh: unknown argument $1 (expected --scale or --clean)" >&2; exit 2 ;;
+esac
+
+scripts/setup.sh
+for pair in hyperfine:hyperfine fio:fio bindfs:bindfs; do
+  command -v "${pair%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair##*:}" >/dev/null 2>&1
+done
+cargo build --release --locked -q
+BIN=$PWD/target/release/ctrfsd
+mkdir -p "$WORK" "$MNT" "$BINDMNT" "$OUT"
+
+# A tree like real log directories: 100 folders x 300 files of 1-6 KiB; one line in 7 says ERROR.
+make_tree() { python3 - "$1" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+random.seed(7)
+for d in range(100):
+    p = os.path.join(root, f"svc{d:03}")
+    os.makedirs(p, exist_ok=True)
+    for f in range(300):
+        lines = []
+        for i in range(random.randint(20, 120)):
+            lvl = "ERROR" if random.random() < 1/7 else "INFO"
+            lines.append(f"2026-11-22T07:{i%60:02}:00Z {lvl} request {d}-{f}-{i} handled in {random.randint(1,999)}ms")
+        with open(os.path.join(p, f"app-{f:03}.log"), "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+PY
+}
+
+if ! docker image inspect $IMAGE >/dev/null 2>&1; then
+  echo "bench: building image $IMAGE (busybox + a 30k-file tree in an image layer)"
+  t=$(mktemp -d)
+  mkdir -p "$t/bin" "$t/proc" "$t/sys" "$t/dev" "$t/etc"
+  cp /bin/busybox "$t/bin/busybox"; ln -s busybox "$t/bin/sh"; ln -s busybox "$t/bin/sleep"
+  make_tree "$t/data"
+  tar -C "$t" -cf - . | docker import - $IMAGE >/dev/null
+  rm -rf "$t"
+fi
+
+ensure() { # name -> pid of a running container from the bench image
+  local n=$1
+  if [ "$(docker inspect -f '{{.State.Running}}' "$n" 2>/dev/null)" != true ]; then
+    docker rm -f "$n" >/dev/null 2>&1 || true
+    docker run -d --network none --name "$n" $IMAGE /bin/sleep 1000000000 >/dev/null
+  fi
+  docker inspect -f '{{.State.Pid}}' "$n"
+}
+
+MAIN=ctrfsd-bench-main
+PID=$(ensure $MAIN)
+if [ ! -e /proc/$PID/root/wdata/.complete ]; then
+  echo "bench: writing the 30k-file tree and a 1 GiB file into $MAIN's writable layer"
+  make_tree /proc/$PID/root/wdata
+  dd if=/dev/urandom of=/proc/$PID/root/wdata/big bs=1M count=1024 status=none
+  touch /proc/$PID/root/wdata/.complete
+fi
+PAR_PIDS=()
+for i in 0 1 2 3 4 5 6 7; do PAR_PIDS+=("$(ensure ctrfsd-bench-p$i)"); done
+if [ "$MANY" -gt 0 ]; then
+  have=$(docker ps -q --filter name=ctrfsd-bench-n | wc -l)
+  if [ "$have" -lt "$MANY" ]; then
+    echo "bench: starting $MANY idle containers for the listing row (once; reused later)"
+    for i in $(seq 0 $((MANY - 1))); do ensure ctrfsd-bench-n$i >/dev/null; done
+  fi
+fi
+
+cleanup() {
+  [ -n "${DPID:-}" ] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
+  mountpoint -q "$BINDMNT" && umount -l "$BINDMNT" || true
+}
+trap cleanup EXIT
+mountpoint -q "$MNT" && umount -l "$MNT"
+"$BIN" --log-level warn ${CTRFSD_ARGS:-} "$MNT" 2>"$WORK/ctrfsd.log" &
+DPID=$!
+for _ in $(seq 1 100); do [ -d "$MNT/$MAIN/wdata" ] && break; sleep 0.1; done
+[ -d "$MNT/$MAIN/wdata" ] || { echo "bench: ctrfsd did not serve $MAIN" >&2; cat "$WORK/ctrfsd.log" >&2; exit 1; }
+HAVE_BINDFS=0
+if command -v bindfs >/dev/null && bindfs -o ro "/proc/$PID/root" "$BINDMNT" 2>/dev/null; then HAVE_BINDFS=1; fi
+
+D=/proc/$PID/root/wdata C=$MNT/$MAIN/wdata B=$BINDMNT/wdata
+drop='sync; echo 3 > /proc/sys/vm/drop_caches'
+rm -f "$OUT"/*.json
+bench() { # id, label, command template with {} for the tree root, extra hyperfine args...
+  local id=$1 label=$2 tmpl=$3; shift 3
+  local cmds=("${tmpl//\{\}/$D}" "${tmpl//\{\}/$C}")
+  [ $HAVE_BINDFS = 1 ] && cmds+=("${tmpl//\{\}/$B}")
+  echo "bench: $label"
+  hyperfine -N --style none --runs "$RUNS" "$@" --export-json "$OUT/$id.json" "${cmds[@]}" >/dev/null
+  echo "$label" > "$OUT/$id.label"
+}
+bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 2
+bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 2
+bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 2
+bench 4rand "4 KiB random reads (fio randread, 64 MiB), warm" \
+  "sh -c 'fio --name=r --filename={}/big --rw=randread --bs=4k --size=1g --io_size=64m --invalidate=0 --ioengine=psync --output=/dev/null'" --warmup 2
+bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR {} >/dev/null'" --prepare "sh -c '$drop'"
+par_direct="" par_ctrfsd=""
+for i in 0 1 2 3 4 5 6 7; do
+  par_direct+="grep -r -c ERROR /proc/${PAR_PIDS[$i]}/root/data >/dev/null & "
+  par_ctrfsd+="grep -r -c ERROR $MNT/ctrfsd-bench-p$i/data >/dev/null & "
+done
+echo "bench: 8 greps in parallel on 8 containers"
+hyperfine --style none --runs "$RUNS" --warmup 1 --export-json "$OUT/6par.json" \
+  "sh -c '${par_direct}wait'" "sh -c '${par_ctrfsd}wait'" >/dev/null
+echo "8 greps in parallel on 8 containers, wall" > "$OUT/6par.label"
+if [ "$MANY" -gt 0 ]; then
+  n=$(ls "$MNT" | wc -l)
+  echo "bench: ls with $n containers"
+  hyperfine -N --style none --runs 30 --warmup 3 --export-json "$OUT/7ls.json" "ls $MNT" >/dev/null
+  echo "ls /ctr with $n running containers (absolute)" > "$OUT/7ls.label"
+fi
+
+python3 - "$OUT" "$HAVE_BINDFS" <<'PY'
+import json, os, sys
+out, have_bindfs = sys.argv[1], sys.argv[2] == "1"
+def fmt(s):
+    return f"{s*1000:.1f} ms" if s < 10 else f"{s:.2f} s"
+rows = []
+for f in sorted(x for x in os.listdir(out) if x.endswith(".json")):
+    res = json.load(open(os.path.join(out, f)))["results"]
+    label = open(os.path.join(out, f[:-5] + ".label")).read().strip()
+    med = [r["median"] for r in res]
+    if len(med) == 1:
+        rows.append((label, "", fmt(med[0]), "", "", ""))
+        continue
+    b = (fmt(med[2]), f"{med[2]/med[0]:.2f}") if len(med) > 2 else ("", "")
+    rows.append((label, fmt(med[0]), fmt(med[1]), f"{med[1]/med[0]:.2f}") + b)
+head = ("workload", "direct /proc/<pid>/root", "ctrfsd", "ratio") + (("bindfs", "bindfs ratio") if have_bindfs else ())
+print("| " + " | ".join(head) + " |")
+print("|" + "---|" * len(head))
+for r in rows:
+    print("| " + " | ".join(r[:len(head)]) + " |")
+PY
+echo "machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); runs: $RUNS (medians)"
+
+if [ $SCALE = 1 ]; then
+  SC=ctrfsd-bench-scale
+  SPID=$(ensure $SC)
+  if [ ! -e /proc/$SPID/root/m/.complete ]; then
+    echo "bench: creating 1,000,000 files in $SC's writable layer (once)"
+    python3 - /proc/$SPID/root/m <<'PY'
+import os, sys
+root = sys.argv[1]
+for d in range(1000):
+    p = os.path.join(root, f"d{d:04}")
+    os.makedirs(p, exist_ok=True)
+    for f in range(1000):
+        open(os.path.join(p, f"f{f:04}"), "w").close()
+PY
+    touch /proc/$SPID/root/m/.complete
+  fi
+  kill -TERM $DPID; wait $DPID 2>/dev/null || true
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  prlimit --nofile=1024:1024 "$BIN" --log-level warn --no-docker --container "$SC=$SPID" "$MNT" 2>"$WORK/ctrfsd-scale.log" &
+  DPID=$!
+  for _ in $(seq 1 100); do [ -d "$MNT/$SC/m" ] && break; sleep 0.1; done
+  rss() { awk '/VmRSS/{print $2}' /proc/$DPID/status; }
+  r0=$(rss)
+  start=$(date +%s.%N)
+  n=$(find "$MNT/$SC/m" -type f | wc -l)
+  t=$(echo "$(date +%s.%N) - $start" | bc)
+  r1=$(rss)
+  echo 2 > /proc/sys/vm/drop_caches; sleep 2
+  r2=$(rss)
+  fds=$(ls /proc/$DPID/fd | wc -l)
+  echo
+  echo "| scale: find over $n files, RLIMIT_NOFILE 1024 | value |"
+  echo "|---|---|"
+  echo "| walk time | ${t%.*} s |"
+  echo "| ctrfsd RSS at start | $((r0/1024)) MiB |"
+  echo "| ctrfsd RSS with every inode cached | $((r1/1024)) MiB |"
+  echo "| ctrfsd RSS after drop_caches (2) | $((r2/1024)) MiB |"
+  echo "| bytes per cached inode | $(( (r1 - r0) * 1024 / (n + 1000) )) |"
+  echo "| open fds after the walk | $fds |"
+fi

@@ -83,12 +83,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
     ];
     fuse_config.n_threads = Some(config.threads);
     fuse_config.clone_fd = true;
-    let session =
+    let mut session =
         fuser::Session::new(fs, &mountpoint, &fuse_config).map_err(|source| StartError::Mount {
             path: mountpoint.clone(),
             source,
         })?;
     registry.set_notifier(session.notifier());
+    let mut unmounter = session.unmount_callable();
     info!(
         "mounted at {} ({} threads, RLIMIT_NOFILE {nofile})",
         mountpoint.display(),
@@ -104,8 +105,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
     match rx.recv() {
         Ok(Event::Signal(sig)) => {
             info!("{sig}: unmounting {}", mountpoint.display());
-            if let Err(e) = mountpoint::unmount_clean(&mountpoint) {
-                error!("unmounting {}: {e}", mountpoint.display());
+            // fuser's own unmounter, so its session does not try again when it ends.
+            match unmounter.unmount() {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    info!("{}: busy, detaching lazily", mountpoint.display());
+                    if let Err(e) = mountpoint::detach(&mountpoint) {
+                        error!("detaching {}: {e}", mountpoint.display());
+                    }
+                }
+                Err(e) => error!("unmounting {}: {e}", mountpoint.display()),
             }
             // A plain unmount ends the session at once; after a lazy one, exiting closes
             // /dev/fuse, which releases the detached mount for its last users.

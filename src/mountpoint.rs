@@ -84,16 +84,8 @@ pub fn prepare(path: &Path) -> Result<PathBuf, StartError> {
     Ok(canon)
 }
 
-/// Unmounts `path`; if something still uses it, detaches it lazily (it disappears from the
-/// namespace now and is released when the last user lets go).
-pub fn unmount_clean(path: &Path) -> io::Result<()> {
-    match unmount(path, UnmountFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::BUSY) => {
-            info!("{}: busy, detaching lazily", path.display());
-            Ok(unmount(path, UnmountFlags::DETACH)?)
-        }
-        Err(rustix::io::Errno::INVAL) => Ok(()), // already unmounted
-        Err(e) => Err(e.into()),
-    }
+/// Detaches `path` lazily: it disappears from the namespace now and is released when its last
+/// user lets go. Used when a plain unmount reports the mount busy.
+pub fn detach(path: &Path) -> io::Result<()> {
+    Ok(unmount(path, UnmountFlags::DETACH)?)
 }

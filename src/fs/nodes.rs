@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use fuser::FileType;
+use rustc_hash::FxBuildHasher;
 
 use crate::instance::Instance;
 use crate::registry::ROOT_INO;
@@ -60,17 +61,19 @@ impl Node {
     }
 }
 
+/// Keys are integers we allocate or the kernel's inode identities, not attacker-chosen strings,
+/// so a fast non-cryptographic hash is safe here (measured: SipHash was 8% of a readdirplus).
 pub struct Nodes {
-    by_ino: DashMap<u64, Arc<Node>>,
-    by_key: DashMap<NodeKey, Arc<Node>>,
+    by_ino: DashMap<u64, Arc<Node>, FxBuildHasher>,
+    by_key: DashMap<NodeKey, Arc<Node>, FxBuildHasher>,
     next: AtomicU64,
 }
 
 impl Default for Nodes {
     fn default() -> Self {
         Nodes {
-            by_ino: DashMap::new(),
-            by_key: DashMap::new(),
+            by_ino: DashMap::with_hasher(FxBuildHasher),
+            by_key: DashMap::with_hasher(FxBuildHasher),
             next: AtomicU64::new(ROOT_INO + 1),
         }
     }
@@ -81,23 +84,37 @@ impl Nodes {
         self.by_ino.get(&ino).map(|n| n.clone())
     }
 
-    /// Finds or creates the node for `key`, counts one kernel reference and records `loc`.
+    /// Finds or creates the node for `key`, counts one kernel reference and records where it
+    /// was seen (`name` in directory `parent`).
     pub fn lookup(
         &self,
         key: NodeKey,
         kind: FileType,
         hidden: bool,
         inst: &Arc<Instance>,
-        loc: Loc,
+        parent: u64,
+        name: &OsStr,
     ) -> Arc<Node> {
         match self.by_key.entry(key) {
             Entry::Occupied(e) => {
                 let node = e.get().clone();
                 node.nlookup.fetch_add(1, Ordering::AcqRel);
-                *node.loc.lock().unwrap_or_else(|e| e.into_inner()) = loc;
+                let mut loc = node.loc.lock().unwrap_or_else(|e| e.into_inner());
+                // Seen where it was last time (the common case): nothing to allocate.
+                if loc.parent != parent || *loc.name != *name {
+                    *loc = Loc {
+                        parent,
+                        name: Arc::from(name),
+                    };
+                }
+                drop(loc);
                 node
             }
             Entry::Vacant(e) => {
+                let loc = Loc {
+                    parent,
+                    name: Arc::from(name),
+                };
                 let node = Arc::new(Node {
                     ino: self.next.fetch_add(1, Ordering::Relaxed),
                     inst: inst.clone(),

@@ -12,7 +12,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Statx, fstatfs, openat, seek, 
 
 use super::attr::{STATX_MASK, dev_of, kind_of, to_attr};
 use super::handles::Handle;
-use super::nodes::{Loc, Node, NodeKey};
+use super::nodes::{Node, NodeKey};
 use super::{CtrFs, errno};
 use crate::pathsafe::is_plain_name;
 use crate::registry::ROOT_INO;
@@ -81,13 +81,9 @@ impl CtrFs {
             ino: st.stx_ino,
             link_parent: 0,
         };
-        let loc = Loc {
-            parent: ROOT_INO,
-            name: Arc::from(name),
-        };
         let node = self
             .nodes
-            .lookup(key, FileType::Directory, false, &inst, loc);
+            .lookup(key, FileType::Directory, false, &inst, ROOT_INO, name);
         Ok((node, st))
     }
 
@@ -114,11 +110,9 @@ impl CtrFs {
                 0
             },
         };
-        let loc = Loc {
-            parent: parent.ino,
-            name: Arc::from(name),
-        };
-        Ok(self.nodes.lookup(key, kind, hidden, &parent.inst, loc))
+        Ok(self
+            .nodes
+            .lookup(key, kind, hidden, &parent.inst, parent.ino, name))
     }
 
     pub(super) fn do_forget(&self, ino: u64, n: u64) {

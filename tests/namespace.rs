@@ -571,7 +571,23 @@ fn xattrs_match_getfattr() {
         "setfattr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Off by default: the kernel is told xattrs are not supported.
     let d = serve(&c, "x");
+    let out = sh(&format!(
+        "getfattr -n user.color {}/x/etc/app.conf",
+        d.path().display()
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+        "{out:?}"
+    );
+    drop(d);
+    let d = Daemon::start(&[
+        "--no-docker",
+        "--xattrs",
+        "--container",
+        &format!("x={}", c.pid()),
+    ]);
     let dump = |p: &Path| {
         stdout(&sh(&format!(
             "cd {} && getfattr -d -m - etc etc/app.conf etc/localtime 2>&1",

@@ -1,0 +1,99 @@
+//! Hostile containers: races and tricks aimed at making ctrfsd return host files.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// CVE-2018-15664 class: a process inside the container swaps a directory and a symlink to a
+/// host directory with renameat2(RENAME_EXCHANGE) in a loop while the host reads through it.
+#[test]
+fn symlink_exchange_race_never_returns_host_bytes() {
+    let t = token();
+    let name = format!("ctrfsd-race-marker-{t}");
+    let host_marker = PathBuf::from("/etc").join(&name);
+    let secret = format!("HOST-SECRET-{t}");
+    fs::write(&host_marker, &secret).unwrap();
+    let c = FakeContainer::start(
+        |root| {
+            fs::create_dir(root.join("swap")).unwrap();
+            fs::write(root.join("swap").join(&name), "container-side\n").unwrap();
+            symlink("/etc", root.join("evil")).unwrap();
+        },
+        "",
+    );
+    let d = Daemon::start(&["--no-docker", "--container", &format!("race={}", c.pid())]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let swapper = {
+        let (stop, swaps) = (stop.clone(), swaps.clone());
+        let (a, b) = (c.root().join("swap"), c.root().join("evil"));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &a,
+                    rustix::fs::CWD,
+                    &b,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .unwrap();
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let through_mount = d.path().join("race/swap").join(&name);
+    let through_proc = c.proc_root().join("swap").join(&name);
+    let (mut ok_reads, mut leaks, mut proc_leaks) = (0, 0, 0);
+    let end = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < end {
+        match fs::read_to_string(&through_mount) {
+            Ok(s) if s.contains(&secret) => leaks += 1,
+            Ok(_) => ok_reads += 1,
+            Err(_) => {}
+        }
+        if let Ok(entries) = fs::read_dir(d.path().join("race/swap")) {
+            for e in entries.flatten() {
+                if let Ok(s) = fs::read_to_string(e.path()) {
+                    leaks += usize::from(s.contains(&secret));
+                }
+            }
+        }
+        if fs::read_to_string(&through_proc).is_ok_and(|s| s.contains(&secret)) {
+            proc_leaks += 1;
+        }
+    }
+    let out = sh(&format!(
+        "timeout 60 grep -r -l {secret} {}",
+        d.path().join("race").display()
+    ));
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    let _ = fs::remove_file(&host_marker);
+    eprintln!(
+        "swaps {}, container reads {ok_reads}, /proc/<pid>/root leaks {proc_leaks}",
+        swaps.load(Ordering::Relaxed)
+    );
+    assert_eq!(leaks, 0, "ctrfsd returned host bytes {leaks} times");
+    assert!(
+        stdout(&out).is_empty(),
+        "grep -r found the host marker: {}",
+        stdout(&out)
+    );
+    // The race was real: the kernel's own view leaked, and ctrfsd still served the container.
+    assert!(
+        proc_leaks > 0,
+        "the swap never exposed the host through /proc/<pid>/root"
+    );
+    assert!(
+        ok_reads > 0,
+        "no read through the mount succeeded during the race"
+    );
+}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs on a fresh Debian machine, as root:
-#   fuse3 (fusermount3, for completeness), busybox-static (the test images and fake
-#   containers), attr (getfattr/setfattr), docker.io, and a Docker engine with no network:
+#   fuse3 (fusermount3, for completeness), busybox-static (test images and fake containers),
+#   attr (getfattr/setfattr), debootstrap (a Debian tree for the differential check),
+#   docker.io, and a Docker engine with no network:
 #   dockerd --bridge=none --iptables=false --ip-masq=false
 # Idempotent: installs only what is missing and starts dockerd only if none answers.
 set -euo pipefail
 
 need=()
-for pair in fusermount3:fuse3 busybox:busybox-static getfattr:attr dockerd:docker.io \
+for pair in fusermount3:fuse3 busybox:busybox-static getfattr:attr dockerd:docker.io debootstrap:debootstrap \
             unshare:util-linux setpriv:util-linux python3:python3; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")

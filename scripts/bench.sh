@@ -184,7 +184,7 @@ PY
   n=$(find "$MNT/$SC/m" -type f | wc -l)
   t=$(echo "$(date +%s.%N) - $start" | bc)
   r1=$(rss)
-  echo 2 > /proc/sys/vm/drop_caches; sleep 2
+  echo 2 > /proc/sys/vm/drop_caches; sleep 7  # the table is shrunk every 5 s
   r2=$(rss)
   fds=$(ls /proc/$DPID/fd | wc -l)
   echo

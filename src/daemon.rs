@@ -71,6 +71,21 @@ pub fn run(config: Config) -> Result<(), StartError> {
         },
     )
     .map_err(|e| StartError::Other(format!("/proc/self/fd: {e}")))?;
+    let nodes = fs.nodes();
+    std::thread::Builder::new()
+        .name("maintenance".into())
+        .spawn(move || {
+            let mut last = 0;
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                nodes.shrink_if_sparse();
+                if nodes.len() != last {
+                    last = nodes.len();
+                    log::debug!("inode table: {last} nodes");
+                }
+            }
+        })
+        .map_err(|e| StartError::Other(format!("starting the maintenance thread: {e}")))?;
     let mut fuse_config = fuser::Config::default();
     fuse_config.mount_options = vec![
         MountOption::FSName("ctrfsd".into()),

@@ -23,8 +23,14 @@ pub fn kind_of(mode: u32) -> FileType {
     }
 }
 
-pub fn dev_of(st: &Statx) -> u64 {
-    libc::makedev(st.stx_dev_major, st.stx_dev_minor)
+/// A device number in the kernel's 32-bit encoding (new_encode_dev), which FUSE carries.
+fn encode_dev(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+/// The device a file lives on.
+pub fn dev_of(st: &Statx) -> u32 {
+    encode_dev(st.stx_dev_major, st.stx_dev_minor)
 }
 
 fn time(ts: StatxTimestamp) -> SystemTime {
@@ -41,9 +47,7 @@ fn time(ts: StatxTimestamp) -> SystemTime {
 /// mounts would collide under one device and confuse `find`, `du` and `tar`.
 pub fn to_attr(ino: u64, st: &Statx) -> FileAttr {
     let mode = u32::from(st.stx_mode);
-    // FUSE carries rdev in the kernel's new_encode_dev() format.
-    let (major, minor) = (st.stx_rdev_major, st.stx_rdev_minor);
-    let rdev = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
+    let rdev = encode_dev(st.stx_rdev_major, st.stx_rdev_minor);
     let btime = if st.stx_mask & StatxFlags::BTIME.bits() != 0 {
         time(st.stx_btime)
     } else {

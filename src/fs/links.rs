@@ -5,13 +5,12 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
 
 use fuser::FileType;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, openat2, readlinkat, statx};
 
 use super::attr::{STATX_MASK, kind_of};
-use super::nodes::Node;
+use super::nodes::{Name, Node};
 use super::{CtrFs, MAX_DEPTH, errno};
 use crate::instance::{Instance, stale};
 use crate::pathsafe::{self, Kind};
@@ -26,9 +25,9 @@ impl CtrFs {
         let loc = node.loc();
         let parent = self.node(loc.parent)?;
         let pfd = self.dir_fd(&parent)?;
-        let target = readlinkat(&*pfd, &*loc.name, Vec::new())?;
+        let target = readlinkat(&*pfd, loc.name(), Vec::new())?;
         let link_dir = self.path_of(&parent)?;
-        let link_dir: Vec<&[u8]> = link_dir.iter().map(|c| c.as_bytes()).collect();
+        let link_dir: Vec<&[u8]> = link_dir.iter().map(|c| c.as_slice()).collect();
         let root = node.inst.root()?;
         let mut prefix = self.opts.mountpoint.as_os_str().as_bytes().to_vec();
         while prefix.last() == Some(&b'/') {
@@ -43,7 +42,7 @@ impl CtrFs {
     }
 
     /// Names from the container root down to directory node `dir`.
-    fn path_of(&self, dir: &Node) -> io::Result<Vec<Arc<OsStr>>> {
+    fn path_of(&self, dir: &Node) -> io::Result<Vec<Name>> {
         let mut names = Vec::new();
         let mut loc = dir.loc();
         while loc.parent != ROOT_INO {

@@ -26,6 +26,7 @@ mod ops;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +62,7 @@ pub struct Options {
 
 pub struct CtrFs {
     registry: Arc<Registry>,
-    nodes: Nodes,
+    nodes: Arc<Nodes>,
     dirs: Arc<FdCache>,
     files: Arc<FdCache>,
     handles: Handles,
@@ -95,7 +96,7 @@ impl CtrFs {
         }));
         Ok(CtrFs {
             registry,
-            nodes: Nodes::default(),
+            nodes: Arc::new(Nodes::default()),
             dirs,
             files,
             handles: Handles::default(),
@@ -104,6 +105,11 @@ impl CtrFs {
             started: std::time::SystemTime::now(),
             passthrough_on: false,
         })
+    }
+
+    /// The inode table, for the maintenance thread that gives memory back.
+    pub fn nodes(&self) -> Arc<Nodes> {
+        self.nodes.clone()
     }
 
     /// The live node for `ino` (ESTALE if unknown or its container is gone).
@@ -135,7 +141,7 @@ impl CtrFs {
         let pfd = self.dir_fd_depth(&parent, depth + 1)?;
         let fd = self.open_verified(
             pfd.as_fd(),
-            &loc.name,
+            loc.name(),
             node,
             OFlags::PATH | OFlags::DIRECTORY,
         )?;
@@ -179,7 +185,7 @@ impl CtrFs {
     }
 
     /// The parent directory's fd and this node's name in it. Not for instance roots.
-    fn parent_fd(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, Arc<OsStr>)> {
+    fn parent_fd(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, nodes::Name)> {
         let loc = node.loc();
         if loc.parent == ROOT_INO {
             return Err(errno(libc::EINVAL));
@@ -206,7 +212,7 @@ impl CtrFs {
                 let (pfd, name) = self.parent_fd(node)?;
                 statx(
                     &*pfd,
-                    &*name,
+                    OsStr::from_bytes(&name),
                     AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
                     STATX_MASK,
                 )?
@@ -245,7 +251,7 @@ impl CtrFs {
 /// ESTALE unless `st` describes the file `node` was created for.
 fn check_same(node: &Node, st: &Statx) -> io::Result<()> {
     let k = &node.key;
-    if st.stx_ino == k.ino && dev_of(st) == k.dev && st.stx_mnt_id == k.mnt {
+    if st.stx_ino == k.ino && dev_of(st) == k.dev && st.stx_mnt_id == u64::from(k.mnt) {
         Ok(())
     } else {
         Err(stale())

@@ -11,32 +11,46 @@
 //! both happen under the key map's shard lock, so a lookup racing a forget never loses a node.
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use fuser::FileType;
+use log::debug;
 use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
 
 use crate::instance::Instance;
 use crate::registry::ROOT_INO;
 
+/// 32 bytes: held twice per node (in the node and as the map key), so every byte counts at a
+/// million inodes. Mount ids from `STATX_MNT_ID` and kernel device numbers fit 32 bits.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub struct NodeKey {
     pub seq: u64,
-    pub mnt: u64,
-    pub dev: u64,
     pub ino: u64,
     /// The parent's inode number for symlinks, 0 otherwise.
     pub link_parent: u64,
+    pub mnt: u32,
+    pub dev: u32,
 }
+
+/// A file name, stored inline up to 16 bytes (most names): no second allocation per node.
+pub type Name = SmallVec<[u8; 16]>;
 
 /// Where a node was last seen. `parent == ROOT_INO` marks an instance's root directory.
 #[derive(Debug, Clone)]
 pub struct Loc {
     pub parent: u64,
-    pub name: Arc<OsStr>,
+    pub name: Name,
+}
+
+impl Loc {
+    pub fn name(&self) -> &OsStr {
+        OsStr::from_bytes(&self.name)
+    }
 }
 
 #[derive(Debug)]
@@ -101,10 +115,10 @@ impl Nodes {
                 node.nlookup.fetch_add(1, Ordering::AcqRel);
                 let mut loc = node.loc.lock().unwrap_or_else(|e| e.into_inner());
                 // Seen where it was last time (the common case): nothing to allocate.
-                if loc.parent != parent || *loc.name != *name {
+                if loc.parent != parent || loc.name() != name {
                     *loc = Loc {
                         parent,
-                        name: Arc::from(name),
+                        name: Name::from_slice(name.as_bytes()),
                     };
                 }
                 drop(loc);
@@ -113,7 +127,7 @@ impl Nodes {
             Entry::Vacant(e) => {
                 let loc = Loc {
                     parent,
-                    name: Arc::from(name),
+                    name: Name::from_slice(name.as_bytes()),
                 };
                 let node = Arc::new(Node {
                     ino: self.next.fetch_add(1, Ordering::Relaxed),
@@ -149,6 +163,21 @@ impl Nodes {
         let still_keyed = self.by_key.get(&node.key).is_some_and(|v| v.ino == ino);
         if removed.is_some() || !still_keyed {
             self.by_ino.remove(&ino);
+        }
+    }
+
+    /// Gives memory back once the kernel has forgotten most nodes: hash tables do not shrink on
+    /// removal, so they are shrunk when under a quarter full, and the allocator is trimmed.
+    pub fn shrink_if_sparse(&self) {
+        let (len, cap) = (self.by_ino.len(), self.by_ino.capacity());
+        if cap > 4096 && len < cap / 4 {
+            self.by_ino.shrink_to_fit();
+            self.by_key.shrink_to_fit();
+            crate::sys::trim_heap();
+            debug!(
+                "inode table shrunk: {len} nodes, capacity {cap} -> {}",
+                self.by_ino.capacity()
+            );
         }
     }
 

@@ -76,7 +76,7 @@ impl CtrFs {
         let st = statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
         let key = NodeKey {
             seq: inst.seq,
-            mnt: st.stx_mnt_id,
+            mnt: st.stx_mnt_id as u32,
             dev: dev_of(&st),
             ino: st.stx_ino,
             link_parent: 0,
@@ -97,11 +97,11 @@ impl CtrFs {
     ) -> io::Result<Arc<Node>> {
         let kind = kind_of(u32::from(st.stx_mode));
         let hidden = kind == FileType::Directory
-            && st.stx_mnt_id != parent.key.mnt
+            && st.stx_mnt_id != u64::from(parent.key.mnt)
             && self.is_pseudo(&parent.inst, st.stx_mnt_id, dir, name)?;
         let key = NodeKey {
             seq: parent.inst.seq,
-            mnt: st.stx_mnt_id,
+            mnt: st.stx_mnt_id as u32,
             dev: dev_of(st),
             ino: st.stx_ino,
             link_parent: if kind == FileType::Symlink {
@@ -146,7 +146,12 @@ impl CtrFs {
             _ => return Err(errno(libc::EOPNOTSUPP)),
         }
         let (pfd, name) = self.parent_fd(&node)?;
-        let opath = self.open_verified(pfd.as_fd(), &name, &node, OFlags::empty())?;
+        let opath = self.open_verified(
+            pfd.as_fd(),
+            OsStr::from_bytes(&name),
+            &node,
+            OFlags::empty(),
+        )?;
         self.reopen(&opath)
     }
 
@@ -403,7 +408,7 @@ impl CtrFs {
         }
         let (pfd, name) = self.parent_fd(node)?;
         let mut p = format!("/proc/self/fd/{}/", pfd.as_raw_fd()).into_bytes();
-        p.extend_from_slice(name.as_bytes());
+        p.extend_from_slice(&name);
         Ok((
             pfd,
             CString::new(p).map_err(|_| errno(libc::EINVAL))?,

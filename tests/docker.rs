@@ -4,7 +4,6 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -227,24 +226,9 @@ fn grep_glob_and_tail_f_work_across_containers() {
     let out = sh(&format!("cat {m}/ctrfsd-g*-{t}/etc/os-release"));
     assert_eq!(stdout(&out), "NAME=ctrfsd-test\n".repeat(2));
 
-    let mut tail = Command::new("tail")
-        .args(["-n", "0", "-f"])
-        .arg(d.path().join(&a.name).join("var/log/app/app.log"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    a.exec("echo appended-by-container >> /var/log/app/app.log");
-    let mut out = tail.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        let n = out.read(&mut buf).unwrap_or(0);
-        let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+    let got = tail_follow(&d.path().join(&a.name).join("var/log/app/app.log"), || {
+        a.exec("echo appended-by-container >> /var/log/app/app.log")
     });
-    let got = rx.recv_timeout(Duration::from_millis(2500));
-    let _ = tail.kill();
-    let _ = tail.wait();
     assert_eq!(
         got.as_deref(),
         Ok("appended-by-container\n"),

@@ -276,3 +276,31 @@ pub fn limit_nofile(cmd: &mut Command, n: u64) {
         });
     }
 }
+
+/// Runs real `tail -n 0 -f path`, calls `append` once tail is following, and returns the first
+/// output tail prints within 2.5 s (an error if it prints nothing in time).
+pub fn tail_follow(
+    path: &Path,
+    append: impl FnOnce(),
+) -> Result<String, std::sync::mpsc::RecvTimeoutError> {
+    use std::io::Read;
+    let mut tail = Command::new("tail")
+        .args(["-n", "0", "-f"])
+        .arg(path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run tail");
+    std::thread::sleep(Duration::from_millis(300));
+    append();
+    let mut out = tail.stdout.take().expect("tail stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let n = out.read(&mut buf).unwrap_or(0);
+        let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+    });
+    let got = rx.recv_timeout(Duration::from_millis(2500));
+    let _ = tail.kill();
+    let _ = tail.wait();
+    got
+}

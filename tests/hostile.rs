@@ -109,3 +109,111 @@ fn symlink_exchange_race_never_returns_host_bytes() {
         "the mount no longer serves the container's file after the race"
     );
 }
+
+/// Link chains resolve as in the container, up to the kernel's 40-link limit, then ELOOP.
+#[test]
+fn long_link_chains_and_path_max_targets() {
+    let c = FakeContainer::start(
+        |root| {
+            fs::write(root.join("end"), "end of chain\n").unwrap();
+            // chain-0 -> chain-1 -> ... -> chain-44 -> /end (absolute, so every hop is rewritten)
+            for i in 0..45 {
+                let next = if i == 44 {
+                    "/end".to_string()
+                } else {
+                    format!("chain-{}", i + 1)
+                };
+                symlink(next, root.join(format!("chain-{i}"))).unwrap();
+            }
+            symlink(format!("/{}", "x".repeat(4094)), root.join("longest")).unwrap();
+            symlink(
+                format!("{}/etc/passwd", "../".repeat(1300)),
+                root.join("many-dotdots"),
+            )
+            .unwrap();
+        },
+        "",
+    );
+    let d = Daemon::start(&["--no-docker", "--container", &format!("chains={}", c.pid())]);
+    let v = d.path().join("chains");
+    // What the container itself sees: busybox cat, chrooted into the same root.
+    let inside = |path: &str| {
+        sh(&format!(
+            "chroot {} /bin/busybox cat {path}",
+            c.root().display()
+        ))
+    };
+    for i in [44, 30, 5, 4, 3, 0] {
+        let name = format!("chain-{i}");
+        let ours = fs::read_to_string(v.join(&name));
+        let theirs = inside(&format!("/{name}"));
+        assert_eq!(
+            ours.is_ok(),
+            theirs.status.success(),
+            "{name}: {ours:?} vs {theirs:?}"
+        );
+        if let Ok(s) = ours {
+            assert_eq!(s, "end of chain\n");
+        } else {
+            assert_eq!(
+                ours.unwrap_err().raw_os_error(),
+                Some(libc::ELOOP),
+                "{name}"
+            );
+        }
+    }
+    // A target of PATH_MAX length cannot get a prefix: a clear error, no hang, no host bytes.
+    let e = fs::read_link(v.join("longest")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG));
+    // 1300 `..` stop at the container root, as inside it: the container has no /etc/passwd.
+    assert!(fs::read_to_string(v.join("many-dotdots")).is_err());
+    assert_eq!(
+        fs::read_link(v.join("many-dotdots")).unwrap(),
+        v.join("etc/passwd")
+    );
+}
+
+/// A tree deeper than PATH_MAX and a directory of 50,000 entries are walked completely.
+#[test]
+fn deeper_than_path_max_and_wide_directories() {
+    const DEPTH: usize = 2100; // "d/" x 2100 = 4200 bytes > PATH_MAX
+    let c = FakeContainer::start(
+        |root| {
+            use rustix::fs::{Mode, OFlags, mkdirat, openat};
+            let mut fd = openat(
+                rustix::fs::CWD,
+                root,
+                OFlags::DIRECTORY | OFlags::PATH,
+                Mode::empty(),
+            )
+            .unwrap();
+            for _ in 0..DEPTH {
+                mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+                fd = openat(&fd, "d", OFlags::DIRECTORY | OFlags::PATH, Mode::empty()).unwrap();
+            }
+            let wide = root.join("wide");
+            fs::create_dir(&wide).unwrap();
+            for i in 0..50_000 {
+                fs::File::create(wide.join(format!("e{i:05}"))).unwrap();
+            }
+        },
+        "",
+    );
+    let d = Daemon::start(&["--no-docker", "--container", &format!("deep={}", c.pid())]);
+    let v = d.path().join("deep");
+    let out = sh(&format!("cd {} && find d -type d | wc -l", v.display()));
+    assert_eq!(stdout(&out).trim(), DEPTH.to_string(), "{out:?}");
+    let out = sh(&format!("ls -f {}/wide | grep -c '^e'", v.display()));
+    assert_eq!(stdout(&out).trim(), "50000");
+    let rss_kib: u64 = fs::read_to_string(format!("/proc/{}/status", d.pid()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 128 * 1024,
+        "ctrfsd RSS {rss_kib} KiB after 52k entries"
+    );
+}

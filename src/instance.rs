@@ -13,10 +13,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use dashmap::DashMap;
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{Mode, OFlags, open};
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
+
+use crate::mounts::{MountKind, MountTable, REFRESH};
 
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
 
@@ -41,8 +42,8 @@ pub struct Instance {
     /// not kept alive by us.
     root: RwLock<Option<Arc<OwnedFd>>>,
     alive: AtomicBool,
-    /// mount id -> whether that mount is a pseudo filesystem we do not proxy.
-    pub(crate) pseudo_mounts: DashMap<u64, bool>,
+    /// The container's mounts: which are served, which are never touched.
+    mounts: RwLock<Arc<MountTable>>,
     /// Wakes the exit watcher when the registry drops this instance for another reason.
     pub retired: tokio::sync::Notify,
 }
@@ -75,8 +76,10 @@ impl Instance {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let mounts = MountTable::read(pid)?;
         if exited(pidfd.as_fd()) {
-            // The PID may already name another process: the root we opened is not trusted.
+            // The PID may already name another process: neither the root nor the mount table
+            // we read is trusted.
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
         Ok(Instance {
@@ -86,7 +89,7 @@ impl Instance {
             pidfd,
             root: RwLock::new(Some(Arc::new(root))),
             alive: AtomicBool::new(true),
-            pseudo_mounts: DashMap::new(),
+            mounts: RwLock::new(Arc::new(mounts)),
             retired: tokio::sync::Notify::new(),
         })
     }
@@ -118,6 +121,41 @@ impl Instance {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .ok_or_else(stale)
+    }
+
+    /// The current mount table; re-read if older than [`REFRESH`] (or always, with `force`).
+    /// A table read after the process died is discarded: its PID may name another process.
+    pub fn mounts(&self, force: bool) -> Arc<MountTable> {
+        let cur = self
+            .mounts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let age = cur.read_at.elapsed();
+        // A forced re-read is still rate-limited, so a flood of unknown mount ids cannot turn
+        // every request into a mountinfo parse.
+        if !(age > REFRESH || (force && age > std::time::Duration::from_millis(100))) {
+            return cur;
+        }
+        match MountTable::read(self.pid) {
+            Ok(t) if !exited(self.pidfd()) => {
+                let t = Arc::new(t);
+                *self.mounts.write().unwrap_or_else(|e| e.into_inner()) = t.clone();
+                t
+            }
+            _ => cur,
+        }
+    }
+
+    /// How the mount `mnt_id` is shown. A mount not in the table (mounted since it was read,
+    /// or gone) is not served.
+    pub fn mount_kind(&self, mnt_id: u64) -> MountKind {
+        if let Some(k) = self.mounts(false).kind(mnt_id) {
+            return k;
+        }
+        self.mounts(true)
+            .kind(mnt_id)
+            .unwrap_or(MountKind::Unserved)
     }
 
     /// Marks the instance dead, releases its root and wakes its exit watcher. Idempotent.

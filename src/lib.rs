@@ -9,7 +9,8 @@
 //! - [`cli`] turns the command line into a [`cli::Config`].
 //! - [`daemon`] wires watchers, registry and the FUSE session, and unmounts cleanly on signals.
 //! - [`mountpoint`] checks the mountpoint before mounting and cleans up stale ctrfsd mounts.
-//! - [`registry`] holds the live container instances; [`instance`] acquires one race-free.
+//! - [`registry`] holds the live container instances; [`instance`] acquires one race-free;
+//!   [`mounts`] tells which of a container's mounts are served.
 //! - [`runtime`] feeds the registry: Docker, and static `NAME=PID` entries.
 //! - [`fs`] is the FUSE filesystem; [`pathsafe`] holds the containment and link-rewriting rules.
 //! - [`error`] maps start-up failures to exit codes; [`sys`] holds the only `unsafe`.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod fs;
 pub mod instance;
 pub mod mountpoint;
+pub mod mounts;
 pub mod pathsafe;
 pub mod registry;
 pub mod runtime;

@@ -217,3 +217,108 @@ fn deeper_than_path_max_and_wide_directories() {
         "ctrfsd RSS {rss_kib} KiB after 52k entries"
     );
 }
+
+/// A FUSE filesystem that answers INIT and then never answers anything: a hung volume.
+struct Hung;
+
+static RELEASE_HUNG: AtomicBool = AtomicBool::new(false);
+
+fn hang() {
+    while !RELEASE_HUNG.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl fuser::Filesystem for Hung {
+    fn lookup(
+        &self,
+        _r: &fuser::Request,
+        _p: fuser::INodeNo,
+        _n: &std::ffi::OsStr,
+        reply: fuser::ReplyEntry,
+    ) {
+        hang();
+        reply.error(fuser::Errno::EIO);
+    }
+    fn getattr(
+        &self,
+        _r: &fuser::Request,
+        _i: fuser::INodeNo,
+        _f: Option<fuser::FileHandle>,
+        reply: fuser::ReplyAttr,
+    ) {
+        hang();
+        reply.error(fuser::Errno::EIO);
+    }
+    fn statfs(&self, _r: &fuser::Request, _i: fuser::INodeNo, reply: fuser::ReplyStatfs) {
+        hang();
+        reply.error(fuser::Errno::EIO);
+    }
+    fn opendir(
+        &self,
+        _r: &fuser::Request,
+        _i: fuser::INodeNo,
+        _f: fuser::OpenFlags,
+        reply: fuser::ReplyOpen,
+    ) {
+        hang();
+        reply.error(fuser::Errno::EIO);
+    }
+}
+
+/// A volume inside the container that never answers: nothing through the mount may hang, and
+/// the rest of the container keeps being served.
+#[test]
+fn a_hung_volume_in_the_container_never_hangs_the_host() {
+    let session: Arc<std::sync::Mutex<Option<fuser::BackgroundSession>>> = Default::default();
+    let held = session.clone();
+    let c = FakeContainer::start(
+        move |root| {
+            fs::write(root.join("ok"), "served\n").unwrap();
+            fs::create_dir(root.join("vol")).unwrap();
+            let mut cfg = fuser::Config::default();
+            cfg.mount_options = vec![fuser::MountOption::FSName("hung".into())];
+            let s = fuser::spawn_mount(Hung, root.join("vol"), &cfg).expect("mount the hung fs");
+            *held.lock().unwrap() = Some(s);
+        },
+        "",
+    );
+    let d = Daemon::start(&["--no-docker", "--container", &format!("h={}", c.pid())]);
+    let v = d.path().join("h");
+    let start = Instant::now();
+    for cmd in [
+        format!("ls -la {}", v.display()),
+        format!("stat {}/vol", v.display()),
+        format!("ls -la {}/vol", v.display()),
+        format!("grep -r served {}", v.display()),
+        format!("find {} -xdev", v.display()),
+        format!("df {}/vol", v.display()),
+    ] {
+        let out = sh(&format!("timeout 20 {cmd}"));
+        assert_ne!(out.status.code(), Some(124), "`{cmd}` hung");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    // The volume shows as an empty directory; the rest is served as usual.
+    assert!(fs::metadata(v.join("vol")).unwrap().is_dir());
+    assert_eq!(fs::read_dir(v.join("vol")).unwrap().count(), 0);
+    assert_eq!(fs::read_to_string(v.join("ok")).unwrap(), "served\n");
+    // The volume really hangs: the kernel's own view of it blocks a host `stat` so hard that
+    // not even SIGKILL frees it, until the server answers. Released right after the check.
+    let mut direct = std::process::Command::new("stat")
+        .arg(c.proc_root().join("vol"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let blocked = direct.try_wait().unwrap().is_none();
+    RELEASE_HUNG.store(true, Ordering::Relaxed);
+    let _ = direct.wait();
+    assert!(blocked, "the volume answered: this test proves nothing");
+    let _ = rustix::mount::unmount(c.root().join("vol"), rustix::mount::UnmountFlags::DETACH);
+    drop(session.lock().unwrap().take());
+}

@@ -72,30 +72,23 @@ pub fn to_attr(ino: u64, st: &Statx) -> FileAttr {
     }
 }
 
-/// Pseudo filesystems that are never proxied: walking them never ends (proc, sysfs), reading
-/// them shows the host kernel's state rather than the container's files, or touching them has
-/// side effects (autofs mounts on access).
-pub fn is_pseudo_fs(f_type: i64) -> bool {
-    const PSEUDO: &[i64] = &[
-        0x9fa0,      // proc
-        0x6265_6572, // sysfs
-        0x0027_e0eb, // cgroup
-        0x6367_7270, // cgroup2
-        0x6462_6720, // debugfs
-        0x7472_6163, // tracefs
-        0x7363_6673, // securityfs
-        0x1cd1,      // devpts
-        0x1980_0202, // mqueue
-        0xcafe_4a11, // bpf
-        0x6265_6570, // configfs
-        0x6165_676c, // pstore
-        0x6573_5543, // fusectl
-        0x4249_4e4d, // binfmt_misc
-        0xf97c_ff8c, // selinuxfs
-        0x4341_5d53, // smackfs
-        0xde5e_81e4, // efivarfs
-        0x6e73_6673, // nsfs
-        0x0187,      // autofs
-    ];
-    PSEUDO.contains(&f_type)
+/// An empty directory standing for a mount that is never touched.
+pub fn placeholder_attr(ino: u64) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::Directory,
+        perm: 0o555,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
 }

@@ -254,7 +254,7 @@ impl Filesystem for CtrFs {
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        if ino.0 == crate::registry::ROOT_INO {
+        if ino.0 == crate::registry::ROOT_INO || self.is_placeholder(ino.0) {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         }
         match self.do_statfs(ino.0) {

@@ -10,11 +10,10 @@ use fuser::FileType;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, openat2, readlinkat, statx};
 
 use super::attr::{STATX_MASK, kind_of};
-use super::nodes::{Name, Node};
-use super::{CtrFs, MAX_DEPTH, errno};
-use crate::instance::{Instance, stale};
+use super::{CtrFs, errno};
+use crate::instance::Instance;
+use crate::mounts::MountKind;
 use crate::pathsafe::{self, Kind};
-use crate::registry::ROOT_INO;
 
 impl CtrFs {
     pub(super) fn do_readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
@@ -41,24 +40,17 @@ impl CtrFs {
         .map_err(errno)
     }
 
-    /// Names from the container root down to directory node `dir`.
-    fn path_of(&self, dir: &Node) -> io::Result<Vec<Name>> {
-        let mut names = Vec::new();
-        let mut loc = dir.loc();
-        while loc.parent != ROOT_INO {
-            if names.len() > MAX_DEPTH {
-                return Err(stale());
-            }
-            names.push(loc.name.clone());
-            loc = self.node(loc.parent)?.loc();
-        }
-        names.reverse();
-        Ok(names)
-    }
-
     /// What `name` is inside directory `stack` of the container, never following anything:
     /// the directory is reached from the container root with `RESOLVE_BENEATH` and no symlinks.
     fn classify(&self, inst: &Instance, root: &OwnedFd, stack: &[Vec<u8>], name: &[u8]) -> Kind {
+        let mut path = stack.join(&b'/');
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        if inst.mounts(false).unserved_at(&path).is_some() {
+            return Kind::Stop;
+        }
         let dir;
         let dir_fd = if stack.is_empty() {
             root
@@ -86,11 +78,9 @@ impl CtrFs {
                 let Ok(here) = statx(dir_fd, "", AtFlags::EMPTY_PATH, STATX_MASK) else {
                     return Kind::Stop;
                 };
-                let pseudo = st.stx_mnt_id != here.stx_mnt_id
-                    && self
-                        .is_pseudo(inst, st.stx_mnt_id, std::os::fd::AsFd::as_fd(dir_fd), name)
-                        .unwrap_or(true);
-                if pseudo { Kind::Stop } else { Kind::Dir }
+                let served = st.stx_mnt_id == here.stx_mnt_id
+                    || inst.mount_kind(st.stx_mnt_id) == MountKind::Served;
+                if served { Kind::Dir } else { Kind::Stop }
             }
             FileType::Symlink => match readlinkat(dir_fd, name, Vec::new()) {
                 Ok(t) => Kind::Symlink(t.into_bytes()),

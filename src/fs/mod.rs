@@ -31,11 +31,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::fs::{AtFlags, Mode, OFlags, Statx, fstatfs, openat, statx};
+use rustix::fs::{AtFlags, Mode, OFlags, Statx, openat, statx};
 
 use crate::instance::{Instance, stale};
 use crate::registry::{ROOT_INO, Registry};
-use attr::{STATX_MASK, dev_of, is_pseudo_fs};
+use attr::{STATX_MASK, dev_of};
 use fdcache::FdCache;
 use handles::Handles;
 use nodes::{Node, Nodes};
@@ -222,29 +222,44 @@ impl CtrFs {
         Ok(st)
     }
 
-    /// Whether the mount `mnt_id` of `inst` (whose root is `name` in `dir`) is a pseudo
-    /// filesystem. Checked once per mount and remembered on the instance.
-    fn is_pseudo(
-        &self,
-        inst: &Instance,
-        mnt_id: u64,
-        dir: BorrowedFd<'_>,
-        name: &OsStr,
-    ) -> io::Result<bool> {
-        if let Some(v) = inst.pseudo_mounts.get(&mnt_id) {
-            return Ok(*v);
+    /// Names from the container root down to directory node `dir`.
+    fn path_of(&self, dir: &Node) -> io::Result<Vec<nodes::Name>> {
+        let mut names = Vec::new();
+        let mut loc = dir.loc();
+        while loc.parent != ROOT_INO {
+            if names.len() > MAX_DEPTH {
+                return Err(stale());
+            }
+            names.push(loc.name.clone());
+            loc = self.node(loc.parent)?.loc();
         }
-        let fd = self.retry_emfile(|| {
-            openat(
-                dir,
-                name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-        })?;
-        let pseudo = is_pseudo_fs(fstatfs(&fd)?.f_type as i64);
-        inst.pseudo_mounts.insert(mnt_id, pseudo);
-        Ok(pseudo)
+        names.reverse();
+        Ok(names)
+    }
+
+    /// The mount id if `name` in directory `dir` is the mountpoint of a mount that is never
+    /// touched. Costs nothing for containers without such mounts (the common case).
+    fn unserved_child(
+        &self,
+        dir: &Node,
+        dir_path: &mut Option<Vec<u8>>,
+        name: &OsStr,
+    ) -> io::Result<Option<u64>> {
+        let table = dir.inst.mounts(false);
+        if !table.has_unserved() {
+            return Ok(None);
+        }
+        if dir_path.is_none() {
+            let mut p = Vec::new();
+            for c in self.path_of(dir)? {
+                p.extend_from_slice(&c);
+                p.push(b'/');
+            }
+            *dir_path = Some(p);
+        }
+        let mut path = dir_path.clone().unwrap_or_default();
+        path.extend_from_slice(name.as_bytes());
+        Ok(table.unserved_at(&path))
     }
 }
 

@@ -53,14 +53,24 @@ impl Loc {
     }
 }
 
+/// How a node is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    Normal,
+    /// The root of a pseudo filesystem: its real attributes, no contents.
+    Empty,
+    /// The mountpoint of a mount ctrfsd never touches (network, FUSE): made-up attributes of an
+    /// empty directory, and no system call ever reaches it.
+    Placeholder,
+}
+
 #[derive(Debug)]
 pub struct Node {
     pub ino: u64,
     pub inst: Arc<Instance>,
     pub key: NodeKey,
     pub kind: FileType,
-    /// The root of a pseudo filesystem mount: shown as an empty directory.
-    pub hidden: bool,
+    pub shown: Shown,
     loc: Mutex<Loc>,
     nlookup: AtomicU64,
 }
@@ -104,7 +114,7 @@ impl Nodes {
         &self,
         key: NodeKey,
         kind: FileType,
-        hidden: bool,
+        shown: Shown,
         inst: &Arc<Instance>,
         parent: u64,
         name: &OsStr,
@@ -134,7 +144,7 @@ impl Nodes {
                     inst: inst.clone(),
                     key,
                     kind,
-                    hidden,
+                    shown,
                     loc: Mutex::new(loc),
                     nlookup: AtomicU64::new(1),
                 });

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use fuser::{FileAttr, FileType, INodeNo};
 use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Statx, fstatfs, openat, seek, statx};
 
-use super::attr::{STATX_MASK, dev_of, kind_of, to_attr};
+use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, to_attr};
 use super::handles::Handle;
-use super::nodes::{Node, NodeKey};
+use super::nodes::{Node, NodeKey, Shown};
 use super::{CtrFs, errno};
+use crate::mounts::MountKind;
 use crate::pathsafe::is_plain_name;
 use crate::registry::ROOT_INO;
 
@@ -54,8 +55,14 @@ impl CtrFs {
             self.lookup_container(name)?
         } else {
             let pnode = self.node(parent)?;
-            if pnode.hidden || pnode.kind != FileType::Directory {
+            if pnode.shown != Shown::Normal || pnode.kind != FileType::Directory {
                 return Err(errno(libc::ENOENT));
+            }
+            // Checked before any system call: a statx of the mountpoint would already reach
+            // (and could hang on) the mounted filesystem.
+            if let Some(mnt) = self.unserved_child(&pnode, &mut None, name)? {
+                let node = self.placeholder_node(&pnode, name, mnt);
+                return Ok(placeholder_attr(node.ino));
             }
             let pfd = self.dir_fd(&pnode)?;
             let st = statx(
@@ -64,9 +71,28 @@ impl CtrFs {
                 AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
                 STATX_MASK,
             )?;
-            (self.child_node(&pnode, pfd.as_fd(), name, &st)?, st)
+            (self.child_node(&pnode, name, &st), st)
         };
         Ok(to_attr(node.ino, &st))
+    }
+
+    /// Counts a kernel reference to the placeholder of unserved mount `mnt` at `name`.
+    fn placeholder_node(&self, parent: &Node, name: &OsStr, mnt: u64) -> Arc<Node> {
+        let key = NodeKey {
+            seq: parent.inst.seq,
+            mnt: mnt as u32,
+            dev: 0,
+            ino: 0,
+            link_parent: 0,
+        };
+        self.nodes.lookup(
+            key,
+            FileType::Directory,
+            Shown::Placeholder,
+            &parent.inst,
+            parent.ino,
+            name,
+        )
     }
 
     /// The root directory node of a registered container.
@@ -81,24 +107,28 @@ impl CtrFs {
             ino: st.stx_ino,
             link_parent: 0,
         };
-        let node = self
-            .nodes
-            .lookup(key, FileType::Directory, false, &inst, ROOT_INO, name);
+        let node = self.nodes.lookup(
+            key,
+            FileType::Directory,
+            Shown::Normal,
+            &inst,
+            ROOT_INO,
+            name,
+        );
         Ok((node, st))
     }
 
     /// Counts a kernel reference to `name` (with stats `st`) inside directory `parent`.
-    fn child_node(
-        &self,
-        parent: &Node,
-        dir: std::os::fd::BorrowedFd<'_>,
-        name: &OsStr,
-        st: &Statx,
-    ) -> io::Result<Arc<Node>> {
+    fn child_node(&self, parent: &Node, name: &OsStr, st: &Statx) -> Arc<Node> {
         let kind = kind_of(u32::from(st.stx_mode));
-        let hidden = kind == FileType::Directory
-            && st.stx_mnt_id != u64::from(parent.key.mnt)
-            && self.is_pseudo(&parent.inst, st.stx_mnt_id, dir, name)?;
+        // A mount boundary: pseudo filesystems (and a mount not known to be local that
+        // appeared since the table was read) show empty.
+        let crosses = kind == FileType::Directory && st.stx_mnt_id != u64::from(parent.key.mnt);
+        let shown = if crosses && parent.inst.mount_kind(st.stx_mnt_id) != MountKind::Served {
+            Shown::Empty
+        } else {
+            Shown::Normal
+        };
         let key = NodeKey {
             seq: parent.inst.seq,
             mnt: st.stx_mnt_id as u32,
@@ -110,9 +140,8 @@ impl CtrFs {
                 0
             },
         };
-        Ok(self
-            .nodes
-            .lookup(key, kind, hidden, &parent.inst, parent.ino, name))
+        self.nodes
+            .lookup(key, kind, shown, &parent.inst, parent.ino, name)
     }
 
     pub(super) fn do_forget(&self, ino: u64, n: u64) {
@@ -128,7 +157,17 @@ impl CtrFs {
             return Ok(self.root_attr());
         }
         let node = self.node(ino)?;
+        if node.shown == Shown::Placeholder {
+            return Ok(placeholder_attr(ino));
+        }
         Ok(to_attr(ino, &self.stat_node(&node)?))
+    }
+
+    /// Whether `ino` stands for a mount that is never touched (no system call may reach it).
+    pub(super) fn is_placeholder(&self, ino: u64) -> bool {
+        self.nodes
+            .get(ino)
+            .is_some_and(|n| n.shown == Shown::Placeholder)
     }
 
     /// Opens a regular file for reading. Special files are never opened (EOPNOTSUPP): the
@@ -222,7 +261,7 @@ impl CtrFs {
             if node.kind != FileType::Directory {
                 return Err(errno(libc::ENOTDIR));
             }
-            if node.hidden {
+            if node.shown != Shown::Normal {
                 Handle::Empty
             } else {
                 let dfd = self.dir_fd(&node)?;
@@ -321,6 +360,7 @@ impl CtrFs {
             }
             Handle::Dir(fd) => {
                 let node = if plus { Some(self.node(ino)?) } else { None };
+                let mut dir_path = None;
                 let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
                 seek(&*fd, SeekFrom::Start(offset))?;
                 let mut buf = Vec::with_capacity(32 * 1024);
@@ -333,17 +373,26 @@ impl CtrFs {
                     let kind = kind_of(entry.file_type().as_raw_mode() & libc::S_IFMT);
                     match &node {
                         Some(dnode) if !is_dot => {
-                            let st = match statx(
-                                &*fd,
-                                name,
-                                AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
-                                STATX_MASK,
-                            ) {
-                                Ok(st) => st,
-                                Err(_) => continue, // gone since getdents: skip it
+                            let (child, attr) = if let Some(mnt) =
+                                self.unserved_child(dnode, &mut dir_path, name)?
+                            {
+                                let child = self.placeholder_node(dnode, name, mnt);
+                                let attr = placeholder_attr(child.ino);
+                                (child, attr)
+                            } else {
+                                let st = match statx(
+                                    &*fd,
+                                    name,
+                                    AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+                                    STATX_MASK,
+                                ) {
+                                    Ok(st) => st,
+                                    Err(_) => continue, // gone since getdents: skip it
+                                };
+                                let child = self.child_node(dnode, name, &st);
+                                let attr = to_attr(child.ino, &st);
+                                (child, attr)
                             };
-                            let child = self.child_node(dnode, fd.as_fd(), name, &st)?;
-                            let attr = to_attr(child.ino, &st);
                             let e = DirEntry {
                                 ino: child.ino,
                                 offset: off,
@@ -418,7 +467,7 @@ impl CtrFs {
 
     /// Reads xattr `name` into `buf` (`size` 0: only its length). Returns the length.
     pub(super) fn do_getxattr(&self, ino: u64, name: &OsStr, size: u32) -> io::Result<Vec<u8>> {
-        if ino == ROOT_INO {
+        if ino == ROOT_INO || self.is_placeholder(ino) {
             return Err(errno(libc::ENODATA));
         }
         let node = self.node(ino)?;
@@ -442,7 +491,7 @@ impl CtrFs {
     }
 
     pub(super) fn do_listxattr(&self, ino: u64, size: u32) -> io::Result<Vec<u8>> {
-        if ino == ROOT_INO {
+        if ino == ROOT_INO || self.is_placeholder(ino) {
             return Ok(Vec::new());
         }
         let node = self.node(ino)?;
@@ -470,7 +519,7 @@ impl CtrFs {
         if mask & libc::W_OK != 0 {
             return Err(errno(libc::EROFS));
         }
-        if ino == ROOT_INO || mask & libc::X_OK == 0 {
+        if ino == ROOT_INO || mask & libc::X_OK == 0 || self.is_placeholder(ino) {
             return Ok(());
         }
         let node = self.node(ino)?;

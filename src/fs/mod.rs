@@ -7,7 +7,8 @@
 //! - [`attr`]: statx -> FUSE attributes; which filesystems are pseudo.
 //! - `resolve` (here): reaching a node's fd one component at a time, `O_NOFOLLOW`, from the
 //!   container root, verifying each step is still the same inode.
-//! - `ops`: the request logic, returning `io::Result`; `fuse`: the thin `Filesystem` impl.
+//! - `ops`, `dirs`: the request logic, returning `io::Result`; `fuse`: the thin
+//!   `Filesystem` impl.
 //! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
@@ -16,6 +17,7 @@
 //! container root. No `/proc/<pid>/root/...` path string is ever built for I/O.
 
 pub mod attr;
+mod dirs;
 pub mod fdcache;
 mod fuse;
 pub mod handles;

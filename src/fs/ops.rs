@@ -5,10 +5,10 @@ use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fuser::{FileAttr, FileType, INodeNo};
-use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Statx, fstatfs, openat, seek, statx};
+use rustix::fs::{AtFlags, Mode, OFlags, Statx, fstatfs, openat, statx};
 
 use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, to_attr};
 use super::handles::Handle;
@@ -17,14 +17,6 @@ use super::{CtrFs, errno};
 use crate::mounts::MountKind;
 use crate::pathsafe::is_plain_name;
 use crate::registry::ROOT_INO;
-
-/// One directory entry to hand to the kernel.
-pub struct DirEntry<'a> {
-    pub ino: u64,
-    pub offset: u64,
-    pub kind: FileType,
-    pub name: &'a OsStr,
-}
 
 impl CtrFs {
     pub(super) fn root_attr(&self) -> FileAttr {
@@ -77,7 +69,7 @@ impl CtrFs {
     }
 
     /// Counts a kernel reference to the placeholder of unserved mount `mnt` at `name`.
-    fn placeholder_node(&self, parent: &Node, name: &OsStr, mnt: u64) -> Arc<Node> {
+    pub(super) fn placeholder_node(&self, parent: &Node, name: &OsStr, mnt: u64) -> Arc<Node> {
         let key = NodeKey {
             seq: parent.inst.seq,
             mnt: mnt as u32,
@@ -96,7 +88,7 @@ impl CtrFs {
     }
 
     /// The root directory node of a registered container.
-    fn lookup_container(&self, name: &OsStr) -> io::Result<(Arc<Node>, Statx)> {
+    pub(super) fn lookup_container(&self, name: &OsStr) -> io::Result<(Arc<Node>, Statx)> {
         let inst = self.registry.get(name).ok_or_else(|| errno(libc::ENOENT))?;
         let root = inst.root()?;
         let st = statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
@@ -119,7 +111,7 @@ impl CtrFs {
     }
 
     /// Counts a kernel reference to `name` (with stats `st`) inside directory `parent`.
-    fn child_node(&self, parent: &Node, name: &OsStr, st: &Statx) -> Arc<Node> {
+    pub(super) fn child_node(&self, parent: &Node, name: &OsStr, st: &Statx) -> Arc<Node> {
         let kind = kind_of(u32::from(st.stx_mode));
         // A mount boundary: pseudo filesystems (and a mount not known to be local that
         // appeared since the table was read) show empty.
@@ -245,187 +237,6 @@ impl CtrFs {
             }
         };
         Ok(rustix::io::pread(&*fd, buf, offset)?)
-    }
-
-    pub(super) fn do_opendir(&self, ino: u64) -> io::Result<u64> {
-        let handle = if ino == ROOT_INO {
-            Handle::Root(
-                self.registry
-                    .snapshot()
-                    .iter()
-                    .map(|i| i.name().to_string())
-                    .collect(),
-            )
-        } else {
-            let node = self.node(ino)?;
-            if node.kind != FileType::Directory {
-                return Err(errno(libc::ENOTDIR));
-            }
-            if node.shown != Shown::Normal {
-                Handle::Empty
-            } else {
-                let dfd = self.dir_fd(&node)?;
-                let fd = self.retry_emfile(|| {
-                    openat(
-                        &*dfd,
-                        ".",
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
-                        Mode::empty(),
-                    )
-                })?;
-                Handle::Dir(Mutex::new(fd))
-            }
-        };
-        Ok(self.handles.insert(handle))
-    }
-
-    /// Lists directory `ino` from `offset`, calling `add` for each entry until it reports
-    /// the reply full. With `plus`, each entry other than `.`/`..` is also looked up (it
-    /// counts a kernel reference, handed back through `forget_unsent` if `add` refuses it).
-    pub(super) fn do_readdir(
-        &self,
-        ino: u64,
-        fh: u64,
-        offset: u64,
-        plus: bool,
-        mut add: impl FnMut(DirEntry<'_>, Option<&FileAttr>) -> bool,
-    ) -> io::Result<()> {
-        let handle = self.handles.get(fh).ok_or_else(|| errno(libc::EBADF))?;
-        let parent_ino = if ino == ROOT_INO {
-            ROOT_INO
-        } else {
-            self.node(ino)?.loc().parent
-        };
-        let mut dots_attr = None;
-        if plus {
-            dots_attr = Some(self.do_getattr(ino)?);
-        }
-        // `.` and `..` at offsets 1 and 2; the kernel never counts references for them.
-        let dots = [(".", ino), ("..", parent_ino)];
-        for (i, (name, dino)) in dots.iter().enumerate() {
-            let off = i as u64 + 1;
-            if offset < off
-                && matches!(&*handle, Handle::Root(_) | Handle::Empty)
-                && add(
-                    DirEntry {
-                        ino: *dino,
-                        offset: off,
-                        kind: FileType::Directory,
-                        name: OsStr::new(name),
-                    },
-                    dots_attr.as_ref(),
-                )
-            {
-                return Ok(());
-            }
-        }
-        match &*handle {
-            Handle::Empty => Ok(()),
-            Handle::Root(names) => {
-                for (i, name) in names
-                    .iter()
-                    .enumerate()
-                    .skip(offset.saturating_sub(2) as usize)
-                {
-                    let name = OsStr::new(name.as_str());
-                    let off = i as u64 + 3;
-                    if plus {
-                        let Ok((node, st)) = self.lookup_container(name) else {
-                            continue;
-                        };
-                        let attr = to_attr(node.ino, &st);
-                        let entry = DirEntry {
-                            ino: node.ino,
-                            offset: off,
-                            kind: FileType::Directory,
-                            name,
-                        };
-                        if add(entry, Some(&attr)) {
-                            self.do_forget(node.ino, 1);
-                            return Ok(());
-                        }
-                    } else {
-                        let entry = DirEntry {
-                            ino: u64::MAX - i as u64,
-                            offset: off,
-                            kind: FileType::Directory,
-                            name,
-                        };
-                        if add(entry, None) {
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(())
-            }
-            Handle::Dir(fd) => {
-                let node = if plus { Some(self.node(ino)?) } else { None };
-                let mut dir_path = None;
-                let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
-                seek(&*fd, SeekFrom::Start(offset))?;
-                let mut buf = Vec::with_capacity(32 * 1024);
-                let mut dir = rustix::fs::RawDir::new(&*fd, buf.spare_capacity_mut());
-                while let Some(entry) = dir.next() {
-                    let entry = entry?;
-                    let name = OsStr::from_bytes(entry.file_name().to_bytes());
-                    let off = entry.next_entry_cookie();
-                    let is_dot = name == "." || name == "..";
-                    let kind = kind_of(entry.file_type().as_raw_mode() & libc::S_IFMT);
-                    match &node {
-                        Some(dnode) if !is_dot => {
-                            let (child, attr) = if let Some(mnt) =
-                                self.unserved_child(dnode, &mut dir_path, name)?
-                            {
-                                let child = self.placeholder_node(dnode, name, mnt);
-                                let attr = placeholder_attr(child.ino);
-                                (child, attr)
-                            } else {
-                                let st = match statx(
-                                    &*fd,
-                                    name,
-                                    AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
-                                    STATX_MASK,
-                                ) {
-                                    Ok(st) => st,
-                                    Err(_) => continue, // gone since getdents: skip it
-                                };
-                                let child = self.child_node(dnode, name, &st);
-                                let attr = to_attr(child.ino, &st);
-                                (child, attr)
-                            };
-                            let e = DirEntry {
-                                ino: child.ino,
-                                offset: off,
-                                kind: attr.kind,
-                                name,
-                            };
-                            if add(e, Some(&attr)) {
-                                self.do_forget(child.ino, 1);
-                                return Ok(());
-                            }
-                        }
-                        _ => {
-                            let dino = match name.as_bytes() {
-                                b"." => ino,
-                                b".." => parent_ino,
-                                _ => entry.ino(),
-                            };
-                            let e = DirEntry {
-                                ino: dino,
-                                offset: off,
-                                kind,
-                                name,
-                            };
-                            if add(e, dots_attr.as_ref()) {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            }
-            Handle::File { .. } => Err(errno(libc::ENOTDIR)),
-        }
     }
 
     pub(super) fn do_release(&self, fh: u64) {

@@ -111,16 +111,16 @@ impl Instance {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// The root fd, or ESTALE once this instance was retired.
+    /// The root fd, or ENOENT once this instance was retired.
     pub fn root(&self) -> io::Result<Arc<OwnedFd>> {
         if !self.is_alive() {
-            return Err(stale());
+            return Err(gone());
         }
         self.root
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(stale)
+            .ok_or_else(gone)
     }
 
     /// The current mount table; re-read if older than [`REFRESH`] (or always, with `force`).
@@ -172,6 +172,13 @@ pub fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// A container that is gone: its files answer as if deleted.
+pub fn gone() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
+}
+
+/// A name that now leads to another file than the kernel's inode: the VFS retries path
+/// operations with a fresh lookup on ESTALE.
 pub fn stale() -> io::Error {
     io::Error::from_raw_os_error(libc::ESTALE)
 }

@@ -2,7 +2,7 @@
 //! the FUSE handlers.
 //!
 //! Handlers only ever take a short read lock here; they never wait on a runtime API. Every
-//! change retires the replaced instance (its inodes answer ESTALE from then on) and asks the
+//! change retires the replaced instance (its inodes answer ENOENT from then on) and asks the
 //! kernel to forget the affected names under the mount root, so a new instance is looked up
 //! afresh at once instead of after the entry TTL.
 

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Statx, openat, statx};
 
-use crate::instance::{Instance, stale};
+use crate::instance::{Instance, gone, stale};
 use crate::registry::{ROOT_INO, Registry};
 use attr::{STATX_MASK, dev_of};
 use fdcache::FdCache;
@@ -114,11 +114,12 @@ impl CtrFs {
         self.nodes.clone()
     }
 
-    /// The live node for `ino` (ESTALE if unknown or its container is gone).
+    /// The live node for `ino`: ESTALE if the kernel names an inode we do not know, ENOENT if
+    /// its container is gone (as for a directory removed while a process sits in it).
     fn node(&self, ino: u64) -> io::Result<Arc<Node>> {
         let node = self.nodes.get(ino).ok_or_else(stale)?;
         if !node.inst.is_alive() {
-            return Err(stale());
+            return Err(gone());
         }
         Ok(node)
     }

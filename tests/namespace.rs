@@ -589,9 +589,21 @@ fn xattrs_match_getfattr() {
 
 #[test]
 fn a_container_whose_process_exits_disappears_within_a_second() {
-    let mut c = FakeContainer::start(basic_tree, "");
+    let mut c = FakeContainer::start(
+        |root| {
+            basic_tree(root);
+            let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+            fs::write(root.join("big"), big).unwrap();
+        },
+        "",
+    );
     let d = serve(&c, "short");
     assert!(d.has("short"));
+    // A file held open across the exit keeps reading, as on a real filesystem: read the first
+    // 4 KiB now (the kernel reads ahead far less than 8 MiB), the rest after the exit.
+    let mut held = fs::File::open(d.path().join("short/big")).unwrap();
+    let mut head = vec![0u8; 4096];
+    held.read_exact(&mut head).unwrap();
     // Hold a directory open across the exit: it must not keep serving.
     let dir = d.path().join("short/etc");
     c.kill();
@@ -602,6 +614,16 @@ fn a_container_whose_process_exits_disappears_within_a_second() {
     })
     .expect("still listed or still resolving");
     assert!(took <= Duration::from_secs(1), "took {took:?}");
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest)
+        .expect("an open file stopped reading when its container exited");
+    head.extend_from_slice(&rest);
+    assert_eq!(
+        head,
+        fs::read(c.root().join("big")).unwrap(),
+        "an open file read wrong bytes"
+    );
+    assert_eq!(held.metadata().unwrap().len(), 8 << 20);
     // A path into the dead container answers as a deleted directory would.
     let err = fs::read_dir(&dir).expect_err("a dead container's files are still served");
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");

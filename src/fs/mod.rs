@@ -91,10 +91,12 @@ impl CtrFs {
         )?;
         let dirs = Arc::new(FdCache::new(opts.fd_cache));
         let files = Arc::new(FdCache::new(opts.fd_cache));
-        let (hook_dirs, hook_files) = (dirs.clone(), files.clone());
+        // A retired container's directory fds go at once (nothing may be looked up in it any
+        // more). Its read fds stay until the kernel forgets their inodes: a file a host tool
+        // holds open keeps reading, as on a real filesystem after its directory is removed.
+        let hook_dirs = dirs.clone();
         registry.set_on_retire(Box::new(move |inst: &Instance| {
             hook_dirs.purge_instance(inst.seq);
-            hook_files.purge_instance(inst.seq);
         }));
         Ok(CtrFs {
             registry,

@@ -148,7 +148,20 @@ impl CtrFs {
         if ino == ROOT_INO {
             return Ok(self.root_attr());
         }
-        let node = self.node(ino)?;
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            // Its container is gone, but a host tool may hold the file open (fstat, as
+            // `tail -f` does): answer from the read fd while the kernel still holds the inode.
+            Err(e) => match self.files.get(ino) {
+                Some(fd) => {
+                    return Ok(to_attr(
+                        ino,
+                        &statx(&*fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?,
+                    ));
+                }
+                None => return Err(e),
+            },
+        };
         if node.shown == Shown::Placeholder {
             return Ok(placeholder_attr(ino));
         }

@@ -322,3 +322,47 @@ fn a_hung_volume_in_the_container_never_hangs_the_host() {
     let _ = rustix::mount::unmount(c.root().join("vol"), rustix::mount::UnmountFlags::DETACH);
     drop(session.lock().unwrap().take());
 }
+
+/// A container's PID recycled by another process: that process's files are never served under
+/// the container's name.
+#[test]
+fn a_recycled_pid_never_serves_the_new_process() {
+    let mut c = FakeContainer::start(|r| fs::write(r.join("who"), "container\n").unwrap(), "");
+    let pid = c.pid();
+    let d = Daemon::start(&["--no-docker", "--container", &format!("reuse={pid}")]);
+    assert_eq!(
+        fs::read_to_string(d.path().join("reuse/who")).unwrap(),
+        "container\n"
+    );
+    c.kill();
+    wait_until(Duration::from_secs(3), || !d.has("reuse")).expect("still listed after exit");
+    // Hand the same PID to a new process with other files (the kernel gives out
+    // ns_last_pid + 1 next; another fork may win the race, so try a few times).
+    let mut reused = None;
+    let mut root = Some(FakeContainer::prepare(|r| {
+        fs::write(r.join("who"), "impostor\n").unwrap()
+    }));
+    for _ in 0..200 {
+        fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        let other = FakeContainer::start_in(root.take().unwrap(), "");
+        if other.pid() == pid {
+            reused = Some(other);
+            break;
+        }
+        // Another fork won the PID: stop this one and try again with the same root.
+        root = Some(other.into_root());
+    }
+    let other = reused.expect("could not get the PID reused");
+    assert_eq!(
+        fs::read_to_string(other.proc_root().join("who")).unwrap(),
+        "impostor\n"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !d.has("reuse"),
+        "the recycled PID is listed under the container's name"
+    );
+    assert!(fs::read_to_string(d.path().join("reuse/who")).is_err());
+    let out = sh(&format!("grep -r impostor {}", d.path().display()));
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+}

@@ -78,12 +78,22 @@ impl FakeContainer {
     /// `setup` fills the root; `mounts` is shell run inside the new mount namespace before
     /// chroot (paths relative to the root as `$R/...`).
     pub fn start(setup: impl FnOnce(&Path), mounts: &str) -> FakeContainer {
+        Self::start_in(Self::prepare(setup), mounts)
+    }
+
+    /// A root with busybox in it, filled by `setup`, ready for [`Self::start_in`].
+    pub fn prepare(setup: impl FnOnce(&Path)) -> tempfile::TempDir {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("bin")).unwrap();
+        fs::copy(BUSYBOX, dir.path().join("bin/busybox")).unwrap();
+        setup(dir.path());
+        dir
+    }
+
+    /// Starts the process in a prepared root: nothing slow happens before the fork.
+    pub fn start_in(dir: tempfile::TempDir, mounts: &str) -> FakeContainer {
         let root = dir.path();
-        fs::create_dir_all(root.join("bin")).unwrap();
-        fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-        setup(root);
         let script = format!(
             "R={}; {mounts}\nexec chroot \"$R\" /bin/busybox sleep 1000000",
             root.display()
@@ -116,6 +126,12 @@ impl FakeContainer {
     /// The kernel's own view, the reference for every comparison.
     pub fn proc_root(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root", self.pid()))
+    }
+
+    /// Stops the process and hands its root back, to start another process in it.
+    pub fn into_root(mut self) -> tempfile::TempDir {
+        self.kill();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
     pub fn kill(&mut self) {

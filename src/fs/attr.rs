@@ -72,16 +72,16 @@ pub fn to_attr(ino: u64, st: &Statx) -> FileAttr {
     }
 }
 
-/// An empty directory standing for a mount that is never touched.
-pub fn placeholder_attr(ino: u64) -> FileAttr {
+/// A directory ctrfsd makes up (the mount root, a placeholder): root's, read-only, dated `time`.
+pub fn synthetic_dir_attr(ino: u64, time: SystemTime) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
         size: 0,
         blocks: 0,
-        atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        crtime: UNIX_EPOCH,
+        atime: time,
+        mtime: time,
+        ctime: time,
+        crtime: time,
         kind: FileType::Directory,
         perm: 0o555,
         nlink: 2,
@@ -91,4 +91,9 @@ pub fn placeholder_attr(ino: u64) -> FileAttr {
         blksize: 4096,
         flags: 0,
     }
+}
+
+/// An empty directory standing for a mount that is never touched.
+pub fn placeholder_attr(ino: u64) -> FileAttr {
+    synthetic_dir_attr(ino, UNIX_EPOCH)
 }

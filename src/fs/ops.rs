@@ -7,10 +7,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use fuser::{FileAttr, FileType, INodeNo};
+use fuser::{FileAttr, FileType};
 use rustix::fs::{AtFlags, Mode, OFlags, Statx, fstatfs, openat, statx};
 
-use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, to_attr};
+use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, synthetic_dir_attr, to_attr};
 use super::handles::Handle;
 use super::nodes::{Node, NodeKey, Shown};
 use super::{CtrFs, errno};
@@ -19,24 +19,9 @@ use crate::pathsafe::is_plain_name;
 use crate::registry::ROOT_INO;
 
 impl CtrFs {
+    /// The mount root: an empty-looking read-only directory dated when ctrfsd started.
     pub(super) fn root_attr(&self) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ROOT_INO),
-            size: 0,
-            blocks: 0,
-            atime: self.started,
-            mtime: self.started,
-            ctime: self.started,
-            crtime: self.started,
-            kind: FileType::Directory,
-            perm: 0o555,
-            nlink: 2,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
+        synthetic_dir_attr(ROOT_INO, self.started)
     }
 
     pub(super) fn do_lookup(&self, parent: u64, name: &OsStr) -> io::Result<FileAttr> {

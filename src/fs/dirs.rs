@@ -78,27 +78,30 @@ impl CtrFs {
         } else {
             self.node(ino)?.loc().parent
         };
+        // The directory's own attributes, for `.`/`..` in readdirplus: fetched only when a dot
+        // entry is actually sent (for a real directory, only in its first batch).
         let mut dots_attr = None;
-        if plus {
-            dots_attr = Some(self.do_getattr(ino)?);
-        }
+        let dot_attr = |slot: &mut Option<FileAttr>| -> io::Result<Option<FileAttr>> {
+            if plus && slot.is_none() {
+                *slot = Some(self.do_getattr(ino)?);
+            }
+            Ok(*slot)
+        };
         // `.` and `..` at offsets 1 and 2; the kernel never counts references for them.
         let dots = [(".", ino), ("..", parent_ino)];
         for (i, (name, dino)) in dots.iter().enumerate() {
             let off = i as u64 + 1;
-            if offset < off
-                && matches!(&*handle, Handle::Root(_) | Handle::Empty)
-                && add(
-                    DirEntry {
-                        ino: *dino,
-                        offset: off,
-                        kind: FileType::Directory,
-                        name: OsStr::new(name),
-                    },
-                    dots_attr.as_ref(),
-                )
-            {
-                return Ok(());
+            if offset < off && matches!(&*handle, Handle::Root(_) | Handle::Empty) {
+                let attr = dot_attr(&mut dots_attr)?;
+                let e = DirEntry {
+                    ino: *dino,
+                    offset: off,
+                    kind: FileType::Directory,
+                    name: OsStr::new(name),
+                };
+                if add(e, attr.as_ref()) {
+                    return Ok(());
+                }
             }
         }
         match &*handle {
@@ -198,7 +201,8 @@ impl CtrFs {
                                 kind,
                                 name,
                             };
-                            if add(e, dots_attr.as_ref()) {
+                            let attr = dot_attr(&mut dots_attr)?;
+                            if add(e, attr.as_ref()) {
                                 return Ok(());
                             }
                         }

@@ -118,7 +118,7 @@ impl Filesystem for CtrFs {
                 // before the reply so a racing release always finds it.
                 let fh = self.insert_file(fd, Some(backing));
                 debug!("open {}: passthrough fh {fh}", ino.0);
-                match self.backing_of(fh) {
+                match self.handles.get(fh) {
                     Some(h) => match &*h {
                         super::handles::Handle::File {
                             backing: Some(b), ..

@@ -199,10 +199,6 @@ impl CtrFs {
         Ok((self.dir_fd(&parent)?, loc.name))
     }
 
-    fn backing_of(&self, fh: u64) -> Option<Arc<handles::Handle>> {
-        self.handles.get(fh)
-    }
-
     /// Fresh attributes of a node, checking it is still the same file.
     fn stat_node(&self, node: &Node) -> io::Result<Statx> {
         let loc = node.loc();

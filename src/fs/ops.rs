@@ -169,18 +169,19 @@ impl CtrFs {
             return Err(errno(libc::EROFS));
         }
         let node = self.node(ino)?;
+        self.open_node(&node)
+    }
+
+    /// [`Self::open_file`] for a node already in hand.
+    fn open_node(&self, node: &Node) -> io::Result<OwnedFd> {
         match node.kind {
             FileType::RegularFile => {}
             FileType::Directory => return Err(errno(libc::EISDIR)),
             _ => return Err(errno(libc::EOPNOTSUPP)),
         }
-        let (pfd, name) = self.parent_fd(&node)?;
-        let opath = self.open_verified(
-            pfd.as_fd(),
-            OsStr::from_bytes(&name),
-            &node,
-            OFlags::empty(),
-        )?;
+        let (pfd, name) = self.parent_fd(node)?;
+        let opath =
+            self.open_verified(pfd.as_fd(), OsStr::from_bytes(&name), node, OFlags::empty())?;
         self.reopen(&opath)
     }
 
@@ -223,7 +224,7 @@ impl CtrFs {
                 Some(fd) => fd,
                 None => {
                     let node = self.node(ino)?;
-                    let fd = Arc::new(self.open_file(ino, libc::O_RDONLY)?);
+                    let fd = Arc::new(self.open_node(&node)?);
                     self.files.put(ino, node.inst.seq, fd.clone());
                     fd
                 }

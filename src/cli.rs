@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::error::StartError;
+use crate::runtime::detect::Kind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,19 +20,26 @@ use crate::error::StartError;
         layer, volumes, tmpfs). Symlinks inside a container resolve inside that container, never \
         on the host. Runs in the foreground; Ctrl-C or SIGTERM unmounts and exits 0.",
     after_help = "Examples:\n  sudo ctrfsd /ctr\n  ls /ctr/*/etc\n  grep -r ERROR /ctr/nginx/var/log\n  \
-        sudo ctrfsd --no-docker --container web=4242 /ctr"
+        sudo ctrfsd --runtime docker --container web=4242 /ctr\n  ctrfsd --list-runtimes"
 )]
 pub struct Args {
     /// Directory to mount on (must exist)
-    pub mountpoint: PathBuf,
+    #[arg(required_unless_present = "list_runtimes")]
+    pub mountpoint: Option<PathBuf>,
+
+    /// Watch only these runtimes (repeatable): docker, podman (rootful and every user's
+    /// rootless), containerd, or none. Default: every runtime found, looked for again as
+    /// sockets appear
+    #[arg(long = "runtime", value_name = "NAME")]
+    pub runtimes: Vec<RuntimeArg>,
+
+    /// Say which runtimes answer on this host, and why the others do not; then exit
+    #[arg(long)]
+    pub list_runtimes: bool,
 
     /// Also serve the root of process PID as NAME (repeatable); works for any runtime or none
     #[arg(long = "container", value_name = "NAME=PID")]
     pub containers: Vec<String>,
-
-    /// Do not watch Docker (serve only --container entries)
-    #[arg(long)]
-    pub no_docker: bool,
 
     /// Seconds between full re-lists of the runtime, a safety net behind the event stream
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -56,6 +64,16 @@ pub struct Args {
     pub log_level: String,
 }
 
+/// A value of `--runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Docker,
+    Podman,
+    Containerd,
+    /// No runtime: only --container entries and /MOUNTPOINT/.pid/<PID>/
+    None,
+}
+
 /// A static container: a name the user chose and a host PID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticContainer {
@@ -67,7 +85,10 @@ pub struct StaticContainer {
 pub struct Config {
     pub mountpoint: PathBuf,
     pub containers: Vec<StaticContainer>,
-    pub docker: bool,
+    /// Runtimes to watch.
+    pub runtimes: Vec<Kind>,
+    /// The user named them (their sockets are watched even before they exist).
+    pub runtimes_named: bool,
     pub resync: Duration,
     pub xattrs: bool,
     pub passthrough: bool,
@@ -97,16 +118,46 @@ impl Args {
                 "--resync 0: must be at least 1 second".into(),
             ));
         }
+        let mountpoint = self
+            .mountpoint
+            .ok_or_else(|| StartError::Other("MOUNTPOINT is required".into()))?;
+        let (runtimes, runtimes_named) = runtime_kinds(&self.runtimes)?;
         Ok(Config {
-            mountpoint: self.mountpoint,
+            mountpoint,
             containers,
-            docker: !self.no_docker,
+            runtimes,
+            runtimes_named,
             resync: Duration::from_secs(self.resync),
             xattrs: self.xattrs,
             passthrough: self.passthrough,
             threads,
         })
     }
+}
+
+/// The runtimes `--runtime` selects, and whether the user named any.
+pub fn runtime_kinds(args: &[RuntimeArg]) -> Result<(Vec<Kind>, bool), StartError> {
+    if args.is_empty() {
+        return Ok((vec![Kind::Docker, Kind::Podman, Kind::Containerd], false));
+    }
+    if args.contains(&RuntimeArg::None) && args.len() > 1 {
+        return Err(StartError::Other(
+            "--runtime none: cannot be combined with other runtimes".into(),
+        ));
+    }
+    let mut kinds = Vec::new();
+    for a in args {
+        let k = match a {
+            RuntimeArg::Docker => Kind::Docker,
+            RuntimeArg::Podman => Kind::Podman,
+            RuntimeArg::Containerd => Kind::Containerd,
+            RuntimeArg::None => continue,
+        };
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    Ok((kinds, true))
 }
 
 /// Parses `NAME=PID`. NAME must be usable as one path component.

@@ -45,13 +45,23 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let (tx, rx) = mpsc::channel();
     let watch_registry = registry.clone();
     let signal_tx = tx.clone();
-    let (docker, resync) = (config.docker, config.resync);
+    let (kinds, named, resync) = (
+        config.runtimes.clone(),
+        config.runtimes_named,
+        config.resync,
+    );
+    registry.set_runtime(rt.handle().clone());
     std::thread::Builder::new()
         .name("runtime".into())
         .spawn(move || {
             rt.block_on(async move {
-                if docker {
-                    tokio::spawn(runtime::docker::watch(watch_registry, resync));
+                if !kinds.is_empty() {
+                    tokio::spawn(runtime::detect::watch_all(
+                        watch_registry,
+                        kinds,
+                        named,
+                        resync,
+                    ));
                 }
                 wait_signal(signal_tx).await;
                 // Keep the watchers running until the process exits.
@@ -179,4 +189,15 @@ fn raise_nofile() -> u64 {
         );
     }
     getrlimit(Resource::Nofile).current.unwrap_or(1024)
+}
+
+/// `--list-runtimes`: prints what answers on this host.
+pub fn list_runtimes(args: &[crate::cli::RuntimeArg]) -> Result<(), StartError> {
+    let (kinds, _) = crate::cli::runtime_kinds(args)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Other(format!("starting the runtime thread: {e}")))?;
+    print!("{}", rt.block_on(runtime::detect::report(&kinds)));
+    Ok(())
 }

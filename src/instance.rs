@@ -21,23 +21,90 @@ use crate::mounts::{MountKind, MountTable, REFRESH};
 
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
 
+/// Which runtime reports a container. The order is the naming priority: when two containers
+/// want the same bare name, the earlier kind keeps it (README, "Naming").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Runtime {
+    /// `--container NAME=PID`.
+    Static,
+    Docker,
+    Podman,
+    Containerd,
+    /// Rootless Podman of one user.
+    PodmanRootless,
+    /// `/ctr/.pid/<PID>/`.
+    Pid,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Static => "static",
+            Runtime::Docker => "docker",
+            Runtime::Podman => "podman",
+            Runtime::Containerd => "containerd",
+            Runtime::PodmanRootless => "podman-rootless",
+            Runtime::Pid => "pid",
+        }
+    }
+}
+
+/// A Kubernetes container, as `kubectl` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+}
+
 /// Who the runtime says this is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// Name as shown under the mountpoint (one path component).
-    pub name: String,
-    /// "docker", "static", ...
-    pub runtime: &'static str,
+    pub runtime: Runtime,
+    /// Where in that runtime: the user of a rootless Podman, the containerd namespace; empty
+    /// otherwise.
+    pub scope: String,
     /// The runtime's container id ("pid:<n>" for static entries).
     pub id: String,
+    /// The name the runtime's own CLI shows (`docker ps`, `podman ps`, `nerdctl ps`).
+    pub name: String,
+    pub image: String,
+    /// Set for containers the kubelet created (not for pod sandboxes, which are not served).
+    pub k8s: Option<PodRef>,
+    /// Creation time (Unix seconds): of two containers wanting one Kubernetes path, the newer
+    /// (a restart) gets it.
+    pub created: i64,
+}
+
+impl Identity {
+    /// An identity with only the essentials set.
+    pub fn new(runtime: Runtime, id: impl Into<String>, name: impl Into<String>) -> Identity {
+        Identity {
+            runtime,
+            scope: String::new(),
+            id: id.into(),
+            name: name.into(),
+            image: String::new(),
+            k8s: None,
+            created: 0,
+        }
+    }
+
+    /// The same container, as far as the registry is concerned.
+    pub fn same_container(&self, other: &Identity) -> bool {
+        self.runtime == other.runtime && self.scope == other.scope && self.id == other.id
+    }
 }
 
 #[derive(Debug)]
 pub struct Instance {
     pub seq: u64,
     pub ident: Identity,
+    /// Where it is shown, relative to the mountpoint ("web", "k8s/default/api-7d9/api",
+    /// ".pid/4242"): absolute symlink answers start with it. Set by the registry.
+    path: String,
     pub pid: i32,
-    pidfd: OwnedFd,
+    pidfd: Arc<OwnedFd>,
     /// `O_PATH` fd of `/proc/<pid>/root`; `None` once retired so a dead container's mounts are
     /// not kept alive by us.
     root: RwLock<Option<Arc<OwnedFd>>>,
@@ -85,8 +152,9 @@ impl Instance {
         Ok(Instance {
             seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
             ident,
+            path: String::new(),
             pid,
-            pidfd,
+            pidfd: Arc::new(pidfd),
             root: RwLock::new(Some(Arc::new(root))),
             alive: AtomicBool::new(true),
             mounts: RwLock::new(Arc::new(mounts)),
@@ -94,8 +162,31 @@ impl Instance {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.ident.name
+    /// The same container shown at another path: a new instance (new `seq`, so the kernel
+    /// looks everything up afresh under the new path) sharing the held fds. `None` once retired.
+    pub fn relabel(&self, path: String) -> Option<Instance> {
+        let root = self.root().ok()?;
+        Some(Instance {
+            seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
+            ident: self.ident.clone(),
+            path,
+            pid: self.pid,
+            pidfd: self.pidfd.clone(),
+            root: RwLock::new(Some(root)),
+            alive: AtomicBool::new(true),
+            mounts: RwLock::new(self.mounts(false)),
+            retired: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The path under the mountpoint, as set by the registry.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// A shared handle on the pidfd, for exit watchers.
+    pub fn pidfd_arc(&self) -> Arc<OwnedFd> {
+        self.pidfd.clone()
     }
 
     /// Short id for log lines.

@@ -31,7 +31,11 @@ fn main() -> ExitCode {
         .parse_env("RUST_LOG")
         .format_timestamp_millis()
         .init();
-    let result = args.into_config().and_then(ctrfsd::daemon::run);
+    let result = if args.list_runtimes {
+        ctrfsd::daemon::list_runtimes(&args.runtimes)
+    } else {
+        args.into_config().and_then(ctrfsd::daemon::run)
+    };
     // Exit now: watcher threads and a lazily detached session are not waited for.
     std::process::exit(match result {
         Ok(()) => i32::from(exit::OK),

@@ -1,31 +1,55 @@
-//! The registry: container name -> live [`Instance`], fed by the runtime watchers and read by
-//! the FUSE handlers.
+//! The registry: every container the runtime watchers report, and the tree of names under the
+//! mountpoint computed from them (the [`View`]).
 //!
-//! Handlers only ever take a short read lock here; they never wait on a runtime API. Every
-//! change retires the replaced instance (its inodes answer ENOENT from then on) and asks the
-//! kernel to forget the affected names under the mount root, so a new instance is looked up
-//! afresh at once instead of after the entry TTL.
+//! Handlers only ever clone an `Arc<View>` here; they never wait on a runtime API. Every change
+//! rebuilds the view, retires instances whose path changed or that are gone (their inodes
+//! answer ENOENT from then on) and asks the kernel to forget the names that changed, so a new
+//! instance is looked up afresh at once instead of after the entry TTL.
+//!
+//! Naming (README, "Naming"): containers are ordered by runtime priority ([`Runtime`]), newest
+//! first, then by id; each takes the first free name of its candidates:
+//!
+//! - Kubernetes containers: `k8s/<namespace>/<pod>/<container>`, then that with `~<id12>`.
+//! - others: the bare name (Docker, rootful Podman, containerd's `default` namespace and
+//!   `--container` entries only), then `<name>@<qualifier>` (`docker`, `podman`, `containerd`,
+//!   the rootless user, the containerd namespace), then that with `~<id12>`.
+//!
+//! The qualified name and the full id (or any unique id prefix) of every container also resolve
+//! at the top level, as symlinks to where it is listed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use fuser::{INodeNo, Notifier};
-use log::{debug, info, warn};
+use log::{debug, info};
 
-use crate::instance::Instance;
+use crate::instance::{Identity, Instance, Runtime, exited, gone, pin, short_id};
 
 /// The FUSE inode number of the mount root.
 pub const ROOT_INO: u64 = 1;
 
-type RetireHook = Box<dyn Fn(&Instance) + Send + Sync>;
+/// Inode numbers of made-up directories and alias links carry this bit; container files get
+/// numbers counted up from 2 (see `fs::nodes`), which never reach it.
+pub const VIRT_BIT: u64 = 1 << 62;
 
-#[derive(Default)]
-pub struct Registry {
-    by_name: RwLock<BTreeMap<String, Arc<Instance>>>,
-    notifier: OnceLock<Notifier>,
-    on_retire: OnceLock<RetireHook>,
+/// The directory under which any process's root is served by PID.
+pub const PID_DIR: &str = ".pid";
+/// The directory holding Kubernetes containers by namespace and pod.
+pub const K8S_DIR: &str = "k8s";
+
+/// At most this many `.pid/<PID>` views are held at once (each holds two fds); the least
+/// recently looked up is dropped first.
+const MAX_PID_VIEWS: usize = 128;
+
+/// True for the mount root and every directory or link the registry made up.
+pub fn is_virtual(ino: u64) -> bool {
+    ino == ROOT_INO || ino & VIRT_BIT != 0
 }
+
+type RetireHook = Box<dyn Fn(&Instance) + Send + Sync>;
 
 /// Why `name` cannot be a directory name under the mount root, if it cannot.
 pub fn invalid_name(name: &str) -> Option<&'static str> {
@@ -42,9 +66,105 @@ pub fn invalid_name(name: &str) -> Option<&'static str> {
     }
 }
 
+/// One entry of a made-up directory.
+#[derive(Debug, Clone)]
+pub enum VEntry {
+    Dir(u64),
+    Container(Arc<Instance>),
+}
+
+#[derive(Debug, Default)]
+pub struct VDir {
+    /// Path under the mountpoint ("" for the root).
+    pub path: String,
+    pub parent: u64,
+    pub children: BTreeMap<String, VEntry>,
+}
+
+/// The tree of names as of the last change. Immutable; replaced whole.
+#[derive(Debug, Default)]
+pub struct View {
+    pub dirs: HashMap<u64, VDir>,
+    /// Alias links: inode -> target, relative to the mount root.
+    pub links: HashMap<u64, String>,
+    /// Top-level names that are not listed but resolve (qualified names, full ids).
+    aliases: HashMap<String, u64>,
+    /// (id, link inode), sorted by id, for unique-prefix lookups.
+    ids: Vec<(String, u64)>,
+    /// The `.pid` directory's inode.
+    pub pid_dir: u64,
+}
+
+impl View {
+    /// A top-level name that is not listed: a qualified name, a full id or a unique id prefix.
+    /// Returns the alias link's inode.
+    pub fn alias(&self, name: &str) -> Option<u64> {
+        if let Some(&ino) = self.aliases.get(name) {
+            return Some(ino);
+        }
+        let start = self.ids.partition_point(|(id, _)| id.as_str() < name);
+        let mut hits = self.ids[start..]
+            .iter()
+            .take_while(|(id, _)| id.starts_with(name));
+        match (hits.next(), hits.next()) {
+            (Some(&(_, ino)), None) => Some(ino),
+            _ => None,
+        }
+    }
+}
+
+/// What a runtime watcher needs to notice that a registered container's process exited.
+pub struct Watch {
+    pub token: u64,
+    pub pidfd: Arc<OwnedFd>,
+    /// Woken when the registry drops the container for another reason.
+    pub cancel: Arc<tokio::sync::Notify>,
+}
+
+struct Entry {
+    token: u64,
+    inst: Arc<Instance>,
+    cancel: Arc<tokio::sync::Notify>,
+    /// The alias link pointing at `inst.path()`.
+    link: u64,
+}
+
+#[derive(Default)]
+struct State {
+    entries: Vec<Entry>,
+    view: Arc<View>,
+    /// Made-up directories keep their inode while they exist.
+    dir_inos: HashMap<String, u64>,
+    next_virt: u64,
+}
+
+impl State {
+    fn alloc(&mut self) -> u64 {
+        self.next_virt += 1;
+        VIRT_BIT | self.next_virt
+    }
+}
+
+struct PidView {
+    inst: Arc<Instance>,
+    used: std::time::Instant,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    state: Mutex<State>,
+    view: RwLock<Arc<View>>,
+    pids: Mutex<HashMap<i32, PidView>>,
+    notifier: OnceLock<Notifier>,
+    on_retire: OnceLock<RetireHook>,
+    tokio: OnceLock<tokio::runtime::Handle>,
+}
+
 impl Registry {
     pub fn new() -> Arc<Registry> {
-        Arc::new(Registry::default())
+        let reg = Registry::default();
+        reg.rebuild(&mut reg.lock());
+        Arc::new(reg)
     }
 
     /// Lets the registry invalidate kernel dentries once the FUSE session exists.
@@ -57,129 +177,459 @@ impl Registry {
         let _ = self.on_retire.set(hook);
     }
 
-    pub fn get(&self, name: &OsStr) -> Option<Arc<Instance>> {
-        let name = name.to_str()?;
-        self.read().get(name).cloned()
+    /// Where exit watchers of `.pid` views run.
+    pub fn set_runtime(&self, handle: tokio::runtime::Handle) {
+        let _ = self.tokio.set(handle);
     }
 
-    /// All instances, sorted by name.
-    pub fn snapshot(&self) -> Vec<Arc<Instance>> {
-        self.read().values().cloned().collect()
+    /// The current tree of names.
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The instance a runtime knows by `id`, if it is registered.
-    pub fn find_id(&self, runtime: &str, id: &str) -> Option<Arc<Instance>> {
-        self.read()
-            .values()
-            .find(|i| i.ident.runtime == runtime && i.ident.id == id)
-            .cloned()
+    /// Every served container (not `.pid` views), in no particular order.
+    pub fn instances(&self) -> Vec<Arc<Instance>> {
+        self.lock().entries.iter().map(|e| e.inst.clone()).collect()
     }
 
-    /// Registers `inst`, replacing any instance with its name or its runtime id.
-    /// Returns false (and retires `inst`) if the name belongs to a `--container` entry, which
-    /// always wins over a runtime's container of the same name.
-    pub fn insert(&self, inst: Arc<Instance>) -> bool {
+    /// The served instance of the container `ident` names, if any.
+    pub fn find(&self, ident: &Identity) -> Option<Arc<Instance>> {
+        self.lock()
+            .entries
+            .iter()
+            .find(|e| e.inst.ident.same_container(ident))
+            .map(|e| e.inst.clone())
+    }
+
+    /// Registers `inst`, replacing any instance of the same container. Returns what its exit
+    /// watcher needs, or `None` if it could not be registered.
+    pub fn insert(&self, inst: Instance) -> Option<Watch> {
+        let mut st = self.lock();
         let mut gone = Vec::new();
-        {
-            let mut map = self.write();
-            if let Some(existing) = map.get(inst.name())
-                && existing.ident.runtime == "static"
-                && inst.ident.runtime != "static"
-            {
-                drop(map);
-                warn!(
-                    "{} container {} ({}) is not shown: --container {} holds that name",
-                    inst.ident.runtime,
-                    inst.name(),
-                    inst.short_id(),
-                    inst.name()
-                );
-                inst.retire();
-                return false;
+        st.entries.retain(|e| {
+            let same = e.inst.ident.same_container(&inst.ident);
+            if same {
+                e.cancel.notify_one();
+                gone.push(e.inst.clone());
             }
-            map.retain(|name, old| {
-                let same = name == inst.name()
-                    || (old.ident.runtime == inst.ident.runtime && old.ident.id == inst.ident.id);
-                if same {
-                    gone.push(old.clone());
-                }
-                !same
-            });
-            map.insert(inst.name().to_string(), inst.clone());
-        }
-        info!(
-            "container {} ({} {}, pid {}) is served",
-            inst.name(),
-            inst.ident.runtime,
-            inst.short_id(),
-            inst.pid
-        );
-        self.finish(gone, Some(inst.name()));
-        true
+            !same
+        });
+        let inst = Arc::new(inst);
+        let watch = Watch {
+            token: inst.seq,
+            pidfd: inst.pidfd_arc(),
+            cancel: Arc::new(tokio::sync::Notify::new()),
+        };
+        st.entries.push(Entry {
+            token: watch.token,
+            inst: inst.clone(),
+            cancel: watch.cancel.clone(),
+            link: 0,
+        });
+        gone.extend(self.rebuild(&mut st));
+        let served = st.entries.iter().find(|e| e.token == watch.token).map(|e| {
+            info!(
+                "container {} ({} {}, pid {}) is served",
+                e.inst.path(),
+                describe(&e.inst.ident),
+                e.inst.short_id(),
+                e.inst.pid
+            );
+        });
+        drop(st);
+        self.retire_all(gone);
+        served.map(|_| watch)
     }
 
-    /// Drops the instance with this `seq` (its process exited).
-    pub fn remove_seq(&self, seq: u64) {
-        self.remove_where(|i| i.seq == seq, "its process exited");
+    /// Drops the container registered as `token` (its process exited).
+    pub fn remove_token(&self, token: u64) {
+        self.remove_where(|e| e.token == token, "its process exited");
     }
 
     /// Drops a runtime's container (it stopped or was removed).
-    pub fn remove_id(&self, runtime: &str, id: &str, why: &str) {
-        self.remove_where(|i| i.ident.runtime == runtime && i.ident.id == id, why);
+    pub fn remove(&self, ident: &Identity, why: &str) {
+        self.remove_where(|e| e.inst.ident.same_container(ident), why);
     }
 
-    /// Drops every instance of `runtime` for which `keep` is false (full re-list).
-    pub fn retain_runtime(&self, runtime: &str, keep: impl Fn(&Instance) -> bool) {
+    /// Drops every container of `runtime` for which `keep` is false (full re-list).
+    pub fn retain(&self, runtime: Runtime, keep: impl Fn(&Identity) -> bool) {
         self.remove_where(
-            |i| i.ident.runtime == runtime && !keep(i),
+            |e| e.inst.ident.runtime == runtime && !keep(&e.inst.ident),
             "the runtime no longer lists it",
         );
     }
 
-    fn remove_where(&self, pred: impl Fn(&Instance) -> bool, why: &str) {
+    fn remove_where(&self, pred: impl Fn(&Entry) -> bool, why: &str) {
+        let mut st = self.lock();
         let mut gone = Vec::new();
-        self.write().retain(|_, inst| {
-            let hit = pred(inst);
+        st.entries.retain(|e| {
+            let hit = pred(e);
             if hit {
-                gone.push(inst.clone());
+                info!(
+                    "container {} ({} {}) is gone: {why}",
+                    e.inst.path(),
+                    describe(&e.inst.ident),
+                    e.inst.short_id()
+                );
+                e.cancel.notify_one();
+                gone.push(e.inst.clone());
             }
             !hit
         });
-        for inst in &gone {
-            info!(
-                "container {} ({} {}) is gone: {why}",
-                inst.name(),
-                inst.ident.runtime,
-                inst.short_id()
-            );
+        if gone.is_empty() {
+            return;
         }
-        self.finish(gone, None);
+        gone.extend(self.rebuild(&mut st));
+        drop(st);
+        self.retire_all(gone);
     }
 
-    /// Retires replaced instances and invalidates their names (and `also`) in the kernel.
-    fn finish(&self, gone: Vec<Arc<Instance>>, also: Option<&str>) {
+    /// Recomputes every container's path and the view; relabels the containers whose path
+    /// changed and returns the instances they replace. Tells the kernel what changed.
+    fn rebuild(&self, st: &mut State) -> Vec<Arc<Instance>> {
+        let mut order: Vec<usize> = (0..st.entries.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&st.entries[a].inst.ident, &st.entries[b].inst.ident);
+            (a.runtime, std::cmp::Reverse(a.created), &a.scope, &a.id).cmp(&(
+                b.runtime,
+                std::cmp::Reverse(b.created),
+                &b.scope,
+                &b.id,
+            ))
+        });
+        let mut taken: HashSet<String> = [PID_DIR.to_string(), K8S_DIR.to_string()].into();
+        let mut replaced = Vec::new();
+        let mut paths = vec![String::new(); st.entries.len()];
+        for &i in &order {
+            let ident = &st.entries[i].inst.ident;
+            let path = candidates(ident)
+                .into_iter()
+                .find(|p| !taken.contains(p))
+                .unwrap_or_else(|| format!("{}~{}", ident.runtime.as_str(), ident.id));
+            taken.insert(path.clone());
+            paths[i] = path;
+        }
+        for (i, path) in paths.into_iter().enumerate() {
+            if st.entries[i].inst.path() == path && st.entries[i].link != 0 {
+                continue;
+            }
+            let link = st.alloc();
+            let e = &mut st.entries[i];
+            if e.inst.path() != path {
+                if !e.inst.path().is_empty() {
+                    info!(
+                        "container {} ({} {}) moves to {path}: the names changed",
+                        e.inst.path(),
+                        describe(&e.inst.ident),
+                        e.inst.short_id()
+                    );
+                }
+                match e.inst.relabel(path) {
+                    Some(new) => replaced.push(std::mem::replace(&mut e.inst, Arc::new(new))),
+                    None => continue,
+                }
+            }
+            e.link = link;
+        }
+
+        let mut view = View::default();
+        let mut dir_inos = HashMap::new();
+        let mut dir = |st: &mut State, view: &mut View, path: &str, parent: u64| -> u64 {
+            if path.is_empty() {
+                return ROOT_INO;
+            }
+            let ino = match st.dir_inos.get(path) {
+                Some(&ino) => ino,
+                None => st.alloc(),
+            };
+            dir_inos.insert(path.to_string(), ino);
+            view.dirs.entry(ino).or_insert_with(|| VDir {
+                path: path.to_string(),
+                parent,
+                children: BTreeMap::new(),
+            });
+            ino
+        };
+        view.dirs.insert(
+            ROOT_INO,
+            VDir {
+                path: String::new(),
+                parent: ROOT_INO,
+                children: BTreeMap::new(),
+            },
+        );
+        view.pid_dir = dir(st, &mut view, PID_DIR, ROOT_INO);
+        let pid_dir = view.pid_dir;
+        add_child(&mut view, ROOT_INO, PID_DIR, VEntry::Dir(pid_dir));
+        let entries: Vec<(Arc<Instance>, u64)> = st
+            .entries
+            .iter()
+            .map(|e| (e.inst.clone(), e.link))
+            .collect();
+        for (inst, link) in entries {
+            let path = inst.path().to_string();
+            if path.is_empty() {
+                continue; // retired while being relabelled: its remover rebuilds again
+            }
+            let mut parent = ROOT_INO;
+            let mut comps: Vec<&str> = path.split('/').collect();
+            let leaf = comps.pop().unwrap_or_default();
+            let mut sofar = String::new();
+            for c in comps {
+                if !sofar.is_empty() {
+                    sofar.push('/');
+                }
+                sofar.push_str(c);
+                let ino = dir(st, &mut view, &sofar, parent);
+                add_child(&mut view, parent, c, VEntry::Dir(ino));
+                parent = ino;
+            }
+            add_child(&mut view, parent, leaf, VEntry::Container(inst.clone()));
+            view.links.insert(link, path.clone());
+            let ident = &inst.ident;
+            if ident.runtime != Runtime::Static {
+                view.ids.push((ident.id.clone(), link));
+                view.aliases.insert(ident.id.clone(), link);
+            }
+            if let Some(q) = qualified(ident)
+                && q != path
+            {
+                view.aliases.insert(q, link);
+            }
+        }
+        view.ids.sort();
+        st.dir_inos = dir_inos;
+        let old = std::mem::replace(&mut st.view, Arc::new(view));
+        let new = st.view.clone();
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        self.invalidate(&old, &new);
+        replaced
+    }
+
+    /// Asks the kernel to forget every name whose answer changed between two views.
+    fn invalidate(&self, old: &View, new: &View) {
+        let Some(notifier) = self.notifier.get() else {
+            return;
+        };
+        let same = |a: &VEntry, b: &VEntry| match (a, b) {
+            (VEntry::Dir(x), VEntry::Dir(y)) => x == y,
+            (VEntry::Container(x), VEntry::Container(y)) => x.seq == y.seq,
+            _ => false,
+        };
+        let mut stale: Vec<(u64, &str)> = Vec::new();
+        for (ino, d) in &old.dirs {
+            let nd = new.dirs.get(ino);
+            for (name, e) in &d.children {
+                if !nd
+                    .and_then(|n| n.children.get(name))
+                    .is_some_and(|n| same(e, n))
+                {
+                    stale.push((*ino, name));
+                }
+            }
+        }
+        for (ino, d) in &new.dirs {
+            let od = old.dirs.get(ino);
+            for name in d.children.keys() {
+                if !od.is_some_and(|o| o.children.contains_key(name)) {
+                    stale.push((*ino, name)); // a cached "no such name"
+                }
+            }
+        }
+        for (name, ino) in &old.aliases {
+            if new.aliases.get(name) != Some(ino) {
+                stale.push((ROOT_INO, name));
+            }
+        }
+        for name in new.aliases.keys() {
+            if !old.aliases.contains_key(name) {
+                stale.push((ROOT_INO, name));
+            }
+        }
+        for (dir, name) in stale {
+            // ENOENT only means the kernel had nothing cached under that name.
+            if let Err(e) = notifier.inval_entry(INodeNo(dir), OsStr::new(name)) {
+                debug!("invalidate {name}: {e}");
+            }
+        }
+    }
+
+    fn retire_all(&self, gone: Vec<Arc<Instance>>) {
         for inst in &gone {
             inst.retire();
             if let Some(hook) = self.on_retire.get() {
                 hook(inst);
             }
         }
-        let names = gone.iter().map(|i| i.name()).chain(also);
-        if let Some(notifier) = self.notifier.get() {
-            for name in names {
-                // ENOENT only means the kernel had nothing cached under that name.
-                if let Err(e) = notifier.inval_entry(INodeNo(ROOT_INO), OsStr::new(name)) {
-                    debug!("invalidate {name}: {e}");
-                }
+    }
+
+    /// The view of process `pid` at `.pid/<pid>`, opened on first use and dropped when the
+    /// process exits.
+    pub fn pid_instance(self: &Arc<Self>, pid: i32) -> io::Result<Arc<Instance>> {
+        if pid <= 0 {
+            return Err(gone());
+        }
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = pids.get_mut(&pid) {
+            if v.inst.is_alive() && !exited(v.inst.pidfd()) {
+                v.used = std::time::Instant::now();
+                return Ok(v.inst.clone());
             }
+            pids.remove(&pid);
+        }
+        let pidfd = pin(pid).map_err(|_| gone())?;
+        let mut ident = Identity::new(Runtime::Pid, format!("pid:{pid}"), pid.to_string());
+        ident.scope = PID_DIR.into();
+        let inst = Instance::open(ident, pid, pidfd)?
+            .relabel(format!("{PID_DIR}/{pid}"))
+            .ok_or_else(gone)?;
+        let inst = Arc::new(inst);
+        if pids.len() >= MAX_PID_VIEWS
+            && let Some(oldest) = pids.iter().min_by_key(|(_, v)| v.used).map(|(p, _)| *p)
+            && let Some(v) = pids.remove(&oldest)
+        {
+            self.drop_pid_view(&v.inst);
+        }
+        pids.insert(
+            pid,
+            PidView {
+                inst: inst.clone(),
+                used: std::time::Instant::now(),
+            },
+        );
+        drop(pids);
+        if let Some(rt) = self.tokio.get() {
+            let reg = self.clone();
+            let watched = inst.clone();
+            rt.spawn(async move {
+                if crate::runtime::wait_exit(watched.pidfd_arc(), &watched.retired).await {
+                    reg.forget_pid(&watched);
+                }
+            });
+        }
+        debug!("process {pid}: served at {PID_DIR}/{pid}");
+        Ok(inst)
+    }
+
+    fn forget_pid(&self, inst: &Arc<Instance>) {
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        if pids.get(&inst.pid).is_some_and(|v| v.inst.seq == inst.seq) {
+            pids.remove(&inst.pid);
+        }
+        drop(pids);
+        self.drop_pid_view(inst);
+    }
+
+    fn drop_pid_view(&self, inst: &Arc<Instance>) {
+        self.retire_all(vec![inst.clone()]);
+        if let Some(n) = self.notifier.get() {
+            let _ = n.inval_entry(INodeNo(self.view().pid_dir), OsStr::new(&inst.ident.name));
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Instance>>> {
-        self.by_name.read().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn add_child(view: &mut View, dir: u64, name: &str, e: VEntry) {
+    if let Some(d) = view.dirs.get_mut(&dir) {
+        d.children.entry(name.to_string()).or_insert(e);
+    }
+}
+
+/// How a container is described in log lines and attributes: "docker", "podman-rootless
+/// (alice)", "containerd (k8s.io)".
+pub fn describe(ident: &Identity) -> String {
+    if ident.scope.is_empty() {
+        ident.runtime.as_str().to_string()
+    } else {
+        format!("{} ({})", ident.runtime.as_str(), ident.scope)
+    }
+}
+
+/// The qualifier after `@`: which runtime (or rootless user, or containerd namespace).
+fn qualifier(ident: &Identity) -> &str {
+    match ident.runtime {
+        Runtime::PodmanRootless => &ident.scope,
+        Runtime::Containerd if ident.scope != "default" => &ident.scope,
+        r => r.as_str(),
+    }
+}
+
+/// `<name>@<qualifier>`, for containers that are not Kubernetes containers.
+fn qualified(ident: &Identity) -> Option<String> {
+    if ident.k8s.is_some() || ident.runtime == Runtime::Static {
+        return None;
+    }
+    Some(format!("{}@{}", ident.name, qualifier(ident)))
+}
+
+/// The names a container may be shown under, best first. Each component is a valid name.
+fn candidates(ident: &Identity) -> Vec<String> {
+    let id12 = short_id(&ident.id).replace(['/', '\0'], "_");
+    let mut out = Vec::new();
+    if let Some(k) = &ident.k8s {
+        let comps = [&k.namespace, &k.pod, &k.container];
+        if comps.iter().all(|c| invalid_name(c).is_none()) {
+            let p = format!("{K8S_DIR}/{}/{}/{}", k.namespace, k.pod, k.container);
+            out.push(format!("{p}~{id12}"));
+            out.insert(0, p);
+        }
+    } else {
+        let bare = match ident.runtime {
+            Runtime::Static | Runtime::Docker | Runtime::Podman => true,
+            Runtime::Containerd => ident.scope == "default",
+            Runtime::PodmanRootless | Runtime::Pid => false,
+        };
+        if bare {
+            out.push(ident.name.clone());
+        }
+        if let Some(q) = qualified(ident) {
+            out.push(format!("{q}~{id12}"));
+            out.insert(out.len() - 1, q);
+        } else {
+            out.push(format!("{}~{id12}", ident.name));
+        }
+    }
+    out.retain(|p| p.split('/').all(|c| invalid_name(c).is_none()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(rt: Runtime, scope: &str, id: &str, name: &str) -> Identity {
+        let mut i = Identity::new(rt, id, name);
+        i.scope = scope.into();
+        i
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Instance>>> {
-        self.by_name.write().unwrap_or_else(|e| e.into_inner())
+    #[test]
+    fn candidate_names() {
+        let d = ident(Runtime::Docker, "", "3f2a9c0d11aa22bb", "web");
+        assert_eq!(
+            candidates(&d),
+            ["web", "web@docker", "web@docker~3f2a9c0d11aa"]
+        );
+        let r = ident(Runtime::PodmanRootless, "alice", "77aa", "web");
+        assert_eq!(candidates(&r), ["web@alice", "web@alice~77aa"]);
+        let c = ident(Runtime::Containerd, "default", "c1", "db");
+        assert_eq!(candidates(&c), ["db", "db@containerd", "db@containerd~c1"]);
+        let n = ident(Runtime::Containerd, "team", "c2", "db");
+        assert_eq!(candidates(&n), ["db@team", "db@team~c2"]);
+        let mut k = ident(Runtime::Containerd, "k8s.io", "c3", "ignored");
+        k.k8s = Some(crate::instance::PodRef {
+            namespace: "default".into(),
+            pod: "api-7d9".into(),
+            container: "api".into(),
+        });
+        assert_eq!(
+            candidates(&k),
+            ["k8s/default/api-7d9/api", "k8s/default/api-7d9/api~c3"]
+        );
+        let s = ident(Runtime::Static, "", "pid:5", "web");
+        assert_eq!(candidates(&s), ["web", "web~pid:5"]);
     }
 }

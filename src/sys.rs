@@ -22,3 +22,20 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// The login name of `uid` (through NSS, so LDAP users are named too), if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    // SAFETY: `passwd` is plain old data (integers and pointers); all-zero is a valid value.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to memory we own and outlive the call; `buf.len()` is its true
+    // size; on success `out` points to `pw`, whose string fields point into `buf`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() || pw.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: getpwuid_r succeeded, so `pw_name` is a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}

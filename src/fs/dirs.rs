@@ -14,11 +14,13 @@ use std::sync::Mutex;
 use fuser::{FileAttr, FileType};
 use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, openat, seek, statx};
 
+use super::attr::synthetic_dir_attr;
 use super::attr::{STATX_MASK, kind_of, placeholder_attr, to_attr};
 use super::handles::Handle;
 use super::nodes::Shown;
+use super::virt::listed_ino;
 use super::{CtrFs, errno};
-use crate::registry::ROOT_INO;
+use crate::registry::{VEntry, is_virtual};
 
 /// One directory entry to hand to the kernel.
 pub struct DirEntry<'a> {
@@ -30,14 +32,9 @@ pub struct DirEntry<'a> {
 
 impl CtrFs {
     pub(super) fn do_opendir(&self, ino: u64) -> io::Result<u64> {
-        let handle = if ino == ROOT_INO {
-            Handle::Root(
-                self.registry
-                    .snapshot()
-                    .iter()
-                    .map(|i| i.name().to_string())
-                    .collect(),
-            )
+        let handle = if is_virtual(ino) {
+            let (parent, entries) = self.virtual_listing(ino)?;
+            Handle::Virtual(parent, entries)
         } else {
             let node = self.node(ino)?;
             if node.kind != FileType::Directory {
@@ -73,10 +70,9 @@ impl CtrFs {
         mut add: impl FnMut(DirEntry<'_>, Option<&FileAttr>) -> bool,
     ) -> io::Result<()> {
         let handle = self.handles.get(fh).ok_or_else(|| errno(libc::EBADF))?;
-        let parent_ino = if ino == ROOT_INO {
-            ROOT_INO
-        } else {
-            self.node(ino)?.loc().parent
+        let parent_ino = match &*handle {
+            Handle::Virtual(parent, _) => *parent,
+            _ => self.node(ino)?.loc().parent,
         };
         // The directory's own attributes, for `.`/`..` in readdirplus: fetched only when a dot
         // entry is actually sent (for a real directory, only in its first batch).
@@ -91,7 +87,7 @@ impl CtrFs {
         let dots = [(".", ino), ("..", parent_ino)];
         for (i, (name, dino)) in dots.iter().enumerate() {
             let off = i as u64 + 1;
-            if offset < off && matches!(&*handle, Handle::Root(_) | Handle::Empty) {
+            if offset < off && matches!(&*handle, Handle::Virtual(..) | Handle::Empty) {
                 let attr = dot_attr(&mut dots_attr)?;
                 let e = DirEntry {
                     ino: *dino,
@@ -106,39 +102,43 @@ impl CtrFs {
         }
         match &*handle {
             Handle::Empty => Ok(()),
-            Handle::Root(names) => {
-                for (i, name) in names
+            Handle::Virtual(_, entries) => {
+                for (i, (name, entry)) in entries
                     .iter()
                     .enumerate()
                     .skip(offset.saturating_sub(2) as usize)
                 {
                     let name = OsStr::new(name.as_str());
                     let off = i as u64 + 3;
-                    if plus {
-                        let Ok((node, st)) = self.lookup_container(name) else {
-                            continue;
-                        };
-                        let attr = to_attr(node.ino, &st);
-                        let entry = DirEntry {
-                            ino: node.ino,
-                            offset: off,
-                            kind: FileType::Directory,
-                            name,
-                        };
-                        if add(entry, Some(&attr)) {
-                            self.do_forget(node.ino, 1);
-                            return Ok(());
+                    let looked_up = if plus {
+                        match entry {
+                            VEntry::Dir(dino) => {
+                                Some((*dino, synthetic_dir_attr(*dino, self.started)))
+                            }
+                            VEntry::Container(inst) => match self.lookup_container(inst, ino, name)
+                            {
+                                Ok((node, st)) => Some((node.ino, to_attr(node.ino, &st))),
+                                Err(_) => continue, // gone since opendir
+                            },
                         }
                     } else {
-                        let entry = DirEntry {
-                            ino: u64::MAX - i as u64,
-                            offset: off,
-                            kind: FileType::Directory,
-                            name,
-                        };
-                        if add(entry, None) {
-                            return Ok(());
+                        None
+                    };
+                    let entry_ino = match &looked_up {
+                        Some((n, _)) => *n,
+                        None => listed_ino(entry, u64::MAX - i as u64),
+                    };
+                    let e = DirEntry {
+                        ino: entry_ino,
+                        offset: off,
+                        kind: FileType::Directory,
+                        name,
+                    };
+                    if add(e, looked_up.as_ref().map(|(_, a)| a)) {
+                        if looked_up.is_some() {
+                            self.do_forget(entry_ino, 1);
                         }
+                        return Ok(());
                     }
                 }
                 Ok(())

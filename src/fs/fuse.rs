@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -63,6 +63,14 @@ impl Filesystem for CtrFs {
             r.as_ref().map(|a| a.ino.0)
         );
         match r {
+            // Alias links (ids, id prefixes, qualified names) are not cached: a prefix that
+            // names one container now may name none, or another, after the next change.
+            Ok(attr)
+                if crate::registry::is_virtual(attr.ino.0)
+                    && attr.kind == fuser::FileType::Symlink =>
+            {
+                reply.entry(&Duration::ZERO, &attr, Generation(0))
+            }
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(err(&e)),
         }
@@ -254,7 +262,7 @@ impl Filesystem for CtrFs {
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        if ino.0 == crate::registry::ROOT_INO || self.is_placeholder(ino.0) {
+        if crate::registry::is_virtual(ino.0) || self.is_placeholder(ino.0) {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         }
         match self.do_statfs(ino.0) {
@@ -273,9 +281,6 @@ impl Filesystem for CtrFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if !self.opts.xattrs {
-            return reply.error(Errno::ENOSYS);
-        }
         let r = self.do_getxattr(ino.0, name, size);
         debug!(
             "getxattr {} {name:?}: {:?}",
@@ -286,10 +291,7 @@ impl Filesystem for CtrFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if !self.opts.xattrs {
-            return reply.error(Errno::ENOSYS);
-        }
-        let r = self.do_listxattr(ino.0, size);
+        let r = self.do_listxattr(ino.0);
         debug!("listxattr {}: {:?}", ino.0, r.as_ref().map(Vec::len));
         xattr_reply(r, size, reply);
     }

@@ -17,8 +17,8 @@ pub enum Handle {
     },
     /// A real directory, read with getdents from the offset the kernel asks for.
     Dir(Mutex<OwnedFd>),
-    /// The mount root: the container names when it was opened.
-    Root(Vec<String>),
+    /// A made-up directory (the mount root, `k8s/...`): its parent and entries when opened.
+    Virtual(u64, Vec<(String, crate::registry::VEntry)>),
     /// A directory shown empty (a pseudo filesystem that is not proxied).
     Empty,
 }

@@ -14,9 +14,13 @@ use super::{CtrFs, errno};
 use crate::instance::Instance;
 use crate::mounts::MountKind;
 use crate::pathsafe::{self, Kind};
+use crate::registry::is_virtual;
 
 impl CtrFs {
     pub(super) fn do_readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
+        if is_virtual(ino) {
+            return self.virtual_readlink(ino);
+        }
         let node = self.node(ino)?;
         if node.kind != FileType::Symlink {
             return Err(errno(libc::EINVAL));
@@ -33,7 +37,7 @@ impl CtrFs {
             prefix.pop();
         }
         prefix.push(b'/');
-        prefix.extend_from_slice(node.inst.name().as_bytes());
+        prefix.extend_from_slice(node.inst.path().as_bytes());
         pathsafe::rewrite(target.as_bytes(), &link_dir, &prefix, |stack, name| {
             self.classify(&node.inst, &root, stack, name)
         })

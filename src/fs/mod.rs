@@ -24,6 +24,7 @@ pub mod handles;
 mod links;
 pub mod nodes;
 mod ops;
+mod virt;
 
 use std::ffi::OsStr;
 use std::io;
@@ -36,7 +37,7 @@ use std::time::Duration;
 use rustix::fs::{AtFlags, Mode, OFlags, Statx, openat, statx};
 
 use crate::instance::{Instance, gone, stale};
-use crate::registry::{ROOT_INO, Registry};
+use crate::registry::{Registry, is_virtual};
 use attr::{STATX_MASK, dev_of};
 use fdcache::FdCache;
 use handles::Handles;
@@ -133,7 +134,7 @@ impl CtrFs {
 
     fn dir_fd_depth(&self, node: &Node, depth: usize) -> io::Result<Arc<OwnedFd>> {
         let loc = node.loc();
-        if loc.parent == ROOT_INO {
+        if is_virtual(loc.parent) {
             return node.inst.root();
         }
         if let Some(fd) = self.dirs.get(node.ino) {
@@ -192,7 +193,7 @@ impl CtrFs {
     /// The parent directory's fd and this node's name in it. Not for instance roots.
     fn parent_fd(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, nodes::Name)> {
         let loc = node.loc();
-        if loc.parent == ROOT_INO {
+        if is_virtual(loc.parent) {
             return Err(errno(libc::EINVAL));
         }
         let parent = self.node(loc.parent)?;
@@ -202,7 +203,7 @@ impl CtrFs {
     /// Fresh attributes of a node, checking it is still the same file.
     fn stat_node(&self, node: &Node) -> io::Result<Statx> {
         let loc = node.loc();
-        let cached = if loc.parent == ROOT_INO {
+        let cached = if is_virtual(loc.parent) {
             Some(node.inst.root()?)
         } else {
             self.dirs.get(node.ino)
@@ -227,7 +228,7 @@ impl CtrFs {
     fn path_of(&self, dir: &Node) -> io::Result<Vec<nodes::Name>> {
         let mut names = Vec::new();
         let mut loc = dir.loc();
-        while loc.parent != ROOT_INO {
+        while !is_virtual(loc.parent) {
             if names.len() > MAX_DEPTH {
                 return Err(stale());
             }

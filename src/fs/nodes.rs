@@ -23,7 +23,7 @@ use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
 use crate::instance::Instance;
-use crate::registry::ROOT_INO;
+use crate::registry::{ROOT_INO, is_virtual};
 
 /// 32 bytes: held twice per node (in the node and as the map key), so every byte counts at a
 /// million inodes. Mount ids from `STATX_MNT_ID` and kernel device numbers fit 32 bits.
@@ -40,7 +40,8 @@ pub struct NodeKey {
 /// A file name, stored inline up to 16 bytes (most names): no second allocation per node.
 pub type Name = SmallVec<[u8; 16]>;
 
-/// Where a node was last seen. `parent == ROOT_INO` marks an instance's root directory.
+/// Where a node was last seen. A made-up parent (see [`is_virtual`]) marks an instance's root
+/// directory.
 #[derive(Debug, Clone)]
 pub struct Loc {
     pub parent: u64,
@@ -81,7 +82,7 @@ impl Node {
     }
 
     pub fn is_instance_root(&self) -> bool {
-        self.loc().parent == ROOT_INO
+        is_virtual(self.loc().parent)
     }
 }
 

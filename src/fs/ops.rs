@@ -10,27 +10,24 @@ use std::sync::Arc;
 use fuser::{FileAttr, FileType};
 use rustix::fs::{AtFlags, Mode, OFlags, Statx, fstatfs, openat, statx};
 
-use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, synthetic_dir_attr, to_attr};
+use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, to_attr};
 use super::handles::Handle;
 use super::nodes::{Node, NodeKey, Shown};
+use super::virt::XATTR_PREFIX;
 use super::{CtrFs, errno};
 use crate::mounts::MountKind;
 use crate::pathsafe::is_plain_name;
-use crate::registry::ROOT_INO;
+use crate::registry::is_virtual;
 
 impl CtrFs {
-    /// The mount root: an empty-looking read-only directory dated when ctrfsd started.
-    pub(super) fn root_attr(&self) -> FileAttr {
-        synthetic_dir_attr(ROOT_INO, self.started)
-    }
-
     pub(super) fn do_lookup(&self, parent: u64, name: &OsStr) -> io::Result<FileAttr> {
         if !is_plain_name(name) {
             return Err(errno(libc::ENOENT));
         }
-        let (node, st) = if parent == ROOT_INO {
-            self.lookup_container(name)?
-        } else {
+        if is_virtual(parent) {
+            return self.lookup_virtual(parent, name);
+        }
+        let (node, st) = {
             let pnode = self.node(parent)?;
             if pnode.shown != Shown::Normal || pnode.kind != FileType::Directory {
                 return Err(errno(libc::ENOENT));
@@ -72,29 +69,6 @@ impl CtrFs {
         )
     }
 
-    /// The root directory node of a registered container.
-    pub(super) fn lookup_container(&self, name: &OsStr) -> io::Result<(Arc<Node>, Statx)> {
-        let inst = self.registry.get(name).ok_or_else(|| errno(libc::ENOENT))?;
-        let root = inst.root()?;
-        let st = statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
-        let key = NodeKey {
-            seq: inst.seq,
-            mnt: st.stx_mnt_id as u32,
-            dev: dev_of(&st),
-            ino: st.stx_ino,
-            link_parent: 0,
-        };
-        let node = self.nodes.lookup(
-            key,
-            FileType::Directory,
-            Shown::Normal,
-            &inst,
-            ROOT_INO,
-            name,
-        );
-        Ok((node, st))
-    }
-
     /// Counts a kernel reference to `name` (with stats `st`) inside directory `parent`.
     pub(super) fn child_node(&self, parent: &Node, name: &OsStr, st: &Statx) -> Arc<Node> {
         let kind = kind_of(u32::from(st.stx_mode));
@@ -122,7 +96,7 @@ impl CtrFs {
     }
 
     pub(super) fn do_forget(&self, ino: u64, n: u64) {
-        if ino != ROOT_INO {
+        if !is_virtual(ino) {
             self.dirs.remove(ino);
             self.files.remove(ino);
             self.nodes.forget(ino, n);
@@ -130,8 +104,8 @@ impl CtrFs {
     }
 
     pub(super) fn do_getattr(&self, ino: u64) -> io::Result<FileAttr> {
-        if ino == ROOT_INO {
-            return Ok(self.root_attr());
+        if is_virtual(ino) {
+            return self.virtual_attr(ino);
         }
         let node = match self.node(ino) {
             Ok(node) => node,
@@ -275,12 +249,31 @@ impl CtrFs {
         ))
     }
 
-    /// Reads xattr `name` into `buf` (`size` 0: only its length). Returns the length.
+    /// Reads xattr `name` (`size` 0: only its length is used). Container directories also
+    /// carry ctrfsd's own `user.ctrfsd.*`; other files' attributes are served only with
+    /// `--xattrs` (EOPNOTSUPP otherwise, which `ls -l` and `cp -a` remember per filesystem, so
+    /// they stop asking).
     pub(super) fn do_getxattr(&self, ino: u64, name: &OsStr, size: u32) -> io::Result<Vec<u8>> {
-        if ino == ROOT_INO || self.is_placeholder(ino) {
+        if is_virtual(ino) || self.is_placeholder(ino) {
             return Err(errno(libc::ENODATA));
         }
         let node = self.node(ino)?;
+        let root = node.is_instance_root();
+        if root && name.as_bytes().starts_with(XATTR_PREFIX.as_bytes()) {
+            return self
+                .container_xattrs(&node)
+                .into_iter()
+                .find(|(k, _)| k.as_bytes() == name.as_bytes())
+                .map(|(_, v)| v)
+                .ok_or_else(|| errno(libc::ENODATA));
+        }
+        if !self.opts.xattrs {
+            return Err(errno(if root {
+                libc::ENODATA
+            } else {
+                libc::EOPNOTSUPP
+            }));
+        }
         let (_keep, path, follow) = self.xattr_path(&node)?;
         if size == 0 {
             let n = if follow {
@@ -300,28 +293,36 @@ impl CtrFs {
         Ok(buf)
     }
 
-    pub(super) fn do_listxattr(&self, ino: u64, size: u32) -> io::Result<Vec<u8>> {
-        if ino == ROOT_INO || self.is_placeholder(ino) {
+    /// The names of a node's xattrs, NUL-terminated (see [`Self::do_getxattr`]).
+    pub(super) fn do_listxattr(&self, ino: u64) -> io::Result<Vec<u8>> {
+        if is_virtual(ino) || self.is_placeholder(ino) {
             return Ok(Vec::new());
         }
         let node = self.node(ino)?;
-        let (_keep, path, follow) = self.xattr_path(&node)?;
-        if size == 0 {
+        let root = node.is_instance_root();
+        let mut list = if self.opts.xattrs {
+            let (_keep, path, follow) = self.xattr_path(&node)?;
+            // XATTR_LIST_MAX: no list is longer.
+            let mut buf = vec![0u8; 65536];
             let n = if follow {
-                rustix::fs::listxattr_query(&*path)?
+                rustix::fs::listxattr(&*path, &mut buf[..])?
             } else {
-                rustix::fs::llistxattr_query(&*path)?
+                rustix::fs::llistxattr(&*path, &mut buf[..])?
             };
-            return Ok(vec![0; n]);
-        }
-        let mut buf = vec![0u8; size as usize];
-        let n = if follow {
-            rustix::fs::listxattr(&*path, &mut buf[..])?
+            buf.truncate(n);
+            buf
+        } else if root {
+            Vec::new()
         } else {
-            rustix::fs::llistxattr(&*path, &mut buf[..])?
+            return Err(errno(libc::EOPNOTSUPP));
         };
-        buf.truncate(n);
-        Ok(buf)
+        if root {
+            for (k, _) in self.container_xattrs(&node) {
+                list.extend_from_slice(k.as_bytes());
+                list.push(0);
+            }
+        }
+        Ok(list)
     }
 
     /// `access(2)` for root on a read-only view: writing is refused, executing needs an x bit.
@@ -329,7 +330,7 @@ impl CtrFs {
         if mask & libc::W_OK != 0 {
             return Err(errno(libc::EROFS));
         }
-        if ino == ROOT_INO || mask & libc::X_OK == 0 || self.is_placeholder(ino) {
+        if is_virtual(ino) || mask & libc::X_OK == 0 || self.is_placeholder(ino) {
             return Ok(());
         }
         let node = self.node(ino)?;

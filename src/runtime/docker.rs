@@ -1,7 +1,9 @@
-//! Docker: list running containers, then follow the events stream; re-list every `resync` as a
-//! safety net. When dockerd is unreachable, what is already served stays served (each
-//! instance's pidfd says whether it lives), a warning is logged, and the watcher reconnects with
-//! backoff and re-lists on reconnect.
+//! Docker and Podman, through the Docker API (Podman serves a compatible one, rootful at
+//! `/run/podman/podman.sock` and per user at `/run/user/<uid>/podman/podman.sock`): list running
+//! containers, then follow the events stream; re-list every `resync` as a safety net. When the
+//! daemon is unreachable, what is already served stays served (each instance's pidfd says
+//! whether it lives), a warning is logged, and the watcher reconnects with backoff and re-lists
+//! on reconnect.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,10 +15,9 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
 use log::{debug, info, warn};
 
-use crate::instance::{Identity, Instance, pin, short_id};
+use crate::instance::{Identity, Instance, PodRef, Runtime, pin, short_id};
 use crate::registry::Registry;
 
-const RUNTIME: &str = "docker";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Container events after which the container's state is looked up again.
@@ -24,13 +25,46 @@ const ACTIONS: &[&str] = &[
     "start", "restart", "die", "stop", "kill", "oom", "rename", "destroy", "pause", "unpause",
 ];
 
+/// One Docker-API daemon.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub runtime: Runtime,
+    /// The rootless user's name; empty for a rootful daemon.
+    pub scope: String,
+    pub socket: std::path::PathBuf,
+}
+
+impl Endpoint {
+    fn key(&self, id: &str) -> Identity {
+        let mut i = Identity::new(self.runtime, id, "");
+        i.scope = self.scope.clone();
+        i
+    }
+
+    pub fn connect(&self) -> Result<Docker, DockerError> {
+        Docker::connect_with_unix(
+            &self.socket.to_string_lossy(),
+            30,
+            bollard::API_DEFAULT_VERSION,
+        )
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "{} ({})",
+            crate::registry::describe(&self.key("")),
+            self.socket.display()
+        )
+    }
+}
+
 /// Runs forever: connect, sync, follow events; on failure wait and reconnect.
-pub async fn watch(registry: Arc<Registry>, resync: Duration) {
+pub async fn watch(registry: Arc<Registry>, ep: Endpoint, resync: Duration) {
     let mut backoff = Duration::from_secs(1);
     let mut warned = false;
     loop {
         let started = Instant::now();
-        let err = match follow(&registry, resync).await {
+        let err = match follow(&registry, &ep, resync).await {
             Ok(()) => "the events stream ended".to_string(),
             Err(e) => e.to_string(),
         };
@@ -38,12 +72,11 @@ pub async fn watch(registry: Arc<Registry>, resync: Duration) {
             backoff = Duration::from_secs(1);
         }
         if warned {
-            debug!("docker: {err}; retrying in {backoff:?}");
+            debug!("{}: {err}; retrying in {backoff:?}", ep.label());
         } else {
             warn!(
-                "docker ({}): {err}; serving what is known, retrying in {backoff:?}",
-                std::env::var("DOCKER_HOST")
-                    .unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+                "{}: {err}; serving what is known, retrying in {backoff:?}",
+                ep.label()
             );
             warned = true;
         }
@@ -55,8 +88,12 @@ pub async fn watch(registry: Arc<Registry>, resync: Duration) {
     }
 }
 
-async fn follow(registry: &Arc<Registry>, resync: Duration) -> Result<(), DockerError> {
-    let docker = Docker::connect_with_defaults()?;
+async fn follow(
+    registry: &Arc<Registry>,
+    ep: &Endpoint,
+    resync: Duration,
+) -> Result<(), DockerError> {
+    let docker = ep.connect()?;
     docker.ping().await?;
     // Events since just before the list, so nothing that happens in between is missed.
     let since = SystemTime::now()
@@ -69,8 +106,8 @@ async fn follow(registry: &Arc<Registry>, resync: Duration) -> Result<(), Docker
         ..Default::default()
     };
     let mut events = docker.events(Some(options));
-    sync_all(&docker, registry).await?;
-    info!("docker: connected; following container events");
+    sync_all(&docker, ep, registry).await?;
+    info!("{}: connected; following container events", ep.label());
     let mut tick = tokio::time::interval(resync);
     tick.tick().await;
     loop {
@@ -84,21 +121,25 @@ async fn follow(registry: &Arc<Registry>, resync: Duration) -> Result<(), Docker
                     if !ACTIONS.contains(&action.as_str()) {
                         continue;
                     }
-                    debug!("docker: event {action} {id}");
+                    debug!("{}: event {action} {id}", ep.label());
                     if action == "destroy" {
-                        registry.remove_id(RUNTIME, &id, "removed");
+                        registry.remove(&ep.key(&id), "removed");
                     } else {
-                        reconcile(&docker, registry, &id).await?;
+                        reconcile(&docker, ep, registry, &id).await?;
                     }
                 }
             },
-            _ = tick.tick() => sync_all(&docker, registry).await?,
+            _ = tick.tick() => sync_all(&docker, ep, registry).await?,
         }
     }
 }
 
 /// Full re-list: serve every running container, drop what Docker no longer runs.
-async fn sync_all(docker: &Docker, registry: &Arc<Registry>) -> Result<(), DockerError> {
+async fn sync_all(
+    docker: &Docker,
+    ep: &Endpoint,
+    registry: &Arc<Registry>,
+) -> Result<(), DockerError> {
     let list = docker
         .list_containers(Some(ListContainersOptions {
             all: false,
@@ -113,18 +154,23 @@ async fn sync_all(docker: &Docker, registry: &Arc<Registry>) -> Result<(), Docke
             .and_then(|n| n.into_iter().next())
             .map(|n| n.trim_start_matches('/').to_string());
         ids.insert(id.clone());
-        let current = registry.find_id(RUNTIME, &id);
-        let fresh = current.is_some_and(|i| i.is_alive() && Some(i.name()) == name.as_deref());
+        let current = registry.find(&ep.key(&id));
+        let fresh = current.is_some_and(|i| i.is_alive() && Some(&i.ident.name) == name.as_ref());
         if !fresh {
-            reconcile(docker, registry, &id).await?;
+            reconcile(docker, ep, registry, &id).await?;
         }
     }
-    registry.retain_runtime(RUNTIME, |i| ids.contains(&i.ident.id));
+    registry.retain(ep.runtime, |i| i.scope != ep.scope || ids.contains(&i.id));
     Ok(())
 }
 
-/// The state Docker reports for one container: name and main PID if it runs.
-async fn running(docker: &Docker, id: &str) -> Result<Option<(String, i32)>, DockerError> {
+/// Who the daemon says container `id` is, and its main PID, if it runs. `Ok(None)` also for
+/// containers that are not shown (Kubernetes pod sandboxes).
+async fn running(
+    docker: &Docker,
+    ep: &Endpoint,
+    id: &str,
+) -> Result<Option<(Identity, i32)>, DockerError> {
     let info = match docker.inspect_container(id, None).await {
         Ok(info) => info,
         Err(DockerError::DockerResponseServerError {
@@ -137,56 +183,94 @@ async fn running(docker: &Docker, id: &str) -> Result<Option<(String, i32)>, Doc
     if state.running != Some(true) || pid <= 0 {
         return Ok(None);
     }
-    let name = info
+    let config = info.config.unwrap_or_default();
+    let labels = config.labels.unwrap_or_default();
+    let k8s = match kubernetes(&labels) {
+        Some(Some(p)) => Some(p),
+        Some(None) => return Ok(None),
+        None => None,
+    };
+    let mut ident = ep.key(id);
+    ident.name = info
         .name
         .unwrap_or_default()
         .trim_start_matches('/')
         .to_string();
-    Ok(Some((name, pid as i32)))
+    ident.image = config.image.unwrap_or_default();
+    ident.k8s = k8s;
+    Ok(Some((ident, pid as i32)))
 }
 
-/// Brings the registry in line with what Docker says about `id`. Transport errors are returned
-/// (the caller reconnects); problems with this one container are logged and skipped.
-async fn reconcile(docker: &Docker, registry: &Arc<Registry>, id: &str) -> Result<(), DockerError> {
-    let Some((name, pid)) = running(docker, id).await? else {
-        registry.remove_id(RUNTIME, id, "not running");
+/// Kubernetes labels, as the kubelet sets them (through cri-dockerd, or containerd's CRI):
+/// `None` for other containers, `Some(None)` for a pod sandbox ("pause") container.
+pub fn kubernetes(labels: &HashMap<String, String>) -> Option<Option<PodRef>> {
+    let get = |k: &str| labels.get(k).filter(|v| !v.is_empty());
+    let sandbox = labels.get("io.cri-containerd.kind").map(String::as_str) == Some("sandbox")
+        || labels.get("io.kubernetes.docker.type").map(String::as_str) == Some("podsandbox");
+    let (ns, pod) = (
+        get("io.kubernetes.pod.namespace")?,
+        get("io.kubernetes.pod.name")?,
+    );
+    if sandbox {
+        return Some(None);
+    }
+    let container = get("io.kubernetes.container.name")?;
+    Some(Some(PodRef {
+        namespace: ns.clone(),
+        pod: pod.clone(),
+        container: container.clone(),
+    }))
+}
+
+/// Brings the registry in line with what the daemon says about `id`. Transport errors are
+/// returned (the caller reconnects); problems with this one container are logged and skipped.
+async fn reconcile(
+    docker: &Docker,
+    ep: &Endpoint,
+    registry: &Arc<Registry>,
+    id: &str,
+) -> Result<(), DockerError> {
+    let Some((ident, pid)) = running(docker, ep, id).await? else {
+        registry.remove(&ep.key(id), "not running");
         return Ok(());
     };
-    if let Some(cur) = registry.find_id(RUNTIME, id)
+    if let Some(cur) = registry.find(&ident)
         && cur.is_alive()
         && cur.pid == pid
-        && cur.name() == name
+        && cur.ident == ident
     {
         return Ok(());
     }
-    if let Some(reason) = crate::registry::invalid_name(&name) {
-        warn!("docker container {id}: name {name:?} {reason}; not shown");
-        return Ok(());
-    }
-    // Pin the PID, then ask again: only if Docker still reports this PID for this container
-    // is the pidfd known to be the container's main process.
-    let pidfd = match pin(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            debug!("docker container {name}: pid {pid}: {e}");
-            return Ok(());
-        }
-    };
-    if running(docker, id).await? != Some((name.clone(), pid)) {
-        debug!(
-            "docker container {name}: changed while acquiring; the next event or re-list retries"
+    if let Some(reason) = crate::registry::invalid_name(&ident.name) {
+        warn!(
+            "{} container {id}: name {:?} {reason}; not shown",
+            ep.label(),
+            ident.name
         );
         return Ok(());
     }
-    let ident = Identity {
-        name: name.clone(),
-        runtime: RUNTIME,
-        id: id.to_string(),
+    // Pin the PID, then ask again: only if the daemon still reports this PID for this
+    // container is the pidfd known to be the container's main process.
+    let pidfd = match pin(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            debug!("container {}: pid {pid}: {e}", ident.name);
+            return Ok(());
+        }
     };
+    if running(docker, ep, id).await? != Some((ident.clone(), pid)) {
+        debug!(
+            "container {}: changed while acquiring; the next event or re-list retries",
+            ident.name
+        );
+        return Ok(());
+    }
+    let name = ident.name.clone();
     match Instance::open(ident, pid, pidfd) {
         Ok(inst) => super::serve(registry, inst),
         Err(e) => warn!(
-            "docker container {name} ({}): cannot open its root: {e}",
+            "{} container {name} ({}): cannot open its root: {e}",
+            ep.label(),
             short_id(id)
         ),
     }

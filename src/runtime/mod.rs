@@ -1,14 +1,20 @@
 //! Runtime watchers: they feed the registry from outside and never run on a FUSE thread.
 //!
-//! - [`docker`]: the Docker events stream with a periodic full re-list behind it.
+//! - [`docker`]: Docker and Podman (rootful and rootless), through the Docker API: the events
+//!   stream with a periodic full re-list behind it.
+//! - [`containerd`]: every containerd namespace, Kubernetes pods among them.
 //! - [`static_pids`]: `--container NAME=PID` entries.
+//! - [`detect`]: which runtimes exist on this host, looked for again as sockets come and go.
 //!
-//! Every registered instance also gets an exit watcher on its pidfd, so a container whose main
+//! Every registered container also gets an exit watcher on its pidfd, so a container whose main
 //! process dies disappears at once, even if the runtime's event is late or lost.
 
+pub mod containerd;
+pub mod detect;
 pub mod docker;
 pub mod static_pids;
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use log::warn;
@@ -18,29 +24,28 @@ use crate::registry::Registry;
 
 /// Registers `inst` and removes it again when its process exits.
 pub fn serve(registry: &Arc<Registry>, inst: Instance) {
-    let inst = Arc::new(inst);
-    if !registry.insert(inst.clone()) {
+    let Some(watch) = registry.insert(inst) else {
         return;
-    }
+    };
     let registry = registry.clone();
     tokio::spawn(async move {
-        let fd = match inst.pidfd().try_clone_to_owned() {
-            Ok(fd) => fd,
-            Err(e) => {
-                warn!("container {}: cannot watch its pidfd: {e}", inst.name());
-                return;
-            }
-        };
-        let afd = match crate::sys::async_readable(fd) {
-            Ok(afd) => afd,
-            Err(e) => {
-                warn!("container {}: cannot watch its pidfd: {e}", inst.name());
-                return;
-            }
-        };
-        tokio::select! {
-            _ = afd.readable() => registry.remove_seq(inst.seq),
-            _ = inst.retired.notified() => {}
+        if wait_exit(watch.pidfd, &watch.cancel).await {
+            registry.remove_token(watch.token);
         }
     });
+}
+
+/// Waits until the process behind `pidfd` exits (true) or `cancel` is notified (false).
+pub async fn wait_exit(pidfd: Arc<OwnedFd>, cancel: &tokio::sync::Notify) -> bool {
+    let afd = match pidfd.try_clone().and_then(crate::sys::async_readable) {
+        Ok(afd) => afd,
+        Err(e) => {
+            warn!("cannot watch a pidfd: {e}");
+            return false;
+        }
+    };
+    tokio::select! {
+        _ = afd.readable() => true,
+        _ = cancel.notified() => false,
+    }
 }

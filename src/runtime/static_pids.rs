@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::cli::StaticContainer;
 use crate::error::StartError;
-use crate::instance::{Identity, Instance, pin};
+use crate::instance::{Identity, Instance, Runtime, pin};
 use crate::registry::Registry;
 
 pub fn register(
@@ -19,11 +19,7 @@ pub fn register(
             reason: format!("process {}: {e}", c.pid),
         };
         let pidfd = pin(c.pid).map_err(bad)?;
-        let ident = Identity {
-            name: c.name.clone(),
-            runtime: "static",
-            id: format!("pid:{}", c.pid),
-        };
+        let ident = Identity::new(Runtime::Static, format!("pid:{}", c.pid), c.name.clone());
         let inst = Instance::open(ident, c.pid, pidfd).map_err(bad)?;
         super::serve(registry, inst);
     }

@@ -1,0 +1,151 @@
+//! The made-up part of the tree, from the registry's [`View`]: the mount root, `k8s/<ns>/<pod>/`,
+//! `.pid/`, and the alias links (qualified names, container ids) that resolve at the top level
+//! without being listed. Also the read-only `user.ctrfsd.*` attributes of container
+//! directories, which say what each container is without leaving the mount.
+
+use std::ffi::OsStr;
+use std::io;
+use std::sync::Arc;
+
+use fuser::{FileAttr, FileType};
+use rustix::fs::{AtFlags, Statx, statx};
+
+use super::attr::{STATX_MASK, dev_of, synthetic_dir_attr};
+use super::nodes::{Node, NodeKey, Shown};
+use super::{CtrFs, errno};
+use crate::instance::Instance;
+use crate::registry::{ROOT_INO, VEntry, View, describe};
+
+/// Prefix of the attributes ctrfsd sets on container directories.
+pub const XATTR_PREFIX: &str = "user.ctrfsd.";
+
+impl CtrFs {
+    /// `name` in made-up directory `parent`.
+    pub(super) fn lookup_virtual(&self, parent: u64, name: &OsStr) -> io::Result<FileAttr> {
+        let view = self.registry.view();
+        let dir = view.dirs.get(&parent).ok_or_else(|| errno(libc::ENOENT))?;
+        let name_str = name.to_str().ok_or_else(|| errno(libc::ENOENT))?;
+        if parent == view.pid_dir {
+            let pid = name_str
+                .parse::<i32>()
+                .ok()
+                .filter(|p| p.to_string() == name_str)
+                .ok_or_else(|| errno(libc::ENOENT))?;
+            let inst = self.registry.pid_instance(pid)?;
+            let (node, st) = self.lookup_container(&inst, parent, name)?;
+            return Ok(super::attr::to_attr(node.ino, &st));
+        }
+        match dir.children.get(name_str) {
+            Some(VEntry::Dir(ino)) => Ok(synthetic_dir_attr(*ino, self.started)),
+            Some(VEntry::Container(inst)) => {
+                let (node, st) = self.lookup_container(inst, parent, name)?;
+                Ok(super::attr::to_attr(node.ino, &st))
+            }
+            None if parent == ROOT_INO => {
+                let ino = view.alias(name_str).ok_or_else(|| errno(libc::ENOENT))?;
+                Ok(self.link_attr(&view, ino)?)
+            }
+            None => Err(errno(libc::ENOENT)),
+        }
+    }
+
+    /// The root directory node of a container, counted as one kernel reference.
+    pub(super) fn lookup_container(
+        &self,
+        inst: &Arc<Instance>,
+        parent: u64,
+        name: &OsStr,
+    ) -> io::Result<(Arc<Node>, Statx)> {
+        let root = inst.root()?;
+        let st = statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+        let key = NodeKey {
+            seq: inst.seq,
+            mnt: st.stx_mnt_id as u32,
+            dev: dev_of(&st),
+            ino: st.stx_ino,
+            link_parent: 0,
+        };
+        let node = self
+            .nodes
+            .lookup(key, FileType::Directory, Shown::Normal, inst, parent, name);
+        Ok((node, st))
+    }
+
+    fn link_attr(&self, view: &View, ino: u64) -> io::Result<FileAttr> {
+        let target = view.links.get(&ino).ok_or_else(|| errno(libc::ENOENT))?;
+        let mut attr = synthetic_dir_attr(ino, self.started);
+        attr.kind = FileType::Symlink;
+        attr.perm = 0o777;
+        attr.nlink = 1;
+        attr.size = target.len() as u64;
+        Ok(attr)
+    }
+
+    /// Attributes of a made-up directory or link.
+    pub(super) fn virtual_attr(&self, ino: u64) -> io::Result<FileAttr> {
+        let view = self.registry.view();
+        if view.dirs.contains_key(&ino) {
+            return Ok(synthetic_dir_attr(ino, self.started));
+        }
+        self.link_attr(&view, ino)
+    }
+
+    /// An alias link's target, relative to the mount root.
+    pub(super) fn virtual_readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
+        let view = self.registry.view();
+        match view.links.get(&ino) {
+            Some(t) => Ok(t.clone().into_bytes()),
+            None if view.dirs.contains_key(&ino) => Err(errno(libc::EINVAL)),
+            None => Err(errno(libc::ENOENT)),
+        }
+    }
+
+    /// The entries of a made-up directory (`..` first), as the view has them now.
+    pub(super) fn virtual_listing(&self, ino: u64) -> io::Result<(u64, Vec<(String, VEntry)>)> {
+        let view = self.registry.view();
+        let dir = view.dirs.get(&ino).ok_or_else(|| {
+            errno(if view.links.contains_key(&ino) {
+                libc::ENOTDIR
+            } else {
+                libc::ENOENT
+            })
+        })?;
+        let entries = dir
+            .children
+            .iter()
+            .map(|(n, e)| (n.clone(), e.clone()))
+            .collect();
+        Ok((dir.parent, entries))
+    }
+
+    /// `user.ctrfsd.*` of a container directory: what it is, by whom it is run.
+    pub(super) fn container_xattrs(&self, node: &Node) -> Vec<(String, Vec<u8>)> {
+        let i = &node.inst;
+        let mut out = vec![
+            ("runtime", describe(&i.ident)),
+            ("id", i.ident.id.clone()),
+            ("name", i.ident.name.clone()),
+            ("pid", i.pid.to_string()),
+            ("path", i.path().to_string()),
+        ];
+        if !i.ident.image.is_empty() {
+            out.push(("image", i.ident.image.clone()));
+        }
+        if let Some(k) = &i.ident.k8s {
+            out.push(("k8s.namespace", k.namespace.clone()));
+            out.push(("k8s.pod", k.pod.clone()));
+            out.push(("k8s.container", k.container.clone()));
+        }
+        out.into_iter()
+            .map(|(k, v)| (format!("{XATTR_PREFIX}{k}"), v.into_bytes()))
+            .collect()
+    }
+}
+
+/// For readdir without attributes: an inode number to show for a made-up entry.
+pub fn listed_ino(e: &VEntry, fallback: u64) -> u64 {
+    match e {
+        VEntry::Dir(ino) => *ino,
+        VEntry::Container(_) => fallback,
+    }
+}

@@ -1,0 +1,545 @@
+//! containerd: every namespace (nerdctl's `default`, Kubernetes' `k8s.io`, any other), through
+//! its gRPC API on `/run/containerd/containerd.sock`. Lists containers and their tasks, then
+//! follows the event stream (task start/exit/delete, container create/update/delete); re-lists
+//! every `resync` as a safety net, and reconnects with backoff like the Docker watcher.
+//!
+//! The namespace `moby` is skipped: those are Docker's containers, served through Docker's API
+//! with the names `docker ps` shows.
+//!
+//! The few protobuf messages used are declared in [`proto`] with `prost` derives (field numbers
+//! from containerd's published API), so building ctrfsd needs no `protoc`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use log::{debug, info, warn};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint as GrpcEndpoint, Uri};
+use tonic::{Code, Status};
+
+use crate::instance::{Identity, Instance, Runtime, pin, short_id};
+use crate::registry::Registry;
+
+/// containerd's default socket.
+pub const SOCKET: &str = "/run/containerd/containerd.sock";
+/// Docker's namespace in a shared containerd.
+const DOCKER_NAMESPACE: &str = "moby";
+/// The label nerdctl stores a container's name in.
+const NERDCTL_NAME: &str = "nerdctl/name";
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// No single API call may hold the watcher longer than this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages of containerd's API (services containers/v1, tasks/v1, namespaces/v1, events/v1,
+/// types/task). Only the fields ctrfsd reads are declared; prost skips the others.
+pub mod proto {
+    use std::collections::HashMap;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ListNamespacesRequest {
+        #[prost(string, tag = "1")]
+        pub filter: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ListNamespacesResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub namespaces: Vec<Namespace>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Namespace {
+        #[prost(string, tag = "1")]
+        pub name: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Timestamp {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Container {
+        #[prost(string, tag = "1")]
+        pub id: String,
+        #[prost(map = "string, string", tag = "2")]
+        pub labels: HashMap<String, String>,
+        #[prost(string, tag = "3")]
+        pub image: String,
+        #[prost(message, optional, tag = "8")]
+        pub created_at: Option<Timestamp>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ListContainersRequest {
+        #[prost(string, repeated, tag = "1")]
+        pub filters: Vec<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ListContainersResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub containers: Vec<Container>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetContainerRequest {
+        #[prost(string, tag = "1")]
+        pub id: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetContainerResponse {
+        #[prost(message, optional, tag = "1")]
+        pub container: Option<Container>,
+    }
+
+    /// `containerd.v1.types.Process`; `status` 2 running, 4 paused, 5 pausing.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Process {
+        #[prost(string, tag = "1")]
+        pub container_id: String,
+        /// The task's id: the container's id for a container's main task (containerd fills
+        /// this, not always `container_id`).
+        #[prost(string, tag = "2")]
+        pub id: String,
+        #[prost(uint32, tag = "3")]
+        pub pid: u32,
+        #[prost(int32, tag = "4")]
+        pub status: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ListTasksRequest {
+        #[prost(string, tag = "1")]
+        pub filter: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ListTasksResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub tasks: Vec<Process>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetTaskRequest {
+        #[prost(string, tag = "1")]
+        pub container_id: String,
+        #[prost(string, tag = "2")]
+        pub exec_id: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GetTaskResponse {
+        #[prost(message, optional, tag = "1")]
+        pub process: Option<Process>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SubscribeRequest {
+        #[prost(string, repeated, tag = "1")]
+        pub filters: Vec<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Envelope {
+        #[prost(string, tag = "2")]
+        pub namespace: String,
+        #[prost(string, tag = "3")]
+        pub topic: String,
+        #[prost(message, optional, tag = "4")]
+        pub event: Option<Any>,
+    }
+    /// Field 1 of every task and container event is the container's id.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ContainerEvent {
+        #[prost(string, tag = "1")]
+        pub container_id: String,
+    }
+}
+
+/// Task and container events after which the container is looked up again.
+const TOPICS: &[&str] = &[
+    "/tasks/start",
+    "/tasks/exit",
+    "/tasks/delete",
+    "/tasks/paused",
+    "/tasks/resumed",
+    "/containers/create",
+    "/containers/update",
+    "/containers/delete",
+];
+
+/// A connection to containerd.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    /// Connects to the socket (the connection is made at once, so a dead socket fails here).
+    pub async fn connect(socket: &Path) -> Result<Client, String> {
+        let path: PathBuf = socket.to_path_buf();
+        let channel = GrpcEndpoint::from_static("http://containerd")
+            .connect_timeout(CALL_TIMEOUT)
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(s))
+                }
+            }))
+            .await
+            .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+        Ok(Client { channel })
+    }
+
+    async fn unary<Q, R>(&self, path: &'static str, ns: Option<&str>, req: Q) -> Result<R, Status>
+    where
+        Q: prost::Message + Send + Sync + 'static,
+        R: prost::Message + Default + Send + Sync + 'static,
+    {
+        let call = async {
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            grpc.ready()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let mut request = tonic::Request::new(req);
+            if let Some(ns) = ns {
+                let v = ns
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("namespace"))?;
+                request.metadata_mut().insert("containerd-namespace", v);
+            }
+            let codec = tonic_prost::ProstCodec::<Q, R>::default();
+            Ok(grpc
+                .unary(request, PathAndQuery::from_static(path), codec)
+                .await?
+                .into_inner())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded(path)))
+    }
+
+    pub async fn namespaces(&self) -> Result<Vec<String>, Status> {
+        let r: proto::ListNamespacesResponse = self
+            .unary(
+                "/containerd.services.namespaces.v1.Namespaces/List",
+                None,
+                proto::ListNamespacesRequest::default(),
+            )
+            .await?;
+        Ok(r.namespaces.into_iter().map(|n| n.name).collect())
+    }
+
+    pub async fn containers(&self, ns: &str) -> Result<Vec<proto::Container>, Status> {
+        let r: proto::ListContainersResponse = self
+            .unary(
+                "/containerd.services.containers.v1.Containers/List",
+                Some(ns),
+                proto::ListContainersRequest::default(),
+            )
+            .await?;
+        Ok(r.containers)
+    }
+
+    pub async fn tasks(&self, ns: &str) -> Result<Vec<proto::Process>, Status> {
+        let r: proto::ListTasksResponse = self
+            .unary(
+                "/containerd.services.tasks.v1.Tasks/List",
+                Some(ns),
+                proto::ListTasksRequest::default(),
+            )
+            .await?;
+        Ok(r.tasks)
+    }
+
+    async fn container(&self, ns: &str, id: &str) -> Result<Option<proto::Container>, Status> {
+        let req = proto::GetContainerRequest { id: id.into() };
+        match self
+            .unary::<_, proto::GetContainerResponse>(
+                "/containerd.services.containers.v1.Containers/Get",
+                Some(ns),
+                req,
+            )
+            .await
+        {
+            Ok(r) => Ok(r.container),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
+    }
+
+    async fn task(&self, ns: &str, id: &str) -> Result<Option<proto::Process>, Status> {
+        let req = proto::GetTaskRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        };
+        match self
+            .unary::<_, proto::GetTaskResponse>(
+                "/containerd.services.tasks.v1.Tasks/Get",
+                Some(ns),
+                req,
+            )
+            .await
+        {
+            Ok(r) => Ok(r.process),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
+    }
+
+    async fn subscribe(&self) -> Result<tonic::Streaming<proto::Envelope>, Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let codec = tonic_prost::ProstCodec::<proto::SubscribeRequest, proto::Envelope>::default();
+        let req = tonic::Request::new(proto::SubscribeRequest::default());
+        let path = PathAndQuery::from_static("/containerd.services.events.v1.Events/Subscribe");
+        Ok(grpc.server_streaming(req, path, codec).await?.into_inner())
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+/// True for task states whose processes are there to be served (running or paused).
+fn live(p: &proto::Process) -> bool {
+    matches!(p.status, 2 | 4 | 5) && p.pid > 0
+}
+
+/// Who containerd says this container is; `None` for a pod sandbox (not served).
+fn identity(ns: &str, c: &proto::Container) -> Option<Identity> {
+    let k8s = match super::docker::kubernetes(&c.labels) {
+        Some(Some(p)) => Some(p),
+        Some(None) => return None,
+        None => None,
+    };
+    let name = c
+        .labels
+        .get(NERDCTL_NAME)
+        .filter(|n| crate::registry::invalid_name(n).is_none())
+        .cloned()
+        .unwrap_or_else(|| c.id.clone());
+    let mut ident = Identity::new(Runtime::Containerd, c.id.clone(), name);
+    ident.scope = ns.to_string();
+    ident.image = c.image.clone();
+    ident.k8s = k8s;
+    ident.created = c.created_at.as_ref().map_or(0, |t| t.seconds);
+    Some(ident)
+}
+
+fn key(ns: &str, id: &str) -> Identity {
+    let mut i = Identity::new(Runtime::Containerd, id, "");
+    i.scope = ns.to_string();
+    i
+}
+
+/// Runs forever: connect, sync, follow events; on failure wait and reconnect.
+pub async fn watch(registry: Arc<Registry>, socket: PathBuf, resync: Duration) {
+    let mut backoff = Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        let started = Instant::now();
+        let err = match follow(&registry, &socket, resync).await {
+            Ok(()) => "the event stream ended".to_string(),
+            Err(e) => e,
+        };
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+            warned = false;
+        }
+        if warned {
+            debug!(
+                "containerd ({}): {err}; retrying in {backoff:?}",
+                socket.display()
+            );
+        } else {
+            warn!(
+                "containerd ({}): {err}; serving what is known, retrying in {backoff:?}",
+                socket.display()
+            );
+            warned = true;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn follow(registry: &Arc<Registry>, socket: &Path, resync: Duration) -> Result<(), String> {
+    let client = Client::connect(socket).await?;
+    // Subscribe before listing, so nothing that happens in between is missed. containerd sends
+    // the stream's headers only with its first event, so the stream is read on its own task.
+    let (tx, mut events) = tokio::sync::mpsc::channel::<Result<proto::Envelope, Status>>(256);
+    let sub = client.clone();
+    let reader = tokio::spawn(async move {
+        let mut stream = match sub.subscribe().await {
+            Ok(s) => s,
+            Err(e) => return drop(tx.send(Err(e)).await),
+        };
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(Status::unavailable("the event stream ended")),
+                Err(e) => Err(e),
+            };
+            let end = msg.is_err();
+            if tx.send(msg).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let _abort = AbortOnDrop(reader);
+    tokio::task::yield_now().await;
+    sync_all(&client, registry)
+        .await
+        .map_err(|s| s.to_string())?;
+    info!(
+        "containerd ({}): connected; following events",
+        socket.display()
+    );
+    let mut tick = tokio::time::interval(resync);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let env = match ev {
+                    None => return Ok(()),
+                    Some(Err(s)) => return Err(s.to_string()),
+                    Some(Ok(env)) => env,
+                };
+                if env.namespace == DOCKER_NAMESPACE || !TOPICS.contains(&env.topic.as_str()) {
+                    continue;
+                }
+                let Some(any) = env.event else { continue };
+                let Ok(ev) = <proto::ContainerEvent as prost::Message>::decode(&any.value[..]) else {
+                    continue;
+                };
+                debug!("containerd: {} {} {}", env.namespace, env.topic, ev.container_id);
+                if env.topic == "/containers/delete" {
+                    registry.remove(&key(&env.namespace, &ev.container_id), "removed");
+                } else {
+                    reconcile(&client, registry, &env.namespace, &ev.container_id)
+                        .await
+                        .map_err(|s| s.to_string())?;
+                }
+            },
+            _ = tick.tick() => sync_all(&client, registry).await.map_err(|s| s.to_string())?,
+        }
+    }
+}
+
+/// Stops the event reader when the watcher gives up on a connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Full re-list of every namespace: serve every live task, drop what containerd no longer runs.
+async fn sync_all(client: &Client, registry: &Arc<Registry>) -> Result<(), Status> {
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    for ns in client.namespaces().await? {
+        if ns == DOCKER_NAMESPACE {
+            continue;
+        }
+        let tasks: HashMap<String, proto::Process> = client
+            .tasks(&ns)
+            .await?
+            .into_iter()
+            .filter(live)
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        let containers = client.containers(&ns).await?;
+        debug!(
+            "containerd: namespace {ns}: {} containers, {} live tasks",
+            containers.len(),
+            tasks.len()
+        );
+        for c in containers {
+            let Some(task) = tasks.get(&c.id) else {
+                continue;
+            };
+            let Some(ident) = identity(&ns, &c) else {
+                continue;
+            };
+            seen.insert((ns.clone(), c.id.clone()));
+            let fresh = registry
+                .find(&ident)
+                .is_some_and(|i| i.is_alive() && i.ident == ident && i.pid == task.pid as i32);
+            if !fresh {
+                reconcile(client, registry, &ns, &c.id).await?;
+            }
+        }
+    }
+    registry.retain(Runtime::Containerd, |i| {
+        seen.contains(&(i.scope.clone(), i.id.clone()))
+    });
+    Ok(())
+}
+
+/// What containerd says about one container: who it is and its live task's PID.
+async fn running(client: &Client, ns: &str, id: &str) -> Result<Option<(Identity, i32)>, Status> {
+    let Some(c) = client.container(ns, id).await? else {
+        return Ok(None);
+    };
+    let Some(ident) = identity(ns, &c) else {
+        return Ok(None);
+    };
+    match client.task(ns, id).await? {
+        Some(t) if live(&t) => Ok(Some((ident, t.pid as i32))),
+        _ => Ok(None),
+    }
+}
+
+/// Brings the registry in line with what containerd says about `id` in `ns`.
+async fn reconcile(
+    client: &Client,
+    registry: &Arc<Registry>,
+    ns: &str,
+    id: &str,
+) -> Result<(), Status> {
+    let Some((ident, pid)) = running(client, ns, id).await? else {
+        registry.remove(&key(ns, id), "not running");
+        return Ok(());
+    };
+    if let Some(cur) = registry.find(&ident)
+        && cur.is_alive()
+        && cur.pid == pid
+        && cur.ident == ident
+    {
+        return Ok(());
+    }
+    // Pin, then ask again: only if the task still has this PID is the pidfd the container's.
+    let pidfd = match pin(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            debug!("containerd {ns}/{id}: pid {pid}: {e}");
+            return Ok(());
+        }
+    };
+    if running(client, ns, id).await? != Some((ident.clone(), pid)) {
+        debug!("containerd {ns}/{id}: changed while acquiring; the next event or re-list retries");
+        return Ok(());
+    }
+    match Instance::open(ident, pid, pidfd) {
+        Ok(inst) => super::serve(registry, inst),
+        Err(e) => warn!(
+            "containerd container {ns}/{}: cannot open its root: {e}",
+            short_id(id)
+        ),
+    }
+    Ok(())
+}

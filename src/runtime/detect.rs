@@ -1,0 +1,223 @@
+//! Which runtimes this host has, found by their API sockets, and looked for again every few
+//! seconds: a runtime whose socket appears later is picked up. A runtime already being watched
+//! stays watched when its socket goes away (its watcher retries with backoff while its running
+//! containers stay served).
+
+use std::collections::HashSet;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::info;
+
+use crate::instance::Runtime;
+use crate::registry::Registry;
+
+use super::docker::Endpoint;
+
+/// How often sockets are looked for.
+const SCAN: Duration = Duration::from_secs(2);
+
+/// A runtime the user can name with `--runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Docker,
+    /// Rootful and every user's rootless Podman.
+    Podman,
+    Containerd,
+}
+
+/// One API endpoint where a runtime may answer.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub runtime: Runtime,
+    pub scope: String,
+    pub socket: PathBuf,
+    /// Watched even while its socket is missing (named by the user, or `DOCKER_HOST`).
+    pub insist: bool,
+}
+
+impl Candidate {
+    fn label(&self) -> String {
+        crate::registry::describe(&crate::instance::Identity {
+            scope: self.scope.clone(),
+            ..crate::instance::Identity::new(self.runtime, "", "")
+        })
+    }
+}
+
+fn is_socket(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Every endpoint of `kinds` worth a look, present or not. `named`: the user asked for these
+/// kinds by name (their default sockets are watched even before they exist).
+pub fn candidates(kinds: &[Kind], named: bool) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let mut push = |runtime, scope: String, socket: PathBuf, insist| {
+        out.push(Candidate {
+            runtime,
+            scope,
+            socket,
+            insist,
+        })
+    };
+    if kinds.contains(&Kind::Docker) {
+        match std::env::var("DOCKER_HOST") {
+            Ok(h) if h.starts_with("unix://") => {
+                push(Runtime::Docker, String::new(), PathBuf::from(&h[7..]), true)
+            }
+            _ => push(
+                Runtime::Docker,
+                String::new(),
+                PathBuf::from("/var/run/docker.sock"),
+                named,
+            ),
+        }
+    }
+    if kinds.contains(&Kind::Podman) {
+        push(
+            Runtime::Podman,
+            String::new(),
+            PathBuf::from("/run/podman/podman.sock"),
+            named,
+        );
+        let mut users: Vec<(u32, PathBuf)> = std::fs::read_dir("/run/user")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let uid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                Some((uid, e.path().join("podman/podman.sock")))
+            })
+            .filter(|(uid, _)| *uid != 0)
+            .collect();
+        users.sort();
+        for (uid, socket) in users {
+            let user = crate::sys::user_name(uid).unwrap_or_else(|| uid.to_string());
+            push(Runtime::PodmanRootless, user, socket, false);
+        }
+    }
+    if kinds.contains(&Kind::Containerd) {
+        let socket = std::env::var("CONTAINERD_ADDRESS")
+            .unwrap_or_else(|_| super::containerd::SOCKET.to_string());
+        push(
+            Runtime::Containerd,
+            String::new(),
+            PathBuf::from(socket),
+            named,
+        );
+    }
+    out
+}
+
+/// Runs forever: starts a watcher for every endpoint as soon as its socket exists.
+pub async fn watch_all(registry: Arc<Registry>, kinds: Vec<Kind>, named: bool, resync: Duration) {
+    let mut started: HashSet<PathBuf> = HashSet::new();
+    loop {
+        for c in candidates(&kinds, named) {
+            if started.contains(&c.socket) || !(c.insist || is_socket(&c.socket)) {
+                continue;
+            }
+            info!("{} at {}: watching", c.label(), c.socket.display());
+            started.insert(c.socket.clone());
+            let reg = registry.clone();
+            match c.runtime {
+                Runtime::Containerd => {
+                    tokio::spawn(super::containerd::watch(reg, c.socket, resync));
+                }
+                runtime => {
+                    let ep = Endpoint {
+                        runtime,
+                        scope: c.scope,
+                        socket: c.socket,
+                    };
+                    tokio::spawn(super::docker::watch(reg, ep, resync));
+                }
+            }
+        }
+        tokio::time::sleep(SCAN).await;
+    }
+}
+
+/// `--list-runtimes`: one line per endpoint, saying what answered there or why nothing did.
+pub async fn report(kinds: &[Kind]) -> String {
+    let mut lines = Vec::new();
+    let cands = candidates(kinds, true);
+    if kinds.contains(&Kind::Podman) && !cands.iter().any(|c| c.runtime == Runtime::PodmanRootless)
+    {
+        lines.push((
+            "podman-rootless".to_string(),
+            "/run/user/<uid>/podman/podman.sock".to_string(),
+            "no user has a runtime directory under /run/user".to_string(),
+        ));
+    }
+    for c in cands {
+        let state = if !c.socket.exists() {
+            match c.runtime {
+                Runtime::Podman | Runtime::PodmanRootless => {
+                    "not found (no socket: start `podman system service` or podman.socket)"
+                        .to_string()
+                }
+                _ => "not found (no socket)".to_string(),
+            }
+        } else if !is_socket(&c.socket) {
+            "not a socket".to_string()
+        } else {
+            probe(&c).await
+        };
+        lines.push((c.label(), c.socket.display().to_string(), state));
+    }
+    let w0 = lines.iter().map(|l| l.0.len()).max().unwrap_or(0);
+    let w1 = lines.iter().map(|l| l.1.len()).max().unwrap_or(0);
+    lines
+        .iter()
+        .map(|(a, b, c)| format!("{a:w0$}  {b:w1$}  {c}\n"))
+        .collect()
+}
+
+async fn probe(c: &Candidate) -> String {
+    let timeout = Duration::from_secs(5);
+    let work = async {
+        match c.runtime {
+            Runtime::Containerd => {
+                let client = super::containerd::Client::connect(&c.socket).await?;
+                let mut parts = Vec::new();
+                for ns in client.namespaces().await.map_err(|s| s.to_string())? {
+                    let tasks = client.tasks(&ns).await.map_err(|s| s.to_string())?;
+                    let n = tasks.iter().filter(|t| t.status == 2).count();
+                    parts.push(format!("{ns}: {n} running"));
+                }
+                Ok::<_, String>(format!("ok; namespaces {}", parts.join(", ")))
+            }
+            runtime => {
+                let ep = Endpoint {
+                    runtime,
+                    scope: c.scope.clone(),
+                    socket: c.socket.clone(),
+                };
+                let docker = ep.connect().map_err(|e| e.to_string())?;
+                let v = docker.version().await.map_err(|e| e.to_string())?;
+                let n = docker
+                    .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .len();
+                Ok(format!(
+                    "ok; {} {}, {n} running",
+                    v.components
+                        .and_then(|c| c.into_iter().next())
+                        .map(|c| c.name)
+                        .unwrap_or_else(|| "engine".into()),
+                    v.version.unwrap_or_default()
+                ))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => format!("not answering: {e}"),
+        Err(_) => format!("not answering within {timeout:?}"),
+    }
+}

@@ -175,7 +175,7 @@ PY
   fi
   kill -TERM $DPID; wait $DPID 2>/dev/null || true
   sync; echo 3 > /proc/sys/vm/drop_caches
-  prlimit --nofile=1024:1024 "$BIN" --log-level warn --no-docker --container "$SC=$SPID" "$MNT" 2>"$WORK/ctrfsd-scale.log" &
+  prlimit --nofile=1024:1024 "$BIN" --log-level warn --runtime none --container "$SC=$SPID" "$MNT" 2>"$WORK/ctrfsd-scale.log" &
   DPID=$!
   for _ in $(seq 1 100); do [ -d "$MNT/$SC/m" ] && break; sleep 0.1; done
   rss() { awk '/VmRSS/{print $2}' /proc/$DPID/status; }

@@ -4,12 +4,16 @@
 #   attr (getfattr/setfattr), debootstrap (a Debian tree for the differential check),
 #   docker.io, and a Docker engine with no network:
 #   dockerd --bridge=none --iptables=false --ip-masq=false
-# Idempotent: installs only what is missing and starts dockerd only if none answers.
+#   containerd (its own daemon on /run/containerd/containerd.sock, with ctr),
+#   podman + uidmap + runc: a rootful API service on /run/podman/podman.sock and a rootless one
+#   for the test user ctrfsd-test on /run/user/<uid>/podman/podman.sock.
+# Idempotent: installs only what is missing and starts each daemon only if none answers.
 set -euo pipefail
 
 need=()
 for pair in fusermount3:fuse3 busybox:busybox-static getfattr:attr dockerd:docker.io debootstrap:debootstrap \
-            unshare:util-linux setpriv:util-linux python3:python3; do
+            unshare:util-linux setpriv:util-linux python3:python3 containerd:containerd ctr:containerd \
+            podman:podman newuidmap:uidmap runc:runc curl:curl; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -19,6 +23,19 @@ if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# containerd first: a dockerd started after it uses it too (namespace "moby", which ctrfsd
+# leaves to Docker's own API).
+if ! ctr version >/dev/null 2>&1; then
+  echo "setup: starting containerd"
+  log=${TMPDIR:-/tmp}/ctrfsd-containerd.log
+  nohup containerd >"$log" 2>&1 &
+  for _ in $(seq 1 60); do
+    ctr version >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  ctr version >/dev/null 2>&1 || { echo "setup: containerd did not start; see $log" >&2; tail -20 "$log" >&2; exit 1; }
 fi
 
 if ! docker info >/dev/null 2>&1; then
@@ -31,4 +48,30 @@ if ! docker info >/dev/null 2>&1; then
   done
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start; see $log" >&2; tail -20 "$log" >&2; exit 1; }
 fi
-echo "setup: ready (docker $(docker version --format '{{.Server.Version}}'))"
+# Podman's API services. runc, not crun: crun refuses cgroup v1/v2 hybrid hosts.
+podman_up() { curl -sf --unix-socket "$1" http://d/_ping >/dev/null 2>&1; }
+if ! podman_up /run/podman/podman.sock; then
+  echo "setup: starting the rootful Podman API service"
+  mkdir -p /run/podman
+  nohup podman --runtime runc system service --time=0 unix:///run/podman/podman.sock \
+    >"${TMPDIR:-/tmp}/ctrfsd-podman.log" 2>&1 &
+fi
+user=ctrfsd-test
+id "$user" >/dev/null 2>&1 || useradd -m -s /bin/sh "$user"
+uid=$(id -u "$user")
+grep -q "^$user:" /etc/subuid || echo "$user:200000:65536" >>/etc/subuid
+grep -q "^$user:" /etc/subgid || echo "$user:200000:65536" >>/etc/subgid
+install -d -o "$user" -g "$user" -m 700 "/run/user/$uid" "/run/user/$uid/podman"
+sock=/run/user/$uid/podman/podman.sock
+if ! podman_up "$sock"; then
+  echo "setup: starting the rootless Podman API service of $user"
+  (cd "/home/$user" && setpriv --reuid="$uid" --regid="$uid" --init-groups \
+    env -i HOME="/home/$user" USER="$user" XDG_RUNTIME_DIR="/run/user/$uid" PATH=/usr/bin:/bin \
+    nohup podman --runtime runc system service --time=0 "unix://$sock" \
+    >"${TMPDIR:-/tmp}/ctrfsd-podman-rootless.log" 2>&1 &)
+fi
+for s in /run/podman/podman.sock "$sock"; do
+  for _ in $(seq 1 60); do podman_up "$s" && break; sleep 0.5; done
+  podman_up "$s" || { echo "setup: no Podman API answers on $s" >&2; exit 1; }
+done
+echo "setup: ready (docker $(docker version --format '{{.Server.Version}}'), containerd $(ctr version 2>/dev/null | awk '/Version/{print $2; exit}'), podman $(podman --version | awk '{print $3}'))"

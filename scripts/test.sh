@@ -14,4 +14,4 @@ fi
 scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked -- --test-threads=4
+cargo test --locked --no-fail-fast -- --test-threads=4

@@ -70,7 +70,8 @@ fn a_debian_tree_matches_the_kernel_view_entry_by_entry() {
     ));
     assert!(plant.status.success(), "{plant:?}");
     let d = Daemon::start(&[
-        "--no-docker",
+        "--runtime",
+        "none",
         "--xattrs",
         "--container",
         &format!("deb={pid}"),

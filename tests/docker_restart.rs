@@ -113,7 +113,10 @@ fn docker_stopping_and_returning_keeps_serving_and_resyncs() {
     );
     eprintln!("served again {took:?} after `docker start`");
     assert!(
-        d.log_text().matches("docker: connected").count() >= 2,
+        d.log_text()
+            .matches("docker (/var/run/docker.sock): connected")
+            .count()
+            >= 2,
         "{}",
         d.log_text()
     );

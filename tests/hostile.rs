@@ -28,7 +28,12 @@ fn symlink_exchange_race_never_returns_host_bytes() {
         },
         "",
     );
-    let d = Daemon::start(&["--no-docker", "--container", &format!("race={}", c.pid())]);
+    let d = Daemon::start(&[
+        "--runtime",
+        "none",
+        "--container",
+        &format!("race={}", c.pid()),
+    ]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let swaps = Arc::new(AtomicUsize::new(0));
@@ -134,7 +139,12 @@ fn long_link_chains_and_path_max_targets() {
         },
         "",
     );
-    let d = Daemon::start(&["--no-docker", "--container", &format!("chains={}", c.pid())]);
+    let d = Daemon::start(&[
+        "--runtime",
+        "none",
+        "--container",
+        &format!("chains={}", c.pid()),
+    ]);
     let v = d.path().join("chains");
     // What the container itself sees: busybox cat, chrooted into the same root.
     let inside = |path: &str| {
@@ -199,7 +209,12 @@ fn deeper_than_path_max_and_wide_directories() {
         },
         "",
     );
-    let d = Daemon::start(&["--no-docker", "--container", &format!("deep={}", c.pid())]);
+    let d = Daemon::start(&[
+        "--runtime",
+        "none",
+        "--container",
+        &format!("deep={}", c.pid()),
+    ]);
     let v = d.path().join("deep");
     let out = sh(&format!("cd {} && find d -type d | wc -l", v.display()));
     assert_eq!(stdout(&out).trim(), DEPTH.to_string(), "{out:?}");
@@ -283,7 +298,12 @@ fn a_hung_volume_in_the_container_never_hangs_the_host() {
         },
         "",
     );
-    let d = Daemon::start(&["--no-docker", "--container", &format!("h={}", c.pid())]);
+    let d = Daemon::start(&[
+        "--runtime",
+        "none",
+        "--container",
+        &format!("h={}", c.pid()),
+    ]);
     let v = d.path().join("h");
     let start = Instant::now();
     for cmd in [
@@ -329,7 +349,7 @@ fn a_hung_volume_in_the_container_never_hangs_the_host() {
 fn a_recycled_pid_never_serves_the_new_process() {
     let mut c = FakeContainer::start(|r| fs::write(r.join("who"), "container\n").unwrap(), "");
     let pid = c.pid();
-    let d = Daemon::start(&["--no-docker", "--container", &format!("reuse={pid}")]);
+    let d = Daemon::start(&["--runtime", "none", "--container", &format!("reuse={pid}")]);
     assert_eq!(
         fs::read_to_string(d.path().join("reuse/who")).unwrap(),
         "container\n"

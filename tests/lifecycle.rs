@@ -26,7 +26,7 @@ fn help_and_version() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, Some(0));
     assert!(
-        out.contains("Usage: ctrfsd [OPTIONS] <MOUNTPOINT>") && out.contains("--container"),
+        out.contains("Usage: ctrfsd [OPTIONS] [MOUNTPOINT]") && out.contains("--container"),
         "{out}"
     );
     let (code, out, _) = run(&["--version"]);
@@ -55,7 +55,8 @@ fn bad_input_gets_one_line_naming_the_thing_and_the_reason() {
         ),
         (
             vec![
-                "--no-docker".into(),
+                "--runtime".into(),
+                "none".into(),
                 "--container".into(),
                 "web".into(),
                 dir.path().display().to_string(),
@@ -65,7 +66,8 @@ fn bad_input_gets_one_line_naming_the_thing_and_the_reason() {
         ),
         (
             vec![
-                "--no-docker".into(),
+                "--runtime".into(),
+                "none".into(),
                 "--container".into(),
                 "web=999999999".into(),
                 dir.path().display().to_string(),
@@ -110,10 +112,10 @@ fn bad_input_gets_one_line_naming_the_thing_and_the_reason() {
 fn refuses_a_live_mount_and_cleans_a_dead_one() {
     let c = FakeContainer::start(|r| fs::write(r.join("f"), "data").unwrap(), "");
     let arg = format!("c={}", c.pid());
-    let mut d = Daemon::start(&["--no-docker", "--container", &arg]);
+    let mut d = Daemon::start(&["--runtime", "none", "--container", &arg]);
     let mnt = d.path().to_path_buf();
     // A second daemon on the same live mount is refused.
-    let (code, _, err) = run(&["--no-docker", mnt.to_str().unwrap()]);
+    let (code, _, err) = run(&["--runtime", "none", mnt.to_str().unwrap()]);
     assert_eq!(code, Some(5), "{err}");
     assert!(err.contains("already mounted"), "{err}");
     // Killed without unmounting: the mountpoint is dead ...
@@ -124,7 +126,7 @@ fn refuses_a_live_mount_and_cleans_a_dead_one() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN));
     // ... and the next start cleans it up and serves again.
     let mut d2 = Command::new(bin())
-        .args(["--no-docker", "--container", &arg])
+        .args(["--runtime", "none", "--container", &arg])
         .arg(&mnt)
         .stderr(Stdio::piped())
         .spawn()
@@ -147,7 +149,12 @@ fn refuses_a_live_mount_and_cleans_a_dead_one() {
 #[test]
 fn sigterm_with_busy_files_unmounts_and_exits_zero() {
     let c = FakeContainer::start(|r| fs::write(r.join("f"), "data").unwrap(), "");
-    let mut d = Daemon::start(&["--no-docker", "--container", &format!("c={}", c.pid())]);
+    let mut d = Daemon::start(&[
+        "--runtime",
+        "none",
+        "--container",
+        &format!("c={}", c.pid()),
+    ]);
     // A shell sitting in the mount and a file held open keep it busy.
     let mut busy = Command::new("sh")
         .arg("-c")
@@ -179,7 +186,7 @@ fn docker_unreachable_at_start_still_serves_what_is_known() {
     );
     let log = d.log_text();
     assert!(
-        log.contains("docker (unix:///nonexistent/docker.sock)") && log.contains("retrying"),
+        log.contains("docker (/nonexistent/docker.sock)") && log.contains("retrying"),
         "{log}"
     );
 }

@@ -14,7 +14,12 @@ use std::time::Duration;
 use common::*;
 
 fn serve(c: &FakeContainer, name: &str) -> Daemon {
-    Daemon::start(&["--no-docker", "--container", &format!("{name}={}", c.pid())])
+    Daemon::start(&[
+        "--runtime",
+        "none",
+        "--container",
+        &format!("{name}={}", c.pid()),
+    ])
 }
 
 /// A small tree with the file kinds a container holds.
@@ -100,8 +105,8 @@ fn stat_and_contents_match_the_kernel_view() {
         }
     }
     assert_eq!(fs::metadata(view.join("etc/app.conf")).unwrap().nlink(), 2);
-    // The mount root lists exactly the served container.
-    assert_eq!(d.names(), vec!["web".to_string()]);
+    // The mount root lists exactly the served container (and `.pid`, for any process).
+    assert_eq!(d.names(), vec![".pid".to_string(), "web".to_string()]);
 }
 
 #[test]
@@ -505,7 +510,7 @@ fn walks_more_files_than_the_fd_limit() {
     );
     let pid = c.pid();
     let d = Daemon::start_with(
-        &["--no-docker", "--container", &format!("many={pid}")],
+        &["--runtime", "none", "--container", &format!("many={pid}")],
         |cmd| limit_nofile(cmd, 1024),
     );
     let v = d.path().join("many");
@@ -568,7 +573,8 @@ fn xattrs_match_getfattr() {
     );
     drop(d);
     let d = Daemon::start(&[
-        "--no-docker",
+        "--runtime",
+        "none",
         "--xattrs",
         "--container",
         &format!("x={}", c.pid()),
@@ -676,7 +682,7 @@ fn passthrough_mode_serves_the_same_bytes_and_appends() {
     let c = FakeContainer::start(basic_tree, "");
     let arg = format!("pt={}", c.pid());
     let d = Daemon::start_with(
-        &["--no-docker", "--passthrough", "--container", &arg],
+        &["--runtime", "none", "--passthrough", "--container", &arg],
         |cmd| {
             cmd.env("RUST_LOG", "ctrfsd=debug");
         },

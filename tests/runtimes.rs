@@ -1,0 +1,522 @@
+//! Every runtime on the host, side by side, with real daemons (scripts/setup.sh starts them):
+//! rootful and rootless Podman through their API services, containerd in several namespaces,
+//! Kubernetes containers labelled as the kubelet labels them, name collisions between runtimes,
+//! and `.pid/<PID>/` for a process no runtime knows.
+//!
+//! Images come from a local busybox tree: `podman import`, then `podman save` into
+//! `ctr images import` for containerd. No registry, no network for containers.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::process::Output;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use common::*;
+
+const IMAGE: &str = "localhost/ctrfsd-test:1";
+const USER: &str = "ctrfsd-test";
+/// Registration is event-driven; a resync (30 s) never explains a pass within this.
+const WITHIN: Duration = Duration::from_secs(3);
+
+fn run(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd}: {}{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o).trim().to_string()
+}
+
+fn try_run(cmd: &str) -> Output {
+    sh(cmd)
+}
+
+fn uid() -> u32 {
+    run(&format!("id -u {USER}")).parse().unwrap()
+}
+
+/// A command line run as the rootless test user, in its own environment.
+fn as_user(cmd: &str) -> String {
+    let u = uid();
+    format!(
+        "cd /home/{USER} && setpriv --reuid={u} --regid={u} --init-groups env -i HOME=/home/{USER} \
+         USER={USER} XDG_RUNTIME_DIR=/run/user/{u} PATH=/usr/bin:/bin {cmd}"
+    )
+}
+
+const PODMAN_RUN: &str = "podman --runtime runc run -d --network none \
+    --ulimit nofile=1024:1024 --ulimit nproc=4096:4096";
+
+/// The image tarball (a root filesystem), built once.
+fn rootfs_tar() -> &'static str {
+    static TAR: OnceLock<String> = OnceLock::new();
+    TAR.get_or_init(|| {
+        require_root();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let r = dir.join("root");
+        for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        fs::copy(BUSYBOX, r.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep", "cat", "echo"] {
+            symlink("busybox", r.join("bin").join(applet)).unwrap();
+        }
+        fs::write(r.join("etc/os-release"), "NAME=ctrfsd-test\n").unwrap();
+        symlink("/etc/os-release", r.join("etc/abs-link")).unwrap();
+        let tar = dir.join("rootfs.tar");
+        run(&format!("tar -C {} -cf {} .", r.display(), tar.display()));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        tar.display().to_string()
+    })
+}
+
+use std::os::unix::fs::PermissionsExt;
+
+fn podman_image() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        run(&format!("podman import -q {} {IMAGE}", rootfs_tar()));
+    });
+}
+
+fn rootless_image() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let tar = rootfs_tar();
+        run(&as_user(&format!("podman import -q {tar} {IMAGE}")));
+    });
+}
+
+/// The image in containerd namespace `ns`.
+fn ctr_image(ns: &str) {
+    static DONE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap();
+    if done.iter().any(|d| d == ns) {
+        return;
+    }
+    podman_image();
+    let archive = format!("{}.oci", rootfs_tar());
+    if !std::path::Path::new(&archive).exists() {
+        run(&format!("podman save -q -o {archive} {IMAGE}"));
+    }
+    run(&format!("ctr -n {ns} images import {archive}"));
+    done.push(ns.to_string());
+}
+
+/// A container of some runtime, removed on drop.
+struct Ctr {
+    remove: String,
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = try_run(&self.remove);
+    }
+}
+
+fn podman_ctr(name: &str) -> Ctr {
+    podman_image();
+    run(&format!(
+        "{PODMAN_RUN} --name {name} {IMAGE} /bin/busybox sleep 100000"
+    ));
+    Ctr {
+        remove: format!("podman rm -f -t 0 {name}"),
+    }
+}
+
+fn rootless_ctr(name: &str) -> Ctr {
+    rootless_image();
+    run(&as_user(&format!(
+        "podman --runtime runc run -d --network none --name {name} {IMAGE} /bin/busybox sleep 100000"
+    )));
+    Ctr {
+        remove: as_user(&format!("podman rm -f -t 0 {name}")),
+    }
+}
+
+/// `ctr run` in namespace `ns` with `labels` (`--label k=v ...`), container id `id`.
+fn containerd_ctr(ns: &str, id: &str, labels: &str) -> Ctr {
+    ctr_image(ns);
+    run(&format!(
+        "ctr -n {ns} run -d {labels} {IMAGE} {id} /bin/busybox sleep 100000 >/dev/null"
+    ));
+    Ctr {
+        remove: format!(
+            "ctr -n {ns} task kill -s KILL {id}; sleep 0.2; ctr -n {ns} task delete -f {id}; \
+             ctr -n {ns} containers delete {id}"
+        ),
+    }
+}
+
+fn docker_ctr(name: &str) -> Ctr {
+    let image = "ctrfsd-runtimes:1";
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        run(&format!(
+            "docker import {} {image} >/dev/null",
+            rootfs_tar()
+        ));
+    });
+    run(&format!(
+        "docker run -d --network none --name {name} {image} /bin/busybox sleep 100000"
+    ));
+    Ctr {
+        remove: format!("docker rm -f {name}"),
+    }
+}
+
+fn xattr(path: &std::path::Path, name: &str) -> String {
+    run(&format!(
+        "getfattr --only-values -n user.ctrfsd.{name} '{}'",
+        path.display()
+    ))
+}
+
+fn appear(d: &Daemon, rel: &str) -> Duration {
+    let p = d.path().join(rel);
+    wait_until(Duration::from_secs(10), || {
+        p.join("etc/os-release").exists()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{rel} never appeared; listed: {:?}; log:\n{}",
+            d.names(),
+            d.log_text()
+        )
+    })
+}
+
+fn disappear(d: &Daemon, rel: &str) -> Duration {
+    let p = d.path().join(rel);
+    wait_until(Duration::from_secs(10), || {
+        fs::symlink_metadata(&p).is_err()
+    })
+    .unwrap_or_else(|| panic!("{rel} never went away; log:\n{}", d.log_text()))
+}
+
+#[test]
+fn podman_rootful_by_name_id_and_attributes() {
+    require_root();
+    let d = Daemon::start(&["--runtime", "podman"]);
+    let name = format!("pod-{}", token());
+    let c = podman_ctr(&name);
+    let took = appear(&d, &name);
+    assert!(took <= WITHIN, "podman start -> listed took {took:?}");
+    let dir = d.path().join(&name);
+    assert_eq!(
+        fs::read_to_string(dir.join("etc/os-release")).unwrap(),
+        "NAME=ctrfsd-test\n"
+    );
+    let id = run(&format!("podman inspect -f '{{{{.Id}}}}' {name}"));
+    let pid = run(&format!("podman inspect -f '{{{{.State.Pid}}}}' {name}"));
+    assert_eq!(xattr(&dir, "runtime"), "podman");
+    assert_eq!(xattr(&dir, "id"), id);
+    assert_eq!(xattr(&dir, "pid"), pid);
+    assert_eq!(xattr(&dir, "image"), IMAGE);
+    // The full id, a unique prefix and the qualified name lead to it, as links to the name.
+    for alias in [id.as_str(), &id[..12], &format!("{name}@podman")] {
+        let a = d.path().join(alias);
+        assert_eq!(fs::read_link(&a).unwrap().to_str(), Some(name.as_str()));
+        assert_eq!(
+            fs::read_to_string(a.join("etc/os-release")).unwrap(),
+            "NAME=ctrfsd-test\n"
+        );
+    }
+    // Aliases are not listed: `ls` shows each container once.
+    assert!(!d.names().iter().any(|n| n.starts_with(&id[..12])));
+    // Absolute links inside resolve inside this container, at its path.
+    assert_eq!(
+        fs::read_link(dir.join("etc/abs-link")).unwrap(),
+        dir.join("etc/os-release")
+    );
+    drop(c);
+    let took = disappear(&d, &name);
+    assert!(took <= WITHIN, "podman rm -> gone took {took:?}");
+    assert!(fs::symlink_metadata(d.path().join(&id[..12])).is_err());
+}
+
+#[test]
+fn podman_rootless_named_by_owner_with_host_ownership() {
+    require_root();
+    let d = Daemon::start(&["--runtime", "podman"]);
+    let name = format!("rl-{}", token());
+    let _c = rootless_ctr(&name);
+    let path = format!("{name}@{USER}");
+    let took = appear(&d, &path);
+    eprintln!("rootless start -> listed: {took:?}");
+    assert!(!d.has(&name), "a rootless container must say whose it is");
+    let dir = d.path().join(&path);
+    assert_eq!(xattr(&dir, "runtime"), format!("podman-rootless ({USER})"));
+    // Files owned by root inside the user namespace are the user's on the host, as
+    // /proc/<pid>/root shows them.
+    let pid = xattr(&dir, "pid");
+    let direct = fs::metadata(format!("/proc/{pid}/root/etc/os-release")).unwrap();
+    let served = fs::metadata(dir.join("etc/os-release")).unwrap();
+    assert_eq!(served.uid(), uid());
+    assert_eq!((served.uid(), served.gid()), (direct.uid(), direct.gid()));
+}
+
+#[test]
+fn containerd_namespaces_names_and_events() {
+    require_root();
+    // A long resync: anything seen within seconds came from containerd's event stream.
+    let d = Daemon::start(&["--runtime", "containerd", "--resync", "3600"]);
+    let t = token();
+    let (name, id) = (format!("nerd-{t}"), format!("nerd-id-{t}"));
+    let c = containerd_ctr("default", &id, &format!("--label nerdctl/name={name}"));
+    let took = appear(&d, &name);
+    assert!(took <= WITHIN, "containerd start -> listed took {took:?}");
+    let dir = d.path().join(&name);
+    assert_eq!(xattr(&dir, "runtime"), "containerd (default)");
+    assert_eq!(xattr(&dir, "id"), id);
+    assert_eq!(
+        fs::read_link(d.path().join(&id)).unwrap().to_str(),
+        Some(name.as_str())
+    );
+
+    // Another namespace: qualified by it, never bare.
+    let other = format!("team{}", t.replace('x', ""));
+    let id2 = format!("plain-{t}");
+    let c2 = containerd_ctr(&other, &id2, "");
+    appear(&d, &format!("{id2}@{other}"));
+    assert!(!d.has(&id2));
+
+    drop(c);
+    let took = disappear(&d, &name);
+    assert!(took <= WITHIN, "containerd kill -> gone took {took:?}");
+    drop(c2);
+    disappear(&d, &format!("{id2}@{other}"));
+    let _ = try_run(&format!("ctr namespaces remove {other}"));
+}
+
+#[test]
+fn kubernetes_pods_by_namespace_pod_and_container_and_restarts_move() {
+    require_root();
+    let d = Daemon::start(&["--runtime", "containerd", "--resync", "3600"]);
+    let t = token();
+    let pod = format!("api-{t}");
+    let labels = |kind: &str, ctr: Option<&str>| {
+        let mut l = format!(
+            "--label io.kubernetes.pod.namespace=shop --label io.kubernetes.pod.name={pod} \
+             --label io.kubernetes.pod.uid=uid-{t} --label io.cri-containerd.kind={kind}"
+        );
+        if let Some(c) = ctr {
+            l.push_str(&format!(" --label io.kubernetes.container.name={c}"));
+        }
+        l
+    };
+    let sandbox_id = format!("sandbox-{t}");
+    let _sandbox = containerd_ctr("k8s.io", &sandbox_id, &labels("sandbox", None));
+    let first = format!("app1-{t}");
+    let c1 = containerd_ctr("k8s.io", &first, &labels("container", Some("app")));
+    let rel = format!("k8s/shop/{pod}/app");
+    appear(&d, &rel);
+    let dir = d.path().join(&rel);
+    assert_eq!(xattr(&dir, "id"), first);
+    assert_eq!(xattr(&dir, "k8s.pod"), pod);
+    // The pause container is not a user container: not listed, not reachable by id.
+    let listed: Vec<String> = fs::read_dir(d.path().join("k8s/shop").join(&pod))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, ["app"]);
+    assert!(fs::symlink_metadata(d.path().join(&sandbox_id)).is_err());
+    assert!(!d.has(&sandbox_id));
+    // The id leads to the Kubernetes path.
+    assert_eq!(
+        fs::read_link(d.path().join(&first)).unwrap().to_str(),
+        Some(rel.as_str())
+    );
+
+    // A restart: the old container's process dies, the kubelet starts a new container with
+    // the same labels. The path moves to the new one.
+    drop(c1);
+    let second = format!("app2-{t}");
+    let _c2 = containerd_ctr("k8s.io", &second, &labels("container", Some("app")));
+    let took = wait_until(Duration::from_secs(10), || {
+        try_run(&format!(
+            "getfattr --only-values -n user.ctrfsd.id '{}'",
+            dir.display()
+        ))
+        .stdout
+            == second.as_bytes()
+    })
+    .unwrap_or_else(|| panic!("path never moved to {second}; log:\n{}", d.log_text()));
+    assert!(took <= WITHIN, "restart -> moved took {took:?}");
+}
+
+#[test]
+fn a_name_taken_by_two_runtimes_hides_neither() {
+    require_root();
+    let d = Daemon::start(&[
+        "--runtime",
+        "docker",
+        "--runtime",
+        "podman",
+        "--runtime",
+        "containerd",
+    ]);
+    let name = format!("dup-{}", token());
+    let p = podman_ctr(&name);
+    appear(&d, &name);
+    assert_eq!(xattr(&d.path().join(&name), "runtime"), "podman");
+    let cid = format!("{name}-cid");
+    let _c = containerd_ctr("default", &cid, &format!("--label nerdctl/name={name}"));
+    appear(&d, &format!("{name}@containerd"));
+    let dk = docker_ctr(&name);
+    // Docker comes first: it takes the bare name, Podman's moves to name@podman.
+    let took = wait_until(Duration::from_secs(10), || {
+        d.has(&format!("{name}@podman"))
+            && try_run(&format!(
+                "getfattr --only-values -n user.ctrfsd.runtime '{}'",
+                d.path().join(&name).display()
+            ))
+            .stdout
+                == b"docker"
+    })
+    .unwrap_or_else(|| panic!("docker did not take the name; log:\n{}", d.log_text()));
+    eprintln!("collision resolved in {took:?}");
+    let listed: Vec<String> = d
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with(&name))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            name.clone(),
+            format!("{name}@containerd"),
+            format!("{name}@podman")
+        ]
+    );
+    // Qualified names always resolve, listed or not.
+    assert_eq!(
+        fs::read_link(d.path().join(format!("{name}@docker")))
+            .unwrap()
+            .to_str(),
+        Some(name.as_str())
+    );
+    drop(dk);
+    // Docker's gone: Podman's takes the bare name back.
+    wait_until(Duration::from_secs(10), || {
+        !d.has(&format!("{name}@podman"))
+            && try_run(&format!(
+                "getfattr --only-values -n user.ctrfsd.runtime '{}'",
+                d.path().join(&name).display()
+            ))
+            .stdout
+                == b"podman"
+    })
+    .unwrap_or_else(|| panic!("podman did not get the name back; log:\n{}", d.log_text()));
+    drop(p);
+}
+
+#[test]
+fn any_process_by_pid_with_containment() {
+    require_root();
+    let marker = format!("/tmp/ctrfsd-pid-marker-{}", token());
+    fs::write(&marker, "HOST ONLY\n").unwrap();
+    let mut c = FakeContainer::start(
+        |r| {
+            fs::write(r.join("inside"), "INSIDE\n").unwrap();
+            symlink(&marker, r.join("escape")).unwrap();
+            symlink(
+                "../../../../../..".to_string() + &marker,
+                r.join("escape-rel"),
+            )
+            .unwrap();
+        },
+        "",
+    );
+    let d = Daemon::start(&["--runtime", "none"]);
+    let pid = c.pid();
+    let dir = d.path().join(".pid").join(pid.to_string());
+    assert_eq!(fs::read_to_string(dir.join("inside")).unwrap(), "INSIDE\n");
+    assert_eq!(
+        fs::read_link(dir.join("escape")).unwrap(),
+        dir.join(marker.trim_start_matches('/'))
+    );
+    for link in ["escape", "escape-rel"] {
+        assert!(
+            fs::read_to_string(dir.join(link)).is_err(),
+            "{link} reached the host file"
+        );
+    }
+    // Through the kernel's own view the same link escapes (so the check above means something).
+    assert_eq!(
+        fs::read_to_string(c.proc_root().join("escape")).unwrap(),
+        "HOST ONLY\n"
+    );
+    let grep = try_run(&format!("grep -rs 'HOST ONLY' '{}'", dir.display()));
+    assert!(grep.stdout.is_empty(), "grep -r found host data");
+    // `.pid` lists nothing (walking it must not walk every process on the host).
+    assert_eq!(fs::read_dir(d.path().join(".pid")).unwrap().count(), 0);
+    assert!(fs::metadata(d.path().join(".pid/0")).is_err());
+    assert!(fs::metadata(d.path().join(".pid/notapid")).is_err());
+    c.kill();
+    wait_until(Duration::from_secs(3), || {
+        fs::metadata(dir.join("inside")).is_err()
+    })
+    .expect("a dead process's root is still served");
+    let _ = fs::remove_file(&marker);
+}
+
+#[test]
+fn list_runtimes_says_what_answers() {
+    require_root();
+    let o = std::process::Command::new(bin())
+        .arg("--list-runtimes")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let out = stdout(&o);
+    eprintln!("{out}");
+    for (rt, sock) in [
+        ("docker", "/var/run/docker.sock"),
+        ("podman", "/run/podman/podman.sock"),
+        ("containerd", "/run/containerd/containerd.sock"),
+        (&format!("podman-rootless ({USER})"), "/podman/podman.sock"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(rt) && l.contains(sock) && l.contains("ok;")),
+            "{rt} at {sock} not reported as answering:\n{out}"
+        );
+    }
+    // A runtime that is not there says why.
+    let o = std::process::Command::new(bin())
+        .args(["--list-runtimes", "--runtime", "docker"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(
+        out.contains("/nonexistent/docker.sock") && out.contains("not found"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("podman"),
+        "--runtime docker listed others:\n{out}"
+    );
+}
+
+#[test]
+fn runtime_option_restricts_the_set() {
+    require_root();
+    let name = format!("only-{}", token());
+    let _p = podman_ctr(&name);
+    let cid = format!("only-cd-{}", token());
+    let _c = containerd_ctr("default", &cid, &format!("--label nerdctl/name={cid}"));
+    let d = Daemon::start(&["--runtime", "containerd"]);
+    appear(&d, &cid);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !d.has(&name),
+        "podman container served with --runtime containerd"
+    );
+}

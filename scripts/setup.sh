@@ -13,7 +13,7 @@ set -euo pipefail
 need=()
 for pair in fusermount3:fuse3 busybox:busybox-static getfattr:attr dockerd:docker.io debootstrap:debootstrap \
             unshare:util-linux setpriv:util-linux python3:python3 containerd:containerd ctr:containerd \
-            podman:podman newuidmap:uidmap runc:runc curl:curl; do
+            podman:podman newuidmap:uidmap runc:runc curl:curl socat:socat; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

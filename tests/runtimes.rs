@@ -520,3 +520,44 @@ fn runtime_option_restricts_the_set() {
         "podman container served with --runtime containerd"
     );
 }
+
+#[test]
+fn a_runtime_whose_socket_appears_later_is_picked_up_and_kept_when_it_goes() {
+    require_root();
+    let t = token();
+    let cid = format!("late-{t}");
+    let _c = containerd_ctr("default", &cid, &format!("--label nerdctl/name={cid}"));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("containerd.sock");
+    // Auto-detection (no --runtime), with containerd's address where nothing listens yet.
+    let d = Daemon::start_with(&[], |cmd| {
+        cmd.env("CONTAINERD_ADDRESS", &sock);
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!d.has(&cid), "served before its runtime's socket existed");
+    // The socket appears (a relay to the real containerd).
+    let mut relay = std::process::Command::new("socat")
+        .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
+        .arg("UNIX-CONNECT:/run/containerd/containerd.sock")
+        .spawn()
+        .expect("run socat (scripts/setup.sh installs it)");
+    let took = appear(&d, &cid);
+    eprintln!("socket appeared -> served: {took:?}");
+    assert!(took <= Duration::from_secs(5), "took {took:?}");
+    // It goes away (socat and its per-connection children): its running container stays
+    // served, and the watcher retries.
+    let _ = sh(&format!("pkill -f 'UNIX-LISTEN:{}'", sock.display()));
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let _ = fs::remove_file(&sock);
+    wait_until(Duration::from_secs(5), || {
+        d.log_text()
+            .contains(&format!("containerd ({}): ", sock.display()))
+            && d.log_text().contains("retrying")
+    })
+    .unwrap_or_else(|| panic!("no retry logged; log:\n{}", d.log_text()));
+    assert_eq!(
+        fs::read_to_string(d.path().join(&cid).join("etc/os-release")).unwrap(),
+        "NAME=ctrfsd-test\n"
+    );
+}

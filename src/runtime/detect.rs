@@ -187,7 +187,12 @@ async fn probe(c: &Candidate) -> String {
                 for ns in client.namespaces().await.map_err(|s| s.to_string())? {
                     let tasks = client.tasks(&ns).await.map_err(|s| s.to_string())?;
                     let n = tasks.iter().filter(|t| t.status == 2).count();
-                    parts.push(format!("{ns}: {n} running"));
+                    let note = if ns == "moby" {
+                        " (Docker's own: served through Docker)"
+                    } else {
+                        ""
+                    };
+                    parts.push(format!("{ns}: {n} running{note}"));
                 }
                 Ok::<_, String>(format!("ok; namespaces {}", parts.join(", ")))
             }

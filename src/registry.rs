@@ -75,8 +75,6 @@ pub enum VEntry {
 
 #[derive(Debug, Default)]
 pub struct VDir {
-    /// Path under the mountpoint ("" for the root).
-    pub path: String,
     pub parent: u64,
     pub children: BTreeMap<String, VEntry>,
 }
@@ -185,11 +183,6 @@ impl Registry {
     /// The current tree of names.
     pub fn view(&self) -> Arc<View> {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Every served container (not `.pid` views), in no particular order.
-    pub fn instances(&self) -> Vec<Arc<Instance>> {
-        self.lock().entries.iter().map(|e| e.inst.clone()).collect()
     }
 
     /// The served instance of the container `ident` names, if any.
@@ -344,7 +337,6 @@ impl Registry {
             };
             dir_inos.insert(path.to_string(), ino);
             view.dirs.entry(ino).or_insert_with(|| VDir {
-                path: path.to_string(),
                 parent,
                 children: BTreeMap::new(),
             });
@@ -353,7 +345,6 @@ impl Registry {
         view.dirs.insert(
             ROOT_INO,
             VDir {
-                path: String::new(),
                 parent: ROOT_INO,
                 children: BTreeMap::new(),
             },

@@ -502,7 +502,7 @@ impl Registry {
         Ok(inst)
     }
 
-    fn forget_pid(&self, inst: &Arc<Instance>) {
+    fn forget_pid(self: &Arc<Self>, inst: &Arc<Instance>) {
         let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
         if pids.get(&inst.pid).is_some_and(|v| v.inst.seq == inst.seq) {
             pids.remove(&inst.pid);
@@ -511,11 +511,17 @@ impl Registry {
         self.drop_pid_view(inst);
     }
 
-    fn drop_pid_view(&self, inst: &Arc<Instance>) {
+    fn drop_pid_view(self: &Arc<Self>, inst: &Arc<Instance>) {
         self.retire_all(vec![inst.clone()]);
-        if let Some(n) = self.notifier.get() {
-            let _ = n.inval_entry(INodeNo(self.view().pid_dir), OsStr::new(&inst.ident.name));
-        }
+        // Invalidated from the runtime thread, never from a FUSE thread (an eviction happens
+        // inside a lookup in `.pid`, whose directory lock the kernel needs to invalidate).
+        let Some(rt) = self.tokio.get() else { return };
+        let (reg, name) = (self.clone(), inst.ident.name.clone());
+        rt.spawn(async move {
+            if let Some(n) = reg.notifier.get() {
+                let _ = n.inval_entry(INodeNo(reg.view().pid_dir), OsStr::new(&name));
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

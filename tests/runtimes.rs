@@ -560,3 +560,41 @@ fn a_runtime_whose_socket_appears_later_is_picked_up_and_kept_when_it_goes() {
         "NAME=ctrfsd-test\n"
     );
 }
+
+#[test]
+fn many_pid_views_are_bounded_and_evicted_ones_reopen() {
+    require_root();
+    let d = Daemon::start(&["--runtime", "none"]);
+    // More processes than ctrfsd holds views of (128): old views are dropped, never wedged.
+    struct Kids(Vec<std::process::Child>);
+    impl Drop for Kids {
+        fn drop(&mut self) {
+            for k in &mut self.0 {
+                let _ = k.kill();
+                let _ = k.wait();
+            }
+        }
+    }
+    let kids = Kids(
+        (0..140)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("1000")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    for round in 0..2 {
+        for k in &kids.0 {
+            let p = d.path().join(".pid").join(k.id().to_string()).join("proc");
+            assert!(p.is_dir(), "round {round}: {} not served", p.display());
+        }
+    }
+    // Each view holds its root, its pidfd and the exit watcher's pidfd.
+    let fds = fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .count();
+    eprintln!("{fds} fds open for 140 PID views looked up twice");
+    assert!(fds < 128 * 3 + 64, "{fds} fds held for 140 PID views");
+}

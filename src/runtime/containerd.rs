@@ -320,7 +320,7 @@ fn live(p: &proto::Process) -> bool {
 
 /// Who containerd says this container is; `None` for a pod sandbox (not served).
 fn identity(ns: &str, c: &proto::Container) -> Option<Identity> {
-    let k8s = match super::docker::kubernetes(&c.labels) {
+    let k8s = match super::kubernetes(&c.labels) {
         Some(Some(p)) => Some(p),
         Some(None) => return None,
         None => None,

@@ -15,7 +15,7 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
 use log::{debug, info, warn};
 
-use crate::instance::{Identity, Instance, PodRef, Runtime, pin, short_id};
+use crate::instance::{Identity, Instance, Runtime, pin, short_id};
 use crate::registry::Registry;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -185,7 +185,7 @@ async fn running(
     }
     let config = info.config.unwrap_or_default();
     let labels = config.labels.unwrap_or_default();
-    let k8s = match kubernetes(&labels) {
+    let k8s = match super::kubernetes(&labels) {
         Some(Some(p)) => Some(p),
         Some(None) => return Ok(None),
         None => None,
@@ -199,27 +199,6 @@ async fn running(
     ident.image = config.image.unwrap_or_default();
     ident.k8s = k8s;
     Ok(Some((ident, pid as i32)))
-}
-
-/// Kubernetes labels, as the kubelet sets them (through cri-dockerd, or containerd's CRI):
-/// `None` for other containers, `Some(None)` for a pod sandbox ("pause") container.
-pub fn kubernetes(labels: &HashMap<String, String>) -> Option<Option<PodRef>> {
-    let get = |k: &str| labels.get(k).filter(|v| !v.is_empty());
-    let sandbox = labels.get("io.cri-containerd.kind").map(String::as_str) == Some("sandbox")
-        || labels.get("io.kubernetes.docker.type").map(String::as_str) == Some("podsandbox");
-    let (ns, pod) = (
-        get("io.kubernetes.pod.namespace")?,
-        get("io.kubernetes.pod.name")?,
-    );
-    if sandbox {
-        return Some(None);
-    }
-    let container = get("io.kubernetes.container.name")?;
-    Some(Some(PodRef {
-        namespace: ns.clone(),
-        pod: pod.clone(),
-        container: container.clone(),
-    }))
 }
 
 /// Brings the registry in line with what the daemon says about `id`. Transport errors are

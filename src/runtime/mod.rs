@@ -14,12 +14,13 @@ pub mod detect;
 pub mod docker;
 pub mod static_pids;
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use log::warn;
 
-use crate::instance::Instance;
+use crate::instance::{Instance, PodRef};
 use crate::registry::Registry;
 
 /// Registers `inst` and removes it again when its process exits.
@@ -48,4 +49,25 @@ pub async fn wait_exit(pidfd: Arc<OwnedFd>, cancel: &tokio::sync::Notify) -> boo
         _ = afd.readable() => true,
         _ = cancel.notified() => false,
     }
+}
+
+/// Kubernetes labels, as the kubelet sets them (through cri-dockerd, or containerd's CRI):
+/// `None` for other containers, `Some(None)` for a pod sandbox ("pause") container.
+pub fn kubernetes(labels: &HashMap<String, String>) -> Option<Option<PodRef>> {
+    let get = |k: &str| labels.get(k).filter(|v| !v.is_empty());
+    let sandbox = labels.get("io.cri-containerd.kind").map(String::as_str) == Some("sandbox")
+        || labels.get("io.kubernetes.docker.type").map(String::as_str) == Some("podsandbox");
+    let (ns, pod) = (
+        get("io.kubernetes.pod.namespace")?,
+        get("io.kubernetes.pod.name")?,
+    );
+    if sandbox {
+        return Some(None);
+    }
+    let container = get("io.kubernetes.container.name")?;
+    Some(Some(PodRef {
+        namespace: ns.clone(),
+        pod: pod.clone(),
+        container: container.clone(),
+    }))
 }

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use log::{debug, info, warn};
@@ -29,7 +29,6 @@ pub const SOCKET: &str = "/run/containerd/containerd.sock";
 const DOCKER_NAMESPACE: &str = "moby";
 /// The label nerdctl stores a container's name in.
 const NERDCTL_NAME: &str = "nerdctl/name";
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// No single API call may hold the watcher longer than this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -347,33 +346,8 @@ fn key(ns: &str, id: &str) -> Identity {
 
 /// Runs forever: connect, sync, follow events; on failure wait and reconnect.
 pub async fn watch(registry: Arc<Registry>, socket: PathBuf, resync: Duration) {
-    let mut backoff = Duration::from_secs(1);
-    let mut warned = false;
-    loop {
-        let started = Instant::now();
-        let err = match follow(&registry, &socket, resync).await {
-            Ok(()) => "the event stream ended".to_string(),
-            Err(e) => e,
-        };
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff = Duration::from_secs(1);
-            warned = false;
-        }
-        if warned {
-            debug!(
-                "containerd ({}): {err}; retrying in {backoff:?}",
-                socket.display()
-            );
-        } else {
-            warn!(
-                "containerd ({}): {err}; serving what is known, retrying in {backoff:?}",
-                socket.display()
-            );
-            warned = true;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
+    let label = format!("containerd ({})", socket.display());
+    super::reconnect_forever(&label, || follow(&registry, &socket, resync)).await
 }
 
 async fn follow(registry: &Arc<Registry>, socket: &Path, resync: Duration) -> Result<(), String> {

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -17,8 +17,6 @@ use log::{debug, info, warn};
 
 use crate::instance::{Identity, Instance, Runtime, pin, short_id};
 use crate::registry::Registry;
-
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Container events after which the container's state is looked up again.
 const ACTIONS: &[&str] = &[
@@ -60,32 +58,13 @@ impl Endpoint {
 
 /// Runs forever: connect, sync, follow events; on failure wait and reconnect.
 pub async fn watch(registry: Arc<Registry>, ep: Endpoint, resync: Duration) {
-    let mut backoff = Duration::from_secs(1);
-    let mut warned = false;
-    loop {
-        let started = Instant::now();
-        let err = match follow(&registry, &ep, resync).await {
-            Ok(()) => "the events stream ended".to_string(),
-            Err(e) => e.to_string(),
-        };
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff = Duration::from_secs(1);
-        }
-        if warned {
-            debug!("{}: {err}; retrying in {backoff:?}", ep.label());
-        } else {
-            warn!(
-                "{}: {err}; serving what is known, retrying in {backoff:?}",
-                ep.label()
-            );
-            warned = true;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        if started.elapsed() > Duration::from_secs(60) {
-            warned = false;
-        }
-    }
+    let label = ep.label();
+    super::reconnect_forever(&label, || async {
+        follow(&registry, &ep, resync)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
 }
 
 async fn follow(

@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use log::warn;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
 
 use crate::instance::{Instance, PodRef};
 use crate::registry::Registry;
@@ -70,4 +72,36 @@ pub fn kubernetes(labels: &HashMap<String, String>) -> Option<Option<PodRef>> {
         pod: pod.clone(),
         container: container.clone(),
     }))
+}
+
+/// Runs `follow` (connect, list, follow events) again and again: when it fails, what is known
+/// stays served, one warning is logged (then debug lines until a connection has lasted a
+/// minute), and it is retried after 1 s, doubling up to 30 s.
+pub async fn reconnect_forever<F, Fut>(label: &str, mut follow: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    let mut backoff = Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        let started = Instant::now();
+        let err = match follow().await {
+            Ok(()) => "the event stream ended".to_string(),
+            Err(e) => e,
+        };
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+            warned = false;
+        }
+        if warned {
+            debug!("{label}: {err}; retrying in {backoff:?}");
+        } else {
+            warn!("{label}: {err}; serving what is known, retrying in {backoff:?}");
+            warned = true;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
 }

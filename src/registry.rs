@@ -194,6 +194,12 @@ impl Registry {
             .map(|e| e.inst.clone())
     }
 
+    /// True if the container `ident` is served, alive, as exactly this identity and PID.
+    pub fn serves(&self, ident: &Identity, pid: i32) -> bool {
+        self.find(ident)
+            .is_some_and(|i| i.is_alive() && i.pid == pid && i.ident == *ident)
+    }
+
     /// Registers `inst`, replacing any instance of the same container. Returns what its exit
     /// watcher needs, or `None` if it could not be registered.
     pub fn insert(&self, inst: Instance) -> Option<Watch> {

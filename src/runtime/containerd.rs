@@ -450,10 +450,7 @@ async fn sync_all(client: &Client, registry: &Arc<Registry>) -> Result<(), Statu
                 continue;
             };
             seen.insert((ns.clone(), c.id.clone()));
-            let fresh = registry
-                .find(&ident)
-                .is_some_and(|i| i.is_alive() && i.ident == ident && i.pid == task.pid as i32);
-            if !fresh {
+            if !registry.serves(&ident, task.pid as i32) {
                 reconcile(client, registry, &ns, &c.id).await?;
             }
         }
@@ -489,11 +486,7 @@ async fn reconcile(
         registry.remove(&key(ns, id), "not running");
         return Ok(());
     };
-    if let Some(cur) = registry.find(&ident)
-        && cur.is_alive()
-        && cur.pid == pid
-        && cur.ident == ident
-    {
+    if registry.serves(&ident, pid) {
         return Ok(());
     }
     // Pin, then ask again: only if the task still has this PID is the pidfd the container's.

@@ -192,11 +192,7 @@ async fn reconcile(
         registry.remove(&ep.key(id), "not running");
         return Ok(());
     };
-    if let Some(cur) = registry.find(&ident)
-        && cur.is_alive()
-        && cur.pid == pid
-        && cur.ident == ident
-    {
+    if registry.serves(&ident, pid) {
         return Ok(());
     }
     if let Some(reason) = crate::registry::invalid_name(&ident.name) {

@@ -65,7 +65,7 @@ install -d -o "$user" -g "$user" -m 700 "/run/user/$uid" "/run/user/$uid/podman"
 sock=/run/user/$uid/podman/podman.sock
 if ! podman_up "$sock"; then
   echo "setup: starting the rootless Podman API service of $user"
-  (cd "/home/$user" && setpriv --reuid="$uid" --regid="$uid" --init-groups \
+  (cd "/home/$user" && exec setpriv --reuid="$uid" --regid="$uid" --init-groups \
     env -i HOME="/home/$user" USER="$user" XDG_RUNTIME_DIR="/run/user/$uid" PATH=/usr/bin:/bin \
     nohup podman --runtime runc system service --time=0 "unix://$sock" \
     >"${TMPDIR:-/tmp}/ctrfsd-podman-rootless.log" 2>&1 &)

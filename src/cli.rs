@@ -45,6 +45,16 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub resync: u64,
 
+    /// Show only running containers. By default stopped ones (created, exited, dead) are shown
+    /// too, read-only from their layers, as `docker ps -a` lists them
+    #[arg(long)]
+    pub running_only: bool,
+
+    /// Most stopped-container views (each a detached overlay mount and one fd) held at once;
+    /// the least recently assembled is released and assembled again when next used
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_detached: usize,
+
     /// Serve extended attributes (getfattr, ACLs, capabilities). Off by default: `ls -l` asks
     /// for them on every file, and answering made `ls -lR` 4.8x slower
     #[arg(long)]
@@ -90,6 +100,8 @@ pub struct Config {
     /// The user named them (their sockets are watched even before they exist).
     pub runtimes_named: bool,
     pub resync: Duration,
+    pub running_only: bool,
+    pub max_detached: usize,
     pub xattrs: bool,
     pub passthrough: bool,
     pub threads: usize,
@@ -118,6 +130,11 @@ impl Args {
                 "--resync 0: must be at least 1 second".into(),
             ));
         }
+        if self.max_detached == 0 {
+            return Err(StartError::Other(
+                "--max-detached 0: must be at least 1".into(),
+            ));
+        }
         let mountpoint = self
             .mountpoint
             .ok_or_else(|| StartError::Other("MOUNTPOINT is required".into()))?;
@@ -128,6 +145,8 @@ impl Args {
             runtimes,
             runtimes_named,
             resync: Duration::from_secs(self.resync),
+            running_only: self.running_only,
+            max_detached: self.max_detached,
             xattrs: self.xattrs,
             passthrough: self.passthrough,
             threads,

@@ -36,6 +36,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let nofile = raise_nofile();
 
     let registry = Registry::new();
+    registry.set_hide_stopped(config.running_only);
+    crate::instance::set_max_detached(config.max_detached);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,4 +1,6 @@
-//! One container instance: a process's root directory, pinned by a pidfd and held as an fd.
+//! One container instance: a process's root directory, pinned by a pidfd and held as an fd; or
+//! a stopped container's layers, assembled on first use into a detached read-only mount; or a
+//! container's writable layer alone (the `.diff` view).
 //!
 //! Acquisition is race-free against PID reuse: the caller pins the PID with [`pin`], re-checks
 //! with its runtime that the PID still belongs to the container, then [`Instance::open`] opens
@@ -8,18 +10,55 @@
 //! Every instance gets a fresh `seq`, never reused: inode numbers are keyed by it, so a
 //! restarted or recreated container never resolves the old instance's inodes.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{Mode, OFlags, open};
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
+use crate::layers::{Storage, assemble};
 use crate::mounts::{MountKind, MountTable, REFRESH};
 
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// How many stopped-container mounts and writable-layer fds are held at most; the least
+/// recently assembled is released first (and assembled again when next used).
+static MAX_DETACHED: AtomicUsize = AtomicUsize::new(256);
+
+/// Sets how many detached views may be held at once (`--max-detached`).
+pub fn set_max_detached(n: usize) {
+    MAX_DETACHED.store(n.max(1), Ordering::Relaxed);
+}
+
+type RootSlot = RwLock<Option<Arc<OwnedFd>>>;
+
+/// Assembled detached views, oldest first: (instance seq, its root slot).
+static DETACHED: Mutex<VecDeque<(u64, Weak<RootSlot>)>> = Mutex::new(VecDeque::new());
+
+/// What a stopped container's runtime says about how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    /// The runtime's word: "created", "exited", "dead".
+    pub state: String,
+    pub exit_code: i64,
+    /// RFC 3339, as the runtime reports it; empty if it never ran.
+    pub finished_at: String,
+}
+
+/// What the instance shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A running process's root, `/proc/<pid>/root`.
+    Live,
+    /// A stopped container: its layers, assembled on first use.
+    Stopped(Stopped),
+    /// Only the container's writable layer (`.diff/<path>`).
+    Diff,
+}
 
 /// Which runtime reports a container. The order is the naming priority: when two containers
 /// want the same bare name, the earlier kind keeps it (README, "Naming").
@@ -103,11 +142,20 @@ pub struct Instance {
     /// Where it is shown, relative to the mountpoint ("web", "k8s/default/api-7d9/api",
     /// ".pid/4242"): absolute symlink answers start with it. Set by the registry.
     path: String,
+    /// The main process; 0 for stopped containers and `.diff` views.
     pub pid: i32,
-    pidfd: Arc<OwnedFd>,
-    /// `O_PATH` fd of `/proc/<pid>/root`; `None` once retired so a dead container's mounts are
-    /// not kept alive by us.
-    root: RwLock<Option<Arc<OwnedFd>>>,
+    pidfd: Option<Arc<OwnedFd>>,
+    pub source: Source,
+    /// Where the runtime keeps the container's files (for stopped and `.diff` views).
+    pub storage: Option<Arc<Storage>>,
+    /// `O_PATH` fd of `/proc/<pid>/root` (or of the detached mount, or of the writable layer);
+    /// `None` once retired so a dead container's mounts are not kept alive by us, and for a
+    /// stopped or `.diff` view until first used (or after it was released to bound fds).
+    root: Arc<RootSlot>,
+    /// Serialises assembling a detached view.
+    assembling: Mutex<()>,
+    /// Why assembling the detached view last failed.
+    failure: Mutex<Option<String>>,
     alive: AtomicBool,
     /// The container's mounts: which are served, which are never touched.
     mounts: RwLock<Arc<MountTable>>,
@@ -154,25 +202,118 @@ impl Instance {
             ident,
             path: String::new(),
             pid,
-            pidfd: Arc::new(pidfd),
-            root: RwLock::new(Some(Arc::new(root))),
+            pidfd: Some(Arc::new(pidfd)),
+            source: Source::Live,
+            storage: None,
+            root: Arc::new(RwLock::new(Some(Arc::new(root)))),
+            assembling: Mutex::new(()),
+            failure: Mutex::new(None),
             alive: AtomicBool::new(true),
             mounts: RwLock::new(Arc::new(mounts)),
             retired: tokio::sync::Notify::new(),
         })
     }
 
+    /// A container that does not run: shown from its layers, assembled when first used.
+    pub fn stopped(ident: Identity, stopped: Stopped, storage: Storage) -> Instance {
+        Instance::detached(ident, Source::Stopped(stopped), Arc::new(storage))
+    }
+
+    fn detached(ident: Identity, source: Source, storage: Arc<Storage>) -> Instance {
+        Instance {
+            seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
+            ident,
+            path: String::new(),
+            pid: 0,
+            pidfd: None,
+            source,
+            storage: Some(storage),
+            root: Arc::new(RwLock::new(None)),
+            assembling: Mutex::new(()),
+            failure: Mutex::new(None),
+            alive: AtomicBool::new(true),
+            mounts: RwLock::new(Arc::new(MountTable::empty())),
+            retired: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The `.diff` view of this container (its writable layer alone), shown at `path`.
+    pub fn diff_view(&self, path: String) -> Instance {
+        let storage = self.storage.clone().unwrap_or_else(|| {
+            Arc::new(Storage::Unavailable(format!(
+                "{} reports no layers for it",
+                crate::registry::describe(&self.ident)
+            )))
+        });
+        let mut inst = Instance::detached(self.ident.clone(), Source::Diff, storage);
+        inst.path = path;
+        inst
+    }
+
+    /// Adds what the runtime says about the container's storage (running containers).
+    pub fn with_storage(mut self, storage: Option<Storage>) -> Instance {
+        self.storage = storage.map(Arc::new);
+        self
+    }
+
+    /// True for a container that runs (or ran, until retired) with a process.
+    pub fn is_running(&self) -> bool {
+        self.source == Source::Live
+    }
+
+    /// How it ended, for a stopped container.
+    pub fn stopped_state(&self) -> Option<&Stopped> {
+        match &self.source {
+            Source::Stopped(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Why this stopped or `.diff` view cannot be shown, if it cannot (known before trying, or
+    /// learnt from the last attempt).
+    pub fn unavailable(&self) -> Option<String> {
+        if self.source == Source::Live {
+            return None;
+        }
+        if let Some(why) = self.storage.as_deref().and_then(Storage::unavailable) {
+            return Some(why.to_string());
+        }
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// True if the root is there without assembling anything.
+    pub fn is_assembled(&self) -> bool {
+        self.root
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// The same container shown at another path: a new instance (new `seq`, so the kernel
     /// looks everything up afresh under the new path) sharing the held fds. `None` once retired.
     pub fn relabel(&self, path: String) -> Option<Instance> {
-        let root = self.root().ok()?;
+        if !self.is_alive() {
+            return None;
+        }
+        // A detached view is assembled afresh for the new instance when first used.
+        let root = match self.source {
+            Source::Live => Some(self.root().ok()?),
+            _ => None,
+        };
         Some(Instance {
             seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
             ident: self.ident.clone(),
             path,
             pid: self.pid,
             pidfd: self.pidfd.clone(),
-            root: RwLock::new(Some(root)),
+            source: self.source.clone(),
+            storage: self.storage.clone(),
+            root: Arc::new(RwLock::new(root)),
+            assembling: Mutex::new(()),
+            failure: Mutex::new(None),
             alive: AtomicBool::new(true),
             mounts: RwLock::new(self.mounts(false)),
             retired: tokio::sync::Notify::new(),
@@ -185,7 +326,7 @@ impl Instance {
     }
 
     /// A shared handle on the pidfd, for exit watchers.
-    pub fn pidfd_arc(&self) -> Arc<OwnedFd> {
+    pub fn pidfd_arc(&self) -> Option<Arc<OwnedFd>> {
         self.pidfd.clone()
     }
 
@@ -194,24 +335,81 @@ impl Instance {
         short_id(&self.ident.id)
     }
 
-    pub fn pidfd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+    /// True once the process is known to have exited (always for views without one).
+    pub fn exited(&self) -> bool {
+        self.pidfd.as_ref().is_none_or(|fd| exited(fd.as_fd()))
     }
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// The root fd, or ENOENT once this instance was retired.
+    /// The root fd, or ENOENT once this instance was retired. A stopped container's layers are
+    /// assembled here on first use (and again after the view was released to bound fds).
     pub fn root(&self) -> io::Result<Arc<OwnedFd>> {
         if !self.is_alive() {
             return Err(gone());
         }
-        self.root
-            .read()
+        if let Some(fd) = self.root.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(fd);
+        }
+        if self.source == Source::Live {
+            return Err(gone());
+        }
+        let _one = self.assembling.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fd) = self.root.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(fd);
+        }
+        let fd = Arc::new(self.open_detached()?);
+        self.failure
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(gone)
+            .take();
+        let st = rustix::fs::statx(
+            &*fd,
+            "",
+            rustix::fs::AtFlags::EMPTY_PATH,
+            rustix::fs::StatxFlags::MNT_ID,
+        )?;
+        *self.mounts.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(MountTable::single(st.stx_mnt_id));
+        let mut slot = self.root.write().unwrap_or_else(|e| e.into_inner());
+        if !self.is_alive() {
+            return Err(gone()); // retired meanwhile: drop the mount
+        }
+        *slot = Some(fd.clone());
+        drop(slot);
+        track_detached(self.seq, &self.root);
+        Ok(fd)
+    }
+
+    /// Assembles the stopped view, or opens the writable layer for the `.diff` view.
+    fn open_detached(&self) -> io::Result<OwnedFd> {
+        let storage = self.storage.as_deref().ok_or_else(gone)?;
+        let (upper, lowers) = match storage {
+            Storage::Overlay { upper, lowers } => (upper, lowers),
+            Storage::Unavailable(_) => return Err(io::Error::from_raw_os_error(libc::ENOMEDIUM)),
+        };
+        let r = match self.source {
+            Source::Diff => open(
+                upper,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io::Error::from),
+            _ => assemble(upper, lowers),
+        };
+        r.map_err(|e| {
+            log::warn!(
+                "container {} ({}): cannot show its files: {e}",
+                self.path,
+                self.short_id()
+            );
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+            // One errno for "its files cannot be shown" ("No medium found"); the reason is in
+            // the log line and in user.ctrfsd.unavailable.
+            io::Error::from_raw_os_error(libc::ENOMEDIUM)
+        })
     }
 
     /// The current mount table; re-read if older than [`REFRESH`] (or always, with `force`).
@@ -228,8 +426,11 @@ impl Instance {
         if !(age > REFRESH || (force && age > std::time::Duration::from_millis(100))) {
             return cur;
         }
+        if self.pidfd.is_none() {
+            return cur; // a detached view: its one mount never changes
+        }
         match MountTable::read(self.pid) {
-            Ok(t) if !exited(self.pidfd()) => {
+            Ok(t) if !self.exited() => {
                 let t = Arc::new(t);
                 *self.mounts.write().unwrap_or_else(|e| e.into_inner()) = t.clone();
                 t
@@ -254,6 +455,22 @@ impl Instance {
         if self.alive.swap(false, Ordering::AcqRel) {
             self.root.write().unwrap_or_else(|e| e.into_inner()).take();
             self.retired.notify_one();
+        }
+    }
+}
+
+/// Remembers an assembled detached view; releases the oldest beyond [`MAX_DETACHED`]. A
+/// released view is assembled again when next used: its new mount has new inode keys, so the
+/// kernel's old inodes answer ESTALE and the VFS looks them up again.
+fn track_detached(seq: u64, slot: &Arc<RootSlot>) {
+    let mut q = DETACHED.lock().unwrap_or_else(|e| e.into_inner());
+    q.retain(|(s, w)| *s != seq && w.strong_count() > 0);
+    q.push_back((seq, Arc::downgrade(slot)));
+    while q.len() > MAX_DETACHED.load(Ordering::Relaxed) {
+        if let Some((_, w)) = q.pop_front()
+            && let Some(slot) = w.upgrade()
+        {
+            slot.write().unwrap_or_else(|e| e.into_inner()).take();
         }
     }
 }

@@ -10,8 +10,9 @@
 //! - [`daemon`] wires watchers, registry and the FUSE session, and unmounts cleanly on signals.
 //! - [`mountpoint`] checks the mountpoint before mounting and cleans up stale ctrfsd mounts.
 //! - [`registry`] holds the live container instances; [`instance`] acquires one race-free;
-//!   [`mounts`] tells which of a container's mounts are served.
-//! - [`runtime`] feeds the registry: Docker, and static `NAME=PID` entries.
+//!   [`mounts`] tells which of a container's mounts are served; [`layers`] assembles a stopped
+//!   container's filesystem from its layers.
+//! - [`runtime`] feeds the registry: Docker, Podman, containerd, and static `NAME=PID` entries.
 //! - [`fs`] is the FUSE filesystem; [`pathsafe`] holds the containment and link-rewriting rules.
 //! - [`error`] maps start-up failures to exit codes; [`sys`] holds the only `unsafe`.
 
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod instance;
+pub mod layers;
 pub mod mountpoint;
 pub mod mounts;
 pub mod pathsafe;

@@ -100,6 +100,13 @@ impl MountTable {
         }
     }
 
+    /// The table of a detached view: its one mount, served.
+    pub fn single(mnt_id: u64) -> MountTable {
+        let mut t = MountTable::empty();
+        t.by_id.insert(mnt_id, MountKind::Served);
+        t
+    }
+
     /// Reads the table of `pid`. The caller checks afterwards that `pid` is still its process.
     pub fn read(pid: i32) -> std::io::Result<MountTable> {
         let infos = procfs::process::Process::new(pid)

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use fuser::{INodeNo, Notifier};
 use log::{debug, info};
 
-use crate::instance::{Identity, Instance, Runtime, exited, gone, pin, short_id};
+use crate::instance::{Identity, Instance, Runtime, gone, pin, short_id};
 
 /// The FUSE inode number of the mount root.
 pub const ROOT_INO: u64 = 1;
@@ -39,6 +39,8 @@ pub const VIRT_BIT: u64 = 1 << 62;
 pub const PID_DIR: &str = ".pid";
 /// The directory holding Kubernetes containers by namespace and pod.
 pub const K8S_DIR: &str = "k8s";
+/// The directory holding each container's writable layer alone, at the container's path.
+pub const DIFF_DIR: &str = ".diff";
 
 /// At most this many `.pid/<PID>` views are held at once (each holds two fds); the least
 /// recently looked up is dropped first.
@@ -114,7 +116,8 @@ impl View {
 /// What a runtime watcher needs to notice that a registered container's process exited.
 pub struct Watch {
     pub token: u64,
-    pub pidfd: Arc<OwnedFd>,
+    /// `None` for stopped containers: nothing to watch.
+    pub pidfd: Option<Arc<OwnedFd>>,
     /// Woken when the registry drops the container for another reason.
     pub cancel: Arc<tokio::sync::Notify>,
 }
@@ -122,6 +125,8 @@ pub struct Watch {
 struct Entry {
     token: u64,
     inst: Arc<Instance>,
+    /// Its `.diff` view, made when its path is known.
+    diff: Option<Arc<Instance>>,
     cancel: Arc<tokio::sync::Notify>,
     /// The alias link pointing at `inst.path()`.
     link: u64,
@@ -153,6 +158,8 @@ pub struct Registry {
     state: Mutex<State>,
     view: RwLock<Arc<View>>,
     pids: Mutex<HashMap<i32, PidView>>,
+    /// Stopped containers are registered (true unless `--running-only`).
+    hide_stopped: std::sync::atomic::AtomicBool,
     notifier: OnceLock<Notifier>,
     on_retire: OnceLock<RetireHook>,
     tokio: OnceLock<tokio::runtime::Handle>,
@@ -180,6 +187,16 @@ impl Registry {
         let _ = self.tokio.set(handle);
     }
 
+    /// With `--running-only`, watchers do not register stopped containers.
+    pub fn set_hide_stopped(&self, hide: bool) {
+        self.hide_stopped
+            .store(hide, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn shows_stopped(&self) -> bool {
+        !self.hide_stopped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The current tree of names.
     pub fn view(&self) -> Arc<View> {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -197,7 +214,23 @@ impl Registry {
     /// True if the container `ident` is served, alive, as exactly this identity and PID.
     pub fn serves(&self, ident: &Identity, pid: i32) -> bool {
         self.find(ident)
-            .is_some_and(|i| i.is_alive() && i.pid == pid && i.ident == *ident)
+            .is_some_and(|i| i.is_alive() && i.is_running() && i.pid == pid && i.ident == *ident)
+    }
+
+    /// True if the container `ident` is shown stopped, as exactly this identity, end and
+    /// storage.
+    pub fn serves_stopped(
+        &self,
+        ident: &Identity,
+        stopped: &crate::instance::Stopped,
+        storage: &crate::layers::Storage,
+    ) -> bool {
+        self.find(ident).is_some_and(|i| {
+            i.is_alive()
+                && i.stopped_state() == Some(stopped)
+                && i.ident == *ident
+                && i.storage.as_deref() == Some(storage)
+        })
     }
 
     /// Registers `inst`, replacing any instance of the same container. Returns what its exit
@@ -210,6 +243,7 @@ impl Registry {
             if same {
                 e.cancel.notify_one();
                 gone.push(e.inst.clone());
+                gone.extend(e.diff.clone());
             }
             !same
         });
@@ -222,18 +256,40 @@ impl Registry {
         st.entries.push(Entry {
             token: watch.token,
             inst: inst.clone(),
+            diff: None,
             cancel: watch.cancel.clone(),
             link: 0,
         });
         gone.extend(self.rebuild(&mut st));
         let served = st.entries.iter().find(|e| e.token == watch.token).map(|e| {
-            info!(
-                "container {} ({} {}, pid {}) is served",
-                e.inst.path(),
-                describe(&e.inst.ident),
-                e.inst.short_id(),
-                e.inst.pid
-            );
+            let i = &e.inst;
+            match (i.stopped_state(), i.unavailable()) {
+                (None, _) => info!(
+                    "container {} ({} {}, pid {}) is served",
+                    i.path(),
+                    describe(&i.ident),
+                    i.short_id(),
+                    i.pid
+                ),
+                (Some(s), None) => info!(
+                    "container {} ({} {}) is shown {}, read-only from its layers",
+                    i.path(),
+                    describe(&i.ident),
+                    i.short_id(),
+                    if s.state == "created" {
+                        "created (never started)".to_string()
+                    } else {
+                        format!("{} (exit code {})", s.state, s.exit_code)
+                    }
+                ),
+                (Some(s), Some(why)) => log::warn!(
+                    "container {} ({} {}) is {} and its files cannot be shown: {why}",
+                    i.path(),
+                    describe(&i.ident),
+                    i.short_id(),
+                    s.state
+                ),
+            }
         });
         drop(st);
         self.retire_all(gone);
@@ -272,6 +328,7 @@ impl Registry {
                 );
                 e.cancel.notify_one();
                 gone.push(e.inst.clone());
+                gone.extend(e.diff.clone());
             }
             !hit
         });
@@ -288,15 +345,24 @@ impl Registry {
     fn rebuild(&self, st: &mut State) -> Vec<Arc<Instance>> {
         let mut order: Vec<usize> = (0..st.entries.len()).collect();
         order.sort_by(|&a, &b| {
-            let (a, b) = (&st.entries[a].inst.ident, &st.entries[b].inst.ident);
-            (a.runtime, std::cmp::Reverse(a.created), &a.scope, &a.id).cmp(&(
-                b.runtime,
-                std::cmp::Reverse(b.created),
-                &b.scope,
-                &b.id,
-            ))
+            // Running before stopped: a restarted Kubernetes container takes the plain path,
+            // its exited predecessor the `~id` one.
+            let key = |i: &Instance| {
+                let d = &i.ident;
+                (
+                    d.runtime,
+                    !i.is_running(),
+                    std::cmp::Reverse(d.created),
+                    d.scope.clone(),
+                    d.id.clone(),
+                )
+            };
+            key(&st.entries[a].inst).cmp(&key(&st.entries[b].inst))
         });
-        let mut taken: HashSet<String> = [PID_DIR.to_string(), K8S_DIR.to_string()].into();
+        let mut taken: HashSet<String> = [PID_DIR, K8S_DIR, DIFF_DIR]
+            .into_iter()
+            .map(String::from)
+            .collect();
         let mut replaced = Vec::new();
         let mut paths = vec![String::new(); st.entries.len()];
         for &i in &order {
@@ -323,11 +389,13 @@ impl Registry {
                         e.inst.short_id()
                     );
                 }
-                match e.inst.relabel(path) {
+                match e.inst.relabel(path.clone()) {
                     Some(new) => replaced.push(std::mem::replace(&mut e.inst, Arc::new(new))),
                     None => continue,
                 }
             }
+            let diff = Arc::new(e.inst.diff_view(format!("{DIFF_DIR}/{path}")));
+            replaced.extend(e.diff.replace(diff));
             e.link = link;
         }
 
@@ -358,30 +426,38 @@ impl Registry {
         view.pid_dir = dir(st, &mut view, PID_DIR, ROOT_INO);
         let pid_dir = view.pid_dir;
         add_child(&mut view, ROOT_INO, PID_DIR, VEntry::Dir(pid_dir));
-        let entries: Vec<(Arc<Instance>, u64)> = st
+        let diff_dir = dir(st, &mut view, DIFF_DIR, ROOT_INO);
+        add_child(&mut view, ROOT_INO, DIFF_DIR, VEntry::Dir(diff_dir));
+        let entries: Vec<(Arc<Instance>, Option<Arc<Instance>>, u64)> = st
             .entries
             .iter()
-            .map(|e| (e.inst.clone(), e.link))
+            .map(|e| (e.inst.clone(), e.diff.clone(), e.link))
             .collect();
-        for (inst, link) in entries {
+        for (inst, diff, link) in entries {
             let path = inst.path().to_string();
             if path.is_empty() {
                 continue; // retired while being relabelled: its remover rebuilds again
             }
-            let mut parent = ROOT_INO;
-            let mut comps: Vec<&str> = path.split('/').collect();
-            let leaf = comps.pop().unwrap_or_default();
-            let mut sofar = String::new();
-            for c in comps {
-                if !sofar.is_empty() {
-                    sofar.push('/');
+            let mut place = |top: &str, inst: Arc<Instance>| {
+                let mut parent = if top.is_empty() { ROOT_INO } else { diff_dir };
+                let mut comps: Vec<&str> = path.split('/').collect();
+                let leaf = comps.pop().unwrap_or_default();
+                let mut sofar = top.to_string();
+                for c in comps {
+                    if !sofar.is_empty() {
+                        sofar.push('/');
+                    }
+                    sofar.push_str(c);
+                    let ino = dir(st, &mut view, &sofar, parent);
+                    add_child(&mut view, parent, c, VEntry::Dir(ino));
+                    parent = ino;
                 }
-                sofar.push_str(c);
-                let ino = dir(st, &mut view, &sofar, parent);
-                add_child(&mut view, parent, c, VEntry::Dir(ino));
-                parent = ino;
+                add_child(&mut view, parent, leaf, VEntry::Container(inst));
+            };
+            place("", inst.clone());
+            if let Some(d) = diff {
+                place(DIFF_DIR, d);
             }
-            add_child(&mut view, parent, leaf, VEntry::Container(inst.clone()));
             view.links.insert(link, path.clone());
             let ident = &inst.ident;
             if ident.runtime != Runtime::Static {
@@ -468,7 +544,7 @@ impl Registry {
         }
         let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = pids.get_mut(&pid) {
-            if v.inst.is_alive() && !exited(v.inst.pidfd()) {
+            if v.inst.is_alive() && !v.inst.exited() {
                 v.used = std::time::Instant::now();
                 return Ok(v.inst.clone());
             }
@@ -499,7 +575,10 @@ impl Registry {
             let reg = self.clone();
             let watched = inst.clone();
             rt.spawn(async move {
-                if crate::runtime::wait_exit(watched.pidfd_arc(), &watched.retired).await {
+                let Some(pidfd) = watched.pidfd_arc() else {
+                    return;
+                };
+                if crate::runtime::wait_exit(pidfd, &watched.retired).await {
                     reg.forget_pid(&watched);
                 }
             });

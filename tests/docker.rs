@@ -6,7 +6,6 @@ mod common;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -17,24 +16,6 @@ const MARKER: &str = "/etc/ctrfsd-docker-host-marker";
 const MARKER_TEXT: &str = "HOST-ONLY-DOCKER-MARKER-7f3a";
 /// Registry changes must reach the mount within this (issue #2: "within 1 s").
 const WITHIN: Duration = Duration::from_secs(1);
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run docker")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(
-        o.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout(&o).trim().to_string()
-}
 
 /// Builds the test image once per test binary.
 fn image() -> &'static str {
@@ -193,11 +174,21 @@ fn names_follow_start_rename_recreate_and_stop() {
         "old instance served: {reads:?}"
     );
 
+    // Stopped: still listed (as `docker ps -a` lists it), now from its layers; removed: gone.
+    let dir = d.path().join(&n2);
     docker_ok(&["stop", "-t", "0", &c.name]);
-    let took =
-        wait_until(Duration::from_secs(5), || !d.has(&n2)).expect("stopped container still listed");
-    eprintln!("stop -> gone: {took:?}");
+    let took = wait_until(Duration::from_secs(5), || {
+        ctrfsd_xattr(&dir, "state").as_deref() == Some("exited")
+    })
+    .expect("stopped container not shown as exited");
+    eprintln!("stop -> shown exited: {took:?}");
     assert!(took <= WITHIN, "stop took {took:?}");
+    assert_eq!(fs::read_to_string(&inst).unwrap(), "two\n");
+    docker_ok(&["rm", &c.name]);
+    let took =
+        wait_until(Duration::from_secs(5), || !d.has(&n2)).expect("removed container still listed");
+    eprintln!("rm -> gone: {took:?}");
+    assert!(took <= WITHIN, "rm took {took:?}");
 }
 
 #[test]

@@ -9,20 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn docker_ok(args: &[&str]) -> String {
-    let o = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout(&o).trim().to_string()
-}
-
 fn engine_up() -> bool {
     Command::new("docker")
         .arg("info")
@@ -102,8 +88,11 @@ fn docker_stopping_and_returning_keeps_serving_and_resyncs() {
     // It comes back; the container is started again: ctrfsd reconnects and re-lists.
     start_engine();
     docker_ok(&["start", &name]);
+    // Running again, not only listed from its layers as a stopped container.
     let took = wait_until(Duration::from_secs(45), || {
-        fs::read_to_string(d.path().join(&name).join("marker")).is_ok_and(|s| s == "in-image\n")
+        ctrfsd_xattr(&d.path().join(&name), "state").as_deref() == Some("running")
+            && fs::read_to_string(d.path().join(&name).join("marker"))
+                .is_ok_and(|s| s == "in-image\n")
     });
     let _ = Command::new("docker").args(["rm", "-f", &name]).output();
     assert!(

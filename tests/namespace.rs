@@ -106,7 +106,10 @@ fn stat_and_contents_match_the_kernel_view() {
     }
     assert_eq!(fs::metadata(view.join("etc/app.conf")).unwrap().nlink(), 2);
     // The mount root lists exactly the served container (and `.pid`, for any process).
-    assert_eq!(d.names(), vec![".pid".to_string(), "web".to_string()]);
+    assert_eq!(
+        d.names(),
+        vec![".diff".to_string(), ".pid".to_string(), "web".to_string()]
+    );
 }
 
 #[test]

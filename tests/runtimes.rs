@@ -171,10 +171,8 @@ fn docker_ctr(name: &str) -> Ctr {
 }
 
 fn xattr(path: &std::path::Path, name: &str) -> String {
-    run(&format!(
-        "getfattr --only-values -n user.ctrfsd.{name} '{}'",
-        path.display()
-    ))
+    ctrfsd_xattr(path, name)
+        .unwrap_or_else(|| panic!("no user.ctrfsd.{name} on {}", path.display()))
 }
 
 fn appear(d: &Daemon, rel: &str) -> Duration {

@@ -23,6 +23,26 @@ pub fn kind_of(mode: u32) -> FileType {
     }
 }
 
+/// What a deletion in a `.diff` view points at: the overlayfs whiteout (a character device
+/// 0:0) is shown as a symlink to this text, so `ls -l` reads `motd -> (deleted)`.
+pub const WHITEOUT_TARGET: &str = "(deleted)";
+
+/// True for an overlayfs whiteout.
+pub fn is_whiteout(st: &Statx) -> bool {
+    u32::from(st.stx_mode) & libc::S_IFMT == libc::S_IFCHR
+        && st.stx_rdev_major == 0
+        && st.stx_rdev_minor == 0
+}
+
+/// Shows a whiteout as a symlink to [`WHITEOUT_TARGET`] (`.diff` views only).
+pub fn whiteout_as_link(st: &mut Statx) {
+    if is_whiteout(st) {
+        st.stx_mode = (libc::S_IFLNK | 0o777) as u16;
+        st.stx_size = WHITEOUT_TARGET.len() as u64;
+        st.stx_blocks = 0;
+    }
+}
+
 /// A device number in the kernel's 32-bit encoding (new_encode_dev), which FUSE carries.
 fn encode_dev(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)

@@ -15,11 +15,12 @@ use fuser::{FileAttr, FileType};
 use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, openat, seek, statx};
 
 use super::attr::synthetic_dir_attr;
-use super::attr::{STATX_MASK, kind_of, placeholder_attr, to_attr};
+use super::attr::{STATX_MASK, is_whiteout, kind_of, placeholder_attr, to_attr};
 use super::handles::Handle;
 use super::nodes::Shown;
 use super::virt::listed_ino;
 use super::{CtrFs, errno};
+use crate::instance::Source;
 use crate::registry::{VEntry, is_virtual};
 
 /// One directory entry to hand to the kernel.
@@ -117,7 +118,7 @@ impl CtrFs {
                             }
                             VEntry::Container(inst) => match self.lookup_container(inst, ino, name)
                             {
-                                Ok((node, st)) => Some((node.ino, to_attr(node.ino, &st))),
+                                Ok((node, attr)) => Some((node.ino, attr)),
                                 Err(_) => continue, // gone since opendir
                             },
                         }
@@ -155,7 +156,15 @@ impl CtrFs {
                     let name = OsStr::from_bytes(entry.file_name().to_bytes());
                     let off = entry.next_entry_cookie();
                     let is_dot = name == "." || name == "..";
-                    let kind = kind_of(entry.file_type().as_raw_mode() & libc::S_IFMT);
+                    let mut kind = kind_of(entry.file_type().as_raw_mode() & libc::S_IFMT);
+                    if kind == FileType::CharDevice
+                        && !plus
+                        && self.node(ino)?.inst.source == Source::Diff
+                        && statx(&*fd, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK)
+                            .is_ok_and(|st| is_whiteout(&st))
+                    {
+                        kind = FileType::Symlink; // as `shown_stat` shows it
+                    }
                     match &node {
                         Some(dnode) if !is_dot => {
                             let (child, attr) = if let Some(mnt) =
@@ -165,7 +174,7 @@ impl CtrFs {
                                 let attr = placeholder_attr(child.ino);
                                 (child, attr)
                             } else {
-                                let st = match statx(
+                                let mut st = match statx(
                                     &*fd,
                                     name,
                                     AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
@@ -174,6 +183,7 @@ impl CtrFs {
                                     Ok(st) => st,
                                     Err(_) => continue, // gone since getdents: skip it
                                 };
+                                self.shown_stat(&dnode.inst, &mut st);
                                 let child = self.child_node(dnode, name, &st);
                                 let attr = to_attr(child.ino, &st);
                                 (child, attr)

@@ -28,6 +28,12 @@ impl CtrFs {
         let loc = node.loc();
         let parent = self.node(loc.parent)?;
         let pfd = self.dir_fd(&parent)?;
+        if node.inst.source == crate::instance::Source::Diff
+            && statx(&*pfd, loc.name(), AtFlags::SYMLINK_NOFOLLOW, STATX_MASK)
+                .is_ok_and(|st| super::attr::is_whiteout(&st))
+        {
+            return Ok(super::attr::WHITEOUT_TARGET.as_bytes().to_vec());
+        }
         let target = readlinkat(&*pfd, loc.name(), Vec::new())?;
         let link_dir = self.path_of(&parent)?;
         let link_dir: Vec<&[u8]> = link_dir.iter().map(|c| c.as_slice()).collect();

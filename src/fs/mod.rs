@@ -204,7 +204,13 @@ impl CtrFs {
     fn stat_node(&self, node: &Node) -> io::Result<Statx> {
         let loc = node.loc();
         let cached = if is_virtual(loc.parent) {
-            Some(node.inst.root()?)
+            let root = node.inst.root()?;
+            if !node.inst.is_running() {
+                // Keyed by the instance alone (see `lookup_container`): whatever mount now
+                // backs it is its root.
+                return Ok(statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?);
+            }
+            Some(root)
         } else {
             self.dirs.get(node.ino)
         };
@@ -221,7 +227,16 @@ impl CtrFs {
             }
         };
         check_same(node, &st)?;
+        let mut st = st;
+        self.shown_stat(&node.inst, &mut st);
         Ok(st)
+    }
+
+    /// How a file's stats are shown in `inst`: in a `.diff` view, whiteouts become links.
+    fn shown_stat(&self, inst: &Instance, st: &mut Statx) {
+        if inst.source == crate::instance::Source::Diff {
+            attr::whiteout_as_link(st);
+        }
     }
 
     /// Names from the container root down to directory node `dir`.

@@ -39,12 +39,13 @@ impl CtrFs {
                 return Ok(placeholder_attr(node.ino));
             }
             let pfd = self.dir_fd(&pnode)?;
-            let st = statx(
+            let mut st = statx(
                 &*pfd,
                 name,
                 AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
                 STATX_MASK,
             )?;
+            self.shown_stat(&pnode.inst, &mut st);
             (self.child_node(&pnode, name, &st), st)
         };
         Ok(to_attr(node.ino, &st))
@@ -123,6 +124,9 @@ impl CtrFs {
         };
         if node.shown == Shown::Placeholder {
             return Ok(placeholder_attr(ino));
+        }
+        if node.is_instance_root() && !node.inst.is_running() {
+            return Ok(self.detached_root_attr(&node));
         }
         Ok(to_attr(ino, &self.stat_node(&node)?))
     }

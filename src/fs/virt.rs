@@ -8,12 +8,12 @@ use std::io;
 use std::sync::Arc;
 
 use fuser::{FileAttr, FileType};
-use rustix::fs::{AtFlags, Statx, statx};
+use rustix::fs::{AtFlags, statx};
 
 use super::attr::{STATX_MASK, dev_of, synthetic_dir_attr};
 use super::nodes::{Node, NodeKey, Shown};
 use super::{CtrFs, errno};
-use crate::instance::Instance;
+use crate::instance::{Instance, Source};
 use crate::registry::{ROOT_INO, VEntry, View, describe};
 
 /// Prefix of the attributes ctrfsd sets on container directories.
@@ -32,14 +32,12 @@ impl CtrFs {
                 .filter(|p| p.to_string() == name_str)
                 .ok_or_else(|| errno(libc::ENOENT))?;
             let inst = self.registry.pid_instance(pid)?;
-            let (node, st) = self.lookup_container(&inst, parent, name)?;
-            return Ok(super::attr::to_attr(node.ino, &st));
+            return self.lookup_container(&inst, parent, name).map(|(_, a)| a);
         }
         match dir.children.get(name_str) {
             Some(VEntry::Dir(ino)) => Ok(synthetic_dir_attr(*ino, self.started)),
             Some(VEntry::Container(inst)) => {
-                let (node, st) = self.lookup_container(inst, parent, name)?;
-                Ok(super::attr::to_attr(node.ino, &st))
+                self.lookup_container(inst, parent, name).map(|(_, a)| a)
             }
             None if parent == ROOT_INO => {
                 let ino = view.alias(name_str).ok_or_else(|| errno(libc::ENOENT))?;
@@ -49,13 +47,32 @@ impl CtrFs {
         }
     }
 
-    /// The root directory node of a container, counted as one kernel reference.
+    /// The root directory node of a container, counted as one kernel reference, and its
+    /// attributes.
+    ///
+    /// A stopped container's (or `.diff`) root is keyed by the instance alone and is not
+    /// assembled here: listing the mount root must not mount every stopped container. Until
+    /// something looks inside, it shows made-up directory attributes; its real ones after.
     pub(super) fn lookup_container(
         &self,
         inst: &Arc<Instance>,
         parent: u64,
         name: &OsStr,
-    ) -> io::Result<(Arc<Node>, Statx)> {
+    ) -> io::Result<(Arc<Node>, FileAttr)> {
+        if !inst.is_running() {
+            let key = NodeKey {
+                seq: inst.seq,
+                mnt: 0,
+                dev: 0,
+                ino: 0,
+                link_parent: 0,
+            };
+            let node =
+                self.nodes
+                    .lookup(key, FileType::Directory, Shown::Normal, inst, parent, name);
+            let attr = self.detached_root_attr(&node);
+            return Ok((node, attr));
+        }
         let root = inst.root()?;
         let st = statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
         let key = NodeKey {
@@ -68,7 +85,21 @@ impl CtrFs {
         let node = self
             .nodes
             .lookup(key, FileType::Directory, Shown::Normal, inst, parent, name);
-        Ok((node, st))
+        let attr = super::attr::to_attr(node.ino, &st);
+        Ok((node, attr))
+    }
+
+    /// Attributes of a stopped container's (or `.diff` view's) root: the real ones once
+    /// assembled, made-up ones before (and when it cannot be assembled; opening it then
+    /// fails with the reason in the log and in `user.ctrfsd.unavailable`).
+    pub(super) fn detached_root_attr(&self, node: &Node) -> FileAttr {
+        if node.inst.is_assembled()
+            && let Ok(root) = node.inst.root()
+            && let Ok(st) = statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)
+        {
+            return super::attr::to_attr(node.ino, &st);
+        }
+        synthetic_dir_attr(node.ino, self.started)
     }
 
     fn link_attr(&self, view: &View, ino: u64) -> io::Result<FileAttr> {
@@ -125,9 +156,25 @@ impl CtrFs {
             ("runtime", describe(&i.ident)),
             ("id", i.ident.id.clone()),
             ("name", i.ident.name.clone()),
-            ("pid", i.pid.to_string()),
             ("path", i.path().to_string()),
         ];
+        match i.stopped_state() {
+            None if i.source == Source::Diff => out.push(("state", "diff".into())),
+            None => {
+                out.push(("state", "running".into()));
+                out.push(("pid", i.pid.to_string()));
+            }
+            Some(s) => {
+                out.push(("state", s.state.clone()));
+                out.push(("exit_code", s.exit_code.to_string()));
+                if !s.finished_at.is_empty() {
+                    out.push(("finished_at", s.finished_at.clone()));
+                }
+            }
+        }
+        if let Some(why) = i.unavailable() {
+            out.push(("unavailable", why));
+        }
         if !i.ident.image.is_empty() {
             out.push(("image", i.ident.image.clone()));
         }

@@ -15,12 +15,15 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
 use log::{debug, info, warn};
 
-use crate::instance::{Identity, Instance, Runtime, pin, short_id};
+use crate::instance::{Identity, Instance, Runtime, Stopped, pin, short_id};
+use crate::layers::Storage;
 use crate::registry::Registry;
 
-/// Container events after which the container's state is looked up again.
+/// Container events after which the container's state is looked up again ("remove" is
+/// Podman's word for Docker's "destroy").
 const ACTIONS: &[&str] = &[
-    "start", "restart", "die", "stop", "kill", "oom", "rename", "destroy", "pause", "unpause",
+    "create", "start", "restart", "die", "stop", "kill", "oom", "rename", "destroy", "remove",
+    "pause", "unpause",
 ];
 
 /// One Docker-API daemon.
@@ -113,7 +116,8 @@ async fn follow(
     }
 }
 
-/// Full re-list: serve every running container, drop what Docker no longer runs.
+/// Full re-list: serve every container (running, and stopped unless `--running-only`), drop
+/// what the daemon no longer has.
 async fn sync_all(
     docker: &Docker,
     ep: &Endpoint,
@@ -121,7 +125,7 @@ async fn sync_all(
 ) -> Result<(), DockerError> {
     let list = docker
         .list_containers(Some(ListContainersOptions {
-            all: false,
+            all: registry.shows_stopped(),
             ..Default::default()
         }))
         .await?;
@@ -133,8 +137,11 @@ async fn sync_all(
             .and_then(|n| n.into_iter().next())
             .map(|n| n.trim_start_matches('/').to_string());
         ids.insert(id.clone());
+        let runs = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
         let current = registry.find(&ep.key(&id));
-        let fresh = current.is_some_and(|i| i.is_alive() && Some(&i.ident.name) == name.as_ref());
+        let fresh = current.is_some_and(|i| {
+            i.is_alive() && Some(&i.ident.name) == name.as_ref() && i.is_running() == runs
+        });
         if !fresh {
             reconcile(docker, ep, registry, &id).await?;
         }
@@ -143,30 +150,42 @@ async fn sync_all(
     Ok(())
 }
 
-/// Who the daemon says container `id` is, and its main PID, if it runs. `Ok(None)` also for
-/// containers that are not shown (Kubernetes pod sandboxes).
-async fn running(
+/// What the daemon says about a container.
+#[derive(Debug, PartialEq)]
+enum Found {
+    /// It runs: who it is, its main PID, its layers.
+    Running(Identity, i32, Option<Storage>),
+    /// It does not run (created, exited, dead).
+    Stopped(Identity, Stopped, Storage),
+    /// Gone, or not shown (a Kubernetes pod sandbox; a stopped one with `--running-only`).
+    Hidden,
+}
+
+/// Who the daemon says container `id` is, and whether and how it runs.
+async fn inspect(
     docker: &Docker,
     ep: &Endpoint,
     id: &str,
-) -> Result<Option<(Identity, i32)>, DockerError> {
+    with_stopped: bool,
+) -> Result<Found, DockerError> {
     let info = match docker.inspect_container(id, None).await {
         Ok(info) => info,
         Err(DockerError::DockerResponseServerError {
             status_code: 404, ..
-        }) => return Ok(None),
+        }) => return Ok(Found::Hidden),
         Err(e) => return Err(e),
     };
     let state = info.state.unwrap_or_default();
     let pid = state.pid.unwrap_or(0);
-    if state.running != Some(true) || pid <= 0 {
-        return Ok(None);
+    let runs = state.running == Some(true) && pid > 0;
+    if !runs && !with_stopped {
+        return Ok(Found::Hidden);
     }
     let config = info.config.unwrap_or_default();
     let labels = config.labels.unwrap_or_default();
     let k8s = match super::kubernetes(&labels) {
         Some(Some(p)) => Some(p),
-        Some(None) => return Ok(None),
+        Some(None) => return Ok(Found::Hidden),
         None => None,
     };
     let mut ident = ep.key(id);
@@ -177,7 +196,32 @@ async fn running(
         .to_string();
     ident.image = config.image.unwrap_or_default();
     ident.k8s = k8s;
-    Ok(Some((ident, pid as i32)))
+    ident.created = info
+        .created
+        .as_deref()
+        .and_then(super::unix_seconds)
+        .unwrap_or(0);
+    let storage = match info.graph_driver {
+        Some(g) => Storage::from_graph_driver(&g.name, &g.data),
+        None => Storage::Unavailable("the runtime reports no storage driver".into()),
+    };
+    if runs {
+        return Ok(Found::Running(ident, pid as i32, Some(storage)));
+    }
+    let status = state
+        .status
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "exited".into());
+    let stopped = Stopped {
+        state: status,
+        exit_code: state.exit_code.unwrap_or(0),
+        finished_at: state
+            .finished_at
+            .filter(|f| !f.starts_with("0001-"))
+            .unwrap_or_default(),
+    };
+    Ok(Found::Stopped(ident, stopped, storage))
 }
 
 /// Brings the registry in line with what the daemon says about `id`. Transport errors are
@@ -188,9 +232,21 @@ async fn reconcile(
     registry: &Arc<Registry>,
     id: &str,
 ) -> Result<(), DockerError> {
-    let Some((ident, pid)) = running(docker, ep, id).await? else {
-        registry.remove(&ep.key(id), "not running");
-        return Ok(());
+    let found = inspect(docker, ep, id, registry.shows_stopped()).await?;
+    let (ident, pid, storage) = match found {
+        Found::Hidden => {
+            registry.remove(&ep.key(id), "not running");
+            return Ok(());
+        }
+        Found::Stopped(ident, stopped, storage) => {
+            if !registry.serves_stopped(&ident, &stopped, &storage)
+                && crate::registry::invalid_name(&ident.name).is_none()
+            {
+                super::serve(registry, Instance::stopped(ident, stopped, storage));
+            }
+            return Ok(());
+        }
+        Found::Running(ident, pid, storage) => (ident, pid, storage),
     };
     if registry.serves(&ident, pid) {
         return Ok(());
@@ -212,7 +268,8 @@ async fn reconcile(
             return Ok(());
         }
     };
-    if running(docker, ep, id).await? != Some((ident.clone(), pid)) {
+    if inspect(docker, ep, id, false).await? != Found::Running(ident.clone(), pid, storage.clone())
+    {
         debug!(
             "container {}: changed while acquiring; the next event or re-list retries",
             ident.name
@@ -221,7 +278,7 @@ async fn reconcile(
     }
     let name = ident.name.clone();
     match Instance::open(ident, pid, pidfd) {
-        Ok(inst) => super::serve(registry, inst),
+        Ok(inst) => super::serve(registry, inst.with_storage(storage)),
         Err(e) => warn!(
             "{} container {name} ({}): cannot open its root: {e}",
             ep.label(),

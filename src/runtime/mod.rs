@@ -30,9 +30,10 @@ pub fn serve(registry: &Arc<Registry>, inst: Instance) {
     let Some(watch) = registry.insert(inst) else {
         return;
     };
+    let Some(pidfd) = watch.pidfd else { return };
     let registry = registry.clone();
     tokio::spawn(async move {
-        if wait_exit(watch.pidfd, &watch.cancel).await {
+        if wait_exit(pidfd, &watch.cancel).await {
             registry.remove_token(watch.token);
         }
     });
@@ -51,6 +52,15 @@ pub async fn wait_exit(pidfd: Arc<OwnedFd>, cancel: &tokio::sync::Notify) -> boo
         _ = afd.readable() => true,
         _ = cancel.notified() => false,
     }
+}
+
+/// Seconds since the epoch of an RFC 3339 time as runtimes report it
+/// ("2026-11-22T10:05:06.69147866Z").
+pub fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    rfc3339
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
 }
 
 /// Kubernetes labels, as the kubelet sets them (through cri-dockerd, or containerd's CRI):
@@ -103,5 +113,17 @@ where
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(
+            super::unix_seconds("2026-11-22T10:05:06.69147866Z"),
+            Some(1_795_341_906)
+        );
+        assert_eq!(super::unix_seconds("not a time"), None);
     }
 }

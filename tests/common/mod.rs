@@ -320,3 +320,36 @@ pub fn tail_follow(
     let _ = tail.wait();
     got
 }
+
+/// `user.ctrfsd.<name>` of a container directory, as `getfattr` reads it; `None` if it has none
+/// (or the directory is gone).
+pub fn ctrfsd_xattr(path: &Path, name: &str) -> Option<String> {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", &format!("user.ctrfsd.{name}")])
+        .arg(path)
+        .output()
+        .expect("run getfattr");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `docker ARGS`, stdin closed.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker")
+}
+
+/// Runs `docker ARGS`, fails the test unless it succeeds; its trimmed stdout.
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o).trim().to_string()
+}

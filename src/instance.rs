@@ -42,9 +42,11 @@ static DETACHED: Mutex<VecDeque<(u64, Weak<RootSlot>)>> = Mutex::new(VecDeque::n
 /// What a stopped container's runtime says about how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stopped {
-    /// The runtime's word: "created", "exited", "dead".
+    /// The runtime's word: "created", "exited", "dead" ("stopped" when containerd keeps no
+    /// task to say more).
     pub state: String,
-    pub exit_code: i64,
+    /// Known only for containers that ran and whose runtime kept the status.
+    pub exit_code: Option<i64>,
     /// RFC 3339, as the runtime reports it; empty if it never ran.
     pub finished_at: String,
 }
@@ -390,14 +392,17 @@ impl Instance {
             Storage::Overlay { upper, lowers } => (upper, lowers),
             Storage::Unavailable(_) => return Err(io::Error::from_raw_os_error(libc::ENOMEDIUM)),
         };
-        let r = match self.source {
-            Source::Diff => open(
+        // The `.diff` view is the writable layer itself; so is a stopped container of one layer
+        // (a containerd snapshot without parents), since overlayfs needs two.
+        let r = if self.source == Source::Diff || lowers.is_empty() {
+            open(
                 upper,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(io::Error::from),
-            _ => assemble(upper, lowers),
+            .map_err(io::Error::from)
+        } else {
+            assemble(upper, lowers)
         };
         r.map_err(|e| {
             log::warn!(

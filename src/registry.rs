@@ -276,10 +276,10 @@ impl Registry {
                     i.path(),
                     describe(&i.ident),
                     i.short_id(),
-                    if s.state == "created" {
-                        "created (never started)".to_string()
-                    } else {
-                        format!("{} (exit code {})", s.state, s.exit_code)
+                    match s.exit_code {
+                        _ if s.state == "created" => "created (never started)".to_string(),
+                        Some(code) => format!("{} (exit code {code})", s.state),
+                        None => s.state.clone(),
                     }
                 ),
                 (Some(s), Some(why)) => log::warn!(

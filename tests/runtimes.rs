@@ -330,9 +330,12 @@ fn kubernetes_pods_by_namespace_pod_and_container_and_restarts_move() {
         Some(rel.as_str())
     );
 
-    // A restart: the old container's process dies, the kubelet starts a new container with
-    // the same labels. The path moves to the new one.
-    drop(c1);
+    // A restart: the old container's process dies (its container stays, as the kubelet keeps
+    // it for `kubectl logs --previous`), the kubelet starts a new container with the same
+    // labels. The path moves to the new one; the exited one stays browsable at `~<id>`.
+    run(&format!(
+        "ctr -n k8s.io task kill -s KILL {first}; sleep 0.3; ctr -n k8s.io task delete {first} >/dev/null"
+    ));
     let second = format!("app2-{t}");
     let _c2 = containerd_ctr("k8s.io", &second, &labels("container", Some("app")));
     let took = wait_until(Duration::from_secs(10), || {
@@ -345,6 +348,20 @@ fn kubernetes_pods_by_namespace_pod_and_container_and_restarts_move() {
     })
     .unwrap_or_else(|| panic!("path never moved to {second}; log:\n{}", d.log_text()));
     assert!(took <= WITHIN, "restart -> moved took {took:?}");
+    assert_eq!(xattr(&dir, "state"), "running");
+    let id12 = &first[..first.len().min(12)];
+    let previous = d.path().join(format!("{rel}~{id12}"));
+    wait_until(Duration::from_secs(10), || {
+        ctrfsd_xattr(&previous, "id").as_deref() == Some(first.as_str())
+    })
+    .unwrap_or_else(|| panic!("the exited container is not shown; log:\n{}", d.log_text()));
+    assert_ne!(xattr(&previous, "state"), "running");
+    assert_eq!(
+        fs::read_to_string(previous.join("etc/os-release")).unwrap(),
+        "NAME=ctrfsd-test\n"
+    );
+    drop(c1);
+    disappear(&d, &format!("{rel}~{id12}"));
 }
 
 #[test]

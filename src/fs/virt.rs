@@ -166,7 +166,9 @@ impl CtrFs {
             }
             Some(s) => {
                 out.push(("state", s.state.clone()));
-                out.push(("exit_code", s.exit_code.to_string()));
+                if let Some(code) = s.exit_code {
+                    out.push(("exit_code", code.to_string()));
+                }
                 if !s.finished_at.is_empty() {
                     out.push(("finished_at", s.finished_at.clone()));
                 }

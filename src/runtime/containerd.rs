@@ -20,7 +20,9 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint as GrpcEndpoint, Uri};
 use tonic::{Code, Status};
 
-use crate::instance::{Identity, Instance, Runtime, pin, short_id};
+use super::Found;
+use crate::instance::{Identity, Instance, Runtime, Stopped, pin, short_id};
+use crate::layers::Storage;
 use crate::registry::Registry;
 
 /// containerd's default socket.
@@ -68,6 +70,10 @@ pub mod proto {
         pub labels: HashMap<String, String>,
         #[prost(string, tag = "3")]
         pub image: String,
+        #[prost(string, tag = "6")]
+        pub snapshotter: String,
+        #[prost(string, tag = "7")]
+        pub snapshot_key: String,
         #[prost(message, optional, tag = "8")]
         pub created_at: Option<Timestamp>,
     }
@@ -92,7 +98,8 @@ pub mod proto {
         pub container: Option<Container>,
     }
 
-    /// `containerd.v1.types.Process`; `status` 2 running, 4 paused, 5 pausing.
+    /// `containerd.v1.types.Process`; `status` 1 created, 2 running, 3 stopped, 4 paused,
+    /// 5 pausing.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Process {
         #[prost(string, tag = "1")]
@@ -105,6 +112,34 @@ pub mod proto {
         pub pid: u32,
         #[prost(int32, tag = "4")]
         pub status: i32,
+        #[prost(uint32, tag = "9")]
+        pub exit_status: u32,
+        #[prost(message, optional, tag = "10")]
+        pub exited_at: Option<Timestamp>,
+    }
+
+    /// snapshots/v1 `Mounts`: how to mount a container's snapshot (its layers).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct MountsRequest {
+        #[prost(string, tag = "1")]
+        pub snapshotter: String,
+        #[prost(string, tag = "2")]
+        pub key: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct MountsResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub mounts: Vec<Mount>,
+    }
+    /// `containerd.types.Mount`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Mount {
+        #[prost(string, tag = "1")]
+        pub r#type: String,
+        #[prost(string, tag = "2")]
+        pub source: String,
+        #[prost(string, repeated, tag = "4")]
+        pub options: Vec<String>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ListTasksRequest {
@@ -290,6 +325,31 @@ impl Client {
         }
     }
 
+    /// The mounts of a container's snapshot; `None` if containerd has no such snapshot.
+    async fn mounts(
+        &self,
+        ns: &str,
+        snapshotter: &str,
+        key: &str,
+    ) -> Result<Option<Vec<proto::Mount>>, Status> {
+        let req = proto::MountsRequest {
+            snapshotter: snapshotter.into(),
+            key: key.into(),
+        };
+        match self
+            .unary::<_, proto::MountsResponse>(
+                "/containerd.services.snapshots.v1.Snapshots/Mounts",
+                Some(ns),
+                req,
+            )
+            .await
+        {
+            Ok(r) => Ok(Some(r.mounts)),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
+    }
+
     async fn subscribe(&self) -> Result<tonic::Streaming<proto::Envelope>, Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         grpc.ready()
@@ -422,7 +482,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Full re-list of every namespace: serve every live task, drop what containerd no longer runs.
+/// Full re-list of every namespace: serve every container (live tasks from their process,
+/// the others from their snapshot unless `--running-only`), drop what containerd no longer has.
 async fn sync_all(client: &Client, registry: &Arc<Registry>) -> Result<(), Status> {
     let mut seen: HashSet<(String, String)> = HashSet::new();
     for ns in client.namespaces().await? {
@@ -433,24 +494,30 @@ async fn sync_all(client: &Client, registry: &Arc<Registry>) -> Result<(), Statu
             .tasks(&ns)
             .await?
             .into_iter()
-            .filter(live)
             .map(|t| (t.id.clone(), t))
             .collect();
         let containers = client.containers(&ns).await?;
         debug!(
-            "containerd: namespace {ns}: {} containers, {} live tasks",
+            "containerd: namespace {ns}: {} containers, {} tasks",
             containers.len(),
             tasks.len()
         );
         for c in containers {
-            let Some(task) = tasks.get(&c.id) else {
-                continue;
-            };
             let Some(ident) = identity(&ns, &c) else {
                 continue;
             };
-            seen.insert((ns.clone(), c.id.clone()));
-            if !registry.serves(&ident, task.pid as i32) {
+            let task = tasks.get(&c.id);
+            let current = registry.find(&ident);
+            let fresh = match task {
+                Some(t) if live(t) => registry.serves(&ident, t.pid as i32),
+                // Stopped: shown already (its layers do not change while it is stopped)?
+                _ => current.is_some_and(|i| i.is_alive() && !i.is_running() && i.ident == ident),
+            };
+            let shown = task.is_some_and(live) || registry.shows_stopped();
+            if shown {
+                seen.insert((ns.clone(), c.id.clone()));
+            }
+            if shown && !fresh {
                 reconcile(client, registry, &ns, &c.id).await?;
             }
         }
@@ -461,18 +528,101 @@ async fn sync_all(client: &Client, registry: &Arc<Registry>) -> Result<(), Statu
     Ok(())
 }
 
-/// What containerd says about one container: who it is and its live task's PID.
-async fn running(client: &Client, ns: &str, id: &str) -> Result<Option<(Identity, i32)>, Status> {
+/// What containerd says about one container: who it is, and its live task's PID or how it
+/// ended and where its layers are.
+async fn inspect(client: &Client, ns: &str, id: &str, with_stopped: bool) -> Result<Found, Status> {
     let Some(c) = client.container(ns, id).await? else {
-        return Ok(None);
+        return Ok(Found::Hidden);
     };
     let Some(ident) = identity(ns, &c) else {
-        return Ok(None);
+        return Ok(Found::Hidden);
     };
-    match client.task(ns, id).await? {
-        Some(t) if live(&t) => Ok(Some((ident, t.pid as i32))),
-        _ => Ok(None),
+    let task = client.task(ns, id).await?;
+    if let Some(t) = &task
+        && live(t)
+    {
+        return Ok(Found::Running(ident, t.pid as i32, None));
     }
+    if !with_stopped {
+        return Ok(Found::Hidden);
+    }
+    let stopped = match task {
+        Some(t) if t.status == 1 => Stopped {
+            state: "created".into(),
+            exit_code: None,
+            finished_at: String::new(),
+        },
+        Some(t) => Stopped {
+            state: "exited".into(),
+            exit_code: Some(i64::from(t.exit_status)),
+            finished_at: t
+                .exited_at
+                .and_then(|e| jiff::Timestamp::new(e.seconds, e.nanos).ok())
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        },
+        // containerd keeps no task of a container that was never started or whose task was
+        // deleted after it exited: which of the two is not recorded.
+        None => Stopped {
+            state: "stopped".into(),
+            exit_code: None,
+            finished_at: String::new(),
+        },
+    };
+    let storage = storage(client, ns, &c).await?;
+    Ok(Found::Stopped(ident, stopped, storage))
+}
+
+/// Where a container's layers are: its snapshot's mounts, as containerd would mount them.
+async fn storage(client: &Client, ns: &str, c: &proto::Container) -> Result<Storage, Status> {
+    if c.snapshot_key.is_empty() {
+        return Ok(Storage::Unavailable(
+            "containerd reports no snapshot for it".into(),
+        ));
+    }
+    let Some(mounts) = client.mounts(ns, &c.snapshotter, &c.snapshot_key).await? else {
+        return Ok(Storage::Unavailable(format!(
+            "snapshot {:?} of snapshotter {:?} is gone",
+            c.snapshot_key, c.snapshotter
+        )));
+    };
+    Ok(match mounts.as_slice() {
+        [m] if m.r#type == "overlay" => {
+            let opt = |k: &str| {
+                m.options
+                    .iter()
+                    .find_map(|o| o.strip_prefix(k)?.strip_prefix('='))
+            };
+            match opt("upperdir") {
+                Some(upper) => Storage::Overlay {
+                    upper: upper.into(),
+                    lowers: opt("lowerdir")
+                        .map(|l| {
+                            l.split(':')
+                                .filter(|s| !s.is_empty())
+                                .map(Into::into)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                },
+                None => Storage::Unavailable("its snapshot has no writable layer".into()),
+            }
+        }
+        // A snapshot without parents is a plain directory, bind-mounted.
+        [m] if m.r#type == "bind" => Storage::Overlay {
+            upper: m.source.clone().into(),
+            lowers: Vec::new(),
+        },
+        _ => Storage::Unavailable(format!(
+            "snapshotter {:?} mounts it as {}: ctrfsd assembles overlay layers only",
+            c.snapshotter,
+            mounts
+                .iter()
+                .map(|m| m.r#type.as_str())
+                .collect::<Vec<_>>()
+                .join("+")
+        )),
+    })
 }
 
 /// Brings the registry in line with what containerd says about `id` in `ns`.
@@ -482,9 +632,26 @@ async fn reconcile(
     ns: &str,
     id: &str,
 ) -> Result<(), Status> {
-    let Some((ident, pid)) = running(client, ns, id).await? else {
-        registry.remove(&key(ns, id), "not running");
-        return Ok(());
+    let (ident, pid) = match inspect(client, ns, id, registry.shows_stopped()).await? {
+        Found::Hidden => {
+            registry.remove(&key(ns, id), "not running");
+            return Ok(());
+        }
+        Found::Stopped(ident, stopped, storage) => {
+            // A task deleted after its exit says less than the task did: keep what we know.
+            let known = registry.find(&ident).is_some_and(|i| {
+                i.is_alive()
+                    && i.ident == ident
+                    && i.storage.as_deref() == Some(&storage)
+                    && stopped.state == "stopped"
+                    && i.stopped_state().is_some()
+            });
+            if !known {
+                super::serve_stopped(registry, ident, stopped, storage);
+            }
+            return Ok(());
+        }
+        Found::Running(ident, pid, _) => (ident, pid),
     };
     if registry.serves(&ident, pid) {
         return Ok(());
@@ -497,7 +664,7 @@ async fn reconcile(
             return Ok(());
         }
     };
-    if running(client, ns, id).await? != Some((ident.clone(), pid)) {
+    if inspect(client, ns, id, false).await? != Found::Running(ident.clone(), pid, None) {
         debug!("containerd {ns}/{id}: changed while acquiring; the next event or re-list retries");
         return Ok(());
     }

@@ -15,6 +15,7 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
 use log::{debug, info, warn};
 
+use super::Found;
 use crate::instance::{Identity, Instance, Runtime, Stopped, pin, short_id};
 use crate::layers::Storage;
 use crate::registry::Registry;
@@ -150,17 +151,6 @@ async fn sync_all(
     Ok(())
 }
 
-/// What the daemon says about a container.
-#[derive(Debug, PartialEq)]
-enum Found {
-    /// It runs: who it is, its main PID, its layers.
-    Running(Identity, i32, Option<Storage>),
-    /// It does not run (created, exited, dead).
-    Stopped(Identity, Stopped, Storage),
-    /// Gone, or not shown (a Kubernetes pod sandbox; a stopped one with `--running-only`).
-    Hidden,
-}
-
 /// Who the daemon says container `id` is, and whether and how it runs.
 async fn inspect(
     docker: &Docker,
@@ -214,8 +204,8 @@ async fn inspect(
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "exited".into());
     let stopped = Stopped {
+        exit_code: state.exit_code.filter(|_| status != "created"),
         state: status,
-        exit_code: state.exit_code.unwrap_or(0),
         finished_at: state
             .finished_at
             .filter(|f| !f.starts_with("0001-"))
@@ -239,11 +229,7 @@ async fn reconcile(
             return Ok(());
         }
         Found::Stopped(ident, stopped, storage) => {
-            if !registry.serves_stopped(&ident, &stopped, &storage)
-                && crate::registry::invalid_name(&ident.name).is_none()
-            {
-                super::serve(registry, Instance::stopped(ident, stopped, storage));
-            }
+            super::serve_stopped(registry, ident, stopped, storage);
             return Ok(());
         }
         Found::Running(ident, pid, storage) => (ident, pid, storage),

@@ -22,8 +22,41 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
-use crate::instance::{Instance, PodRef};
+use crate::instance::{Identity, Instance, PodRef, Stopped};
+use crate::layers::Storage;
 use crate::registry::Registry;
+
+/// What a runtime says about one container.
+#[derive(Debug, PartialEq)]
+pub enum Found {
+    /// It runs: who it is, its main PID, its layers (if the runtime says).
+    Running(Identity, i32, Option<Storage>),
+    /// It does not run (created, exited, dead).
+    Stopped(Identity, Stopped, Storage),
+    /// Gone, or not shown (a Kubernetes pod sandbox; a stopped one with `--running-only`).
+    Hidden,
+}
+
+/// Shows a stopped container from its layers, unless it is already shown so (or its name
+/// cannot be a path).
+pub fn serve_stopped(
+    registry: &Arc<Registry>,
+    ident: Identity,
+    stopped: Stopped,
+    storage: Storage,
+) {
+    if registry.serves_stopped(&ident, &stopped, &storage) {
+        return;
+    }
+    if let Some(reason) = crate::registry::invalid_name(&ident.name) {
+        debug!(
+            "stopped container {}: name {:?} {reason}; not shown",
+            ident.id, ident.name
+        );
+        return;
+    }
+    serve(registry, Instance::stopped(ident, stopped, storage));
+}
 
 /// Registers `inst` and removes it again when its process exits.
 pub fn serve(registry: &Arc<Registry>, inst: Instance) {

@@ -284,9 +284,23 @@ fn containerd_namespaces_names_and_events() {
     appear(&d, &format!("{id2}@{other}"));
     assert!(!d.has(&id2));
 
+    // Its writable layer, and once its task is killed, its files from its snapshot.
+    assert!(fs::read_dir(d.path().join(".diff").join(&name)).is_ok());
+    assert_eq!(xattr(&dir, "state"), "running");
+    run(&format!("ctr -n default task kill -s KILL {id}"));
+    let took = wait_until(Duration::from_secs(10), || {
+        ctrfsd_xattr(&dir, "state").as_deref() == Some("exited")
+    })
+    .unwrap_or_else(|| panic!("killed task not shown exited; log:\n{}", d.log_text()));
+    assert!(took <= WITHIN, "containerd kill -> exited took {took:?}");
+    assert_eq!(xattr(&dir, "exit_code"), "137");
+    assert_eq!(
+        fs::read_to_string(dir.join("etc/os-release")).unwrap(),
+        "NAME=ctrfsd-test\n"
+    );
     drop(c);
     let took = disappear(&d, &name);
-    assert!(took <= WITHIN, "containerd kill -> gone took {took:?}");
+    assert!(took <= WITHIN, "containerd delete -> gone took {took:?}");
     drop(c2);
     disappear(&d, &format!("{id2}@{other}"));
 }

@@ -541,7 +541,8 @@ async fn inspect(client: &Client, ns: &str, id: &str, with_stopped: bool) -> Res
     if let Some(t) = &task
         && live(t)
     {
-        return Ok(Found::Running(ident, t.pid as i32, None));
+        let storage = storage(client, ns, &c).await?;
+        return Ok(Found::Running(ident, t.pid as i32, Some(storage)));
     }
     if !with_stopped {
         return Ok(Found::Hidden);
@@ -632,7 +633,7 @@ async fn reconcile(
     ns: &str,
     id: &str,
 ) -> Result<(), Status> {
-    let (ident, pid) = match inspect(client, ns, id, registry.shows_stopped()).await? {
+    let (ident, pid, storage) = match inspect(client, ns, id, registry.shows_stopped()).await? {
         Found::Hidden => {
             registry.remove(&key(ns, id), "not running");
             return Ok(());
@@ -651,7 +652,7 @@ async fn reconcile(
             }
             return Ok(());
         }
-        Found::Running(ident, pid, _) => (ident, pid),
+        Found::Running(ident, pid, storage) => (ident, pid, storage),
     };
     if registry.serves(&ident, pid) {
         return Ok(());
@@ -664,12 +665,13 @@ async fn reconcile(
             return Ok(());
         }
     };
-    if inspect(client, ns, id, false).await? != Found::Running(ident.clone(), pid, None) {
+    if inspect(client, ns, id, false).await? != Found::Running(ident.clone(), pid, storage.clone())
+    {
         debug!("containerd {ns}/{id}: changed while acquiring; the next event or re-list retries");
         return Ok(());
     }
     match Instance::open(ident, pid, pidfd) {
-        Ok(inst) => super::serve(registry, inst),
+        Ok(inst) => super::serve(registry, inst.with_storage(storage)),
         Err(e) => warn!(
             "containerd container {ns}/{}: cannot open its root: {e}",
             short_id(id)

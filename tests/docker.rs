@@ -292,3 +292,75 @@ fn a_restarted_container_is_served_from_its_new_process() {
     );
     assert!(fs::read_to_string(d.path().join(&c.name).join("etc/os-release")).is_ok());
 }
+
+#[test]
+fn pause_kill_and_recreate_while_host_tools_hold_files_open() {
+    use std::io::{Read, Seek, SeekFrom};
+    let d = docker_daemon();
+    let name = format!("ctrfsd-pk-{}", token());
+    let c = Ctr::run(
+        &name,
+        "i=0; while [ $i -lt 2000 ]; do echo first-instance-line-$i; i=$((i+1)); done > /big; \
+         echo ready > /ready; exec sleep 100000",
+    );
+    let dir = d.path().join(&name);
+    wait_until(Duration::from_secs(5), || dir.join("ready").exists()).expect("not served");
+    let mut held = fs::File::open(dir.join("big")).unwrap();
+    let mut head = [0u8; 22];
+    held.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"first-instance-line-0\n");
+
+    // Paused (frozen): its files are still read, nothing waits on the frozen processes.
+    docker_ok(&["pause", &name]);
+    let out = sh(&format!(
+        "timeout 20 grep -c first-instance {}/big",
+        dir.display()
+    ));
+    assert_eq!(stdout(&out), "2000\n", "{out:?}");
+    assert_eq!(ctrfsd_xattr(&dir, "state").as_deref(), Some("running"));
+    docker_ok(&["unpause", &name]);
+
+    // Killed: the open file keeps reading as on a real filesystem; new lookups see the
+    // stopped container's files (its writable layer) within a second.
+    docker_ok(&["kill", &name]);
+    let took = wait_until(Duration::from_secs(5), || {
+        ctrfsd_xattr(&dir, "state").as_deref() == Some("exited")
+    })
+    .expect("killed container not shown exited");
+    assert!(took <= WITHIN, "kill -> exited took {took:?}");
+    let mut rest = String::new();
+    held.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.ends_with("first-instance-line-1999\n"),
+        "{}",
+        &rest[rest.len() - 40..]
+    );
+    assert!(
+        fs::read_to_string(dir.join("big"))
+            .unwrap()
+            .starts_with("first-instance")
+    );
+
+    // Removed and recreated under the same name: new lookups see only the new instance within
+    // a second; the handle opened on the old one still reads the old bytes.
+    drop(c);
+    let _c = Ctr::run(&name, "echo second-instance > /big; exec sleep 100000");
+    let mut seen = Vec::new();
+    let took = wait_until(Duration::from_secs(5), || {
+        let r = fs::read_to_string(dir.join("big")).ok();
+        let done = r.as_deref() == Some("second-instance\n");
+        seen.push(r.map(|s| s.lines().next().unwrap_or("").to_string()));
+        done
+    })
+    .expect("recreated container not served");
+    assert!(took <= WITHIN, "recreate -> served took {took:?}");
+    assert!(
+        seen.iter()
+            .flatten()
+            .all(|l| l == "second-instance" || l.starts_with("first-instance")),
+        "{seen:?}"
+    );
+    held.seek(SeekFrom::Start(0)).unwrap();
+    held.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"first-instance-line-0\n");
+}

@@ -2,7 +2,9 @@
 # Benchmarks ctrfsd against the kernel's own view, /proc/<pid>/root, on the same files in the
 # same run, and prints one table of medians and ratios (ctrfsd / direct). Run as root:
 #   sudo scripts/bench.sh            # the workloads of issue #3
-#   sudo scripts/bench.sh --scale    # also: walk 1,000,000 files under RLIMIT_NOFILE 1024, RSS
+#   sudo scripts/bench.sh --scale    # also: walk 1,000,000 files under RLIMIT_NOFILE 1024, RSS,
+#                                    # and list one directory of 1,000,000 entries
+#   sudo scripts/bench.sh --scale-only   # only the two scale checks
 # Env: RUNS (default 5), MANY (containers for the `ls` row, default 200; 0 skips the row).
 # Containers and images are reused between runs (names ctrfsd-bench-*); `scripts/bench.sh
 # --clean` removes them.
@@ -16,13 +18,15 @@ MNT=$WORK/mnt
 BINDMNT=$WORK/bindfs
 OUT=$WORK/results
 SCALE=0
+SCALE_ONLY=0
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
 case "${1:-}" in
   --scale) SCALE=1 ;;
+  --scale-only) SCALE=1 SCALE_ONLY=1 ;;
   --clean) docker ps -aq --filter name=ctrfsd-bench- | xargs -r docker rm -f >/dev/null
            docker rmi -f $IMAGE >/dev/null 2>&1 || true; exit 0 ;;
   "") ;;
-  *) echo "bench.sh: unknown argument $1 (expected --scale or --clean)" >&2; exit 2 ;;
+  *) echo "bench.sh: unknown argument $1 (expected --scale, --scale-only or --clean)" >&2; exit 2 ;;
 esac
 
 scripts/setup.sh
@@ -80,7 +84,7 @@ if [ ! -e /proc/$PID/root/wdata/.complete ]; then
 fi
 PAR_PIDS=()
 for i in 0 1 2 3 4 5 6 7; do PAR_PIDS+=("$(ensure ctrfsd-bench-p$i)"); done
-if [ "$MANY" -gt 0 ]; then
+if [ "$MANY" -gt 0 ] && [ $SCALE_ONLY = 0 ]; then
   have=$(docker ps -q --filter name=ctrfsd-bench-n | wc -l)
   if [ "$have" -lt "$MANY" ]; then
     echo "bench: starting $MANY idle containers for the listing row (once; reused later)"
@@ -112,6 +116,7 @@ bench() { # id, label, command template with {} for the tree root, extra hyperfi
   hyperfine -N --style none --runs "$RUNS" "$@" --export-json "$OUT/$id.json" "${cmds[@]}" >/dev/null
   echo "$label" > "$OUT/$id.label"
 }
+if [ $SCALE_ONLY = 0 ]; then
 bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 2
 bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 2
 bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 2
@@ -156,6 +161,7 @@ for r in rows:
     print("| " + " | ".join(r[:len(head)]) + " |")
 PY
 echo "machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); runs: $RUNS (medians)"
+fi
 
 if [ $SCALE = 1 ]; then
   SC=ctrfsd-bench-scale
@@ -196,4 +202,42 @@ PY
   echo "| ctrfsd RSS after drop_caches (2) | $((r2/1024)) MiB |"
   echo "| bytes per cached inode | $(( (r1 - r0) * 1024 / (n + 1000) )) |"
   echo "| open fds after the walk | $fds |"
+
+  # One directory of 1,000,000 entries: listed in pages, memory as the kernel holds it.
+  if [ ! -e /proc/$SPID/root/w/.complete ]; then
+    echo "bench: creating 1,000,000 entries in one directory of $SC (once)"
+    python3 - /proc/$SPID/root/w <<'PY'
+import os, sys
+root = sys.argv[1]
+os.makedirs(root, exist_ok=True)
+for f in range(1_000_000):
+    open(os.path.join(root, f"entry-{f:07}"), "w").close()
+PY
+    touch /proc/$SPID/root/w/.complete
+  fi
+  sync; echo 3 > /proc/sys/vm/drop_caches; sleep 7
+  w0=$(rss)
+  start=$(date +%s.%N)
+  wn=$(ls -f "$MNT/$SC/w" | grep -c '^entry-')
+  wt=$(echo "$(date +%s.%N) - $start" | bc)
+  w1=$(rss)
+  start=$(date +%s.%N)
+  ls -f "$MNT/$SC/w" | grep -c '^entry-' >/dev/null
+  wt2=$(echo "$(date +%s.%N) - $start" | bc)
+  start=$(date +%s.%N)
+  ls -f "/proc/$SPID/root/w" | grep -c '^entry-' >/dev/null
+  wtd=$(echo "$(date +%s.%N) - $start" | bc)
+  start=$(date +%s.%N)
+  ln=$(ls -l "$MNT/$SC/w" | grep -c ' entry-')
+  lt=$(echo "$(date +%s.%N) - $start" | bc)
+  w2=$(rss)
+  fds=$(ls /proc/$DPID/fd | wc -l)
+  echo
+  echo "| scale: one directory of $wn entries, RLIMIT_NOFILE 1024 | value |"
+  echo "|---|---|"
+  echo "| \`ls -f\` through ctrfsd, cold / again | ${wt} s / ${wt2} s |"
+  echo "| \`ls -f\` through /proc/<pid>/root, warm | ${wtd} s |"
+  echo "| \`ls -l\` ($ln entries) through ctrfsd | ${lt} s |"
+  echo "| ctrfsd RSS before / after ls -f / after ls -l | $((w0/1024)) / $((w1/1024)) / $((w2/1024)) MiB |"
+  echo "| open fds after | $fds |"
 fi

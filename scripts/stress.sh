@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Load and churn: 32 concurrent readers (grep -r, find, cat) across 20 containers while
 # containers are restarted or removed and recreated every few hundred milliseconds. Reports
-# reader commands run, errors by kind, hangs, ctrfsd's peak RSS and fds, and checks that ctrfsd
-# serves normally afterwards. Run as root:
+# reader commands run, errors by kind, hangs, ctrfsd's peak RSS and fds, the FUSE requests
+# ctrfsd answered and the errors it answered by errno, and checks that ctrfsd serves normally
+# afterwards. Run as root:
 #   sudo scripts/stress.sh            # 60 s
 #   DURATION=20 sudo scripts/stress.sh
 # Exit status 1 if any reader hung (30 s), failed with an error other than "No such file or
@@ -97,6 +98,11 @@ grep -v '^0|' "$WORK/out/all" | sed -E 's/^[0-9]+\|//; s/.*: //' | sort | uniq -
 echo "| hangs (30 s) | $hangs |"
 echo "| ctrfsd peak RSS | $((rss / 1024)) MiB |"
 echo "| ctrfsd peak fds | $fds |"
+# What ctrfsd itself answered (the mount root's request counters).
+getfattr --only-values -n user.ctrfsd.requests "$MNT" 2>/dev/null |
+  while read -r k v rest; do
+    if [ "$k" = error ]; then echo "| ctrfsd answered $v | $rest |"; else echo "| ctrfsd requests: $k | $v |"; fi
+  done
 
 # Afterwards ctrfsd serves normally: a fresh container appears and reads.
 docker rm -f ctrfsd-stress-after >/dev/null 2>&1 || true

@@ -84,6 +84,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     )
     .map_err(|e| StartError::Other(format!("/proc/self/fd: {e}")))?;
     let nodes = fs.nodes();
+    let stats = fs.stats();
     std::thread::Builder::new()
         .name("maintenance".into())
         .spawn(move || {
@@ -146,6 +147,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
             // A plain unmount ends the session at once; after a lazy one, exiting closes
             // /dev/fuse, which releases the detached mount for its last users.
             let _ = rx.recv_timeout(Duration::from_secs(2));
+            info!(
+                "requests answered: {}",
+                stats.report().trim().replace('\n', ", ")
+            );
             info!("stopped");
             Ok(())
         }

@@ -720,3 +720,37 @@ fn passthrough_mode_serves_the_same_bytes_and_appends() {
     .expect("appended line never seen with passthrough");
     assert!(took <= Duration::from_millis(1500), "took {took:?}");
 }
+
+#[test]
+fn request_counters_on_the_mount_root() {
+    let c = FakeContainer::start(basic_tree, "");
+    let d = serve(&c, "web");
+    let count = |what: &str| -> u64 {
+        let out = sh(&format!(
+            "getfattr --only-values -n user.ctrfsd.requests {}",
+            d.path().display()
+        ));
+        assert!(out.status.success(), "{out:?}");
+        stdout(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix(what)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (lookups, enoent) = (count("lookup"), count("error ENOENT"));
+    for i in 0..7 {
+        assert!(fs::metadata(d.path().join("web").join(format!("no-such-{i}"))).is_err());
+    }
+    assert!(count("lookup") >= lookups + 7, "{}", count("lookup"));
+    assert_eq!(count("error ENOENT"), enoent + 7);
+    assert!(count("requests") > count("lookup"));
+    // Listed among the root's attributes; logged at exit.
+    let out = sh(&format!("getfattr -d {}", d.path().display()));
+    assert!(stdout(&out).contains("user.ctrfsd.requests="), "{out:?}");
+    let mut d = d;
+    assert!(d.stop().success());
+    assert!(
+        d.log_text().contains("requests answered: requests "),
+        "{}",
+        d.log_text()
+    );
+}

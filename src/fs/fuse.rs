@@ -15,10 +15,22 @@ use fuser::{
 };
 use log::{debug, warn};
 
+use super::stats::Op;
 use super::{CtrFs, TTL};
 
-fn err(e: &io::Error) -> Errno {
-    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+impl CtrFs {
+    /// The errno for an error reply, counted.
+    fn err(&self, e: &io::Error) -> Errno {
+        let n = e.raw_os_error().unwrap_or(libc::EIO);
+        self.stats.error(n);
+        Errno::from_i32(n)
+    }
+
+    /// An errno reply that is not a failure of ours (EROFS, the ENOSYS of no-open mode).
+    fn errno(&self, e: Errno) -> Errno {
+        self.stats.error(e.code());
+        e
+    }
 }
 
 thread_local! {
@@ -56,6 +68,7 @@ impl Filesystem for CtrFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.stats.op(Op::Lookup);
         let r = self.do_lookup(parent.0, name);
         debug!(
             "lookup {} {name:?}: {:?}",
@@ -72,15 +85,17 @@ impl Filesystem for CtrFs {
                 reply.entry(&Duration::ZERO, &attr, Generation(0))
             }
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(err(&e)),
+            Err(e) => reply.error(self.err(&e)),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.stats.op(Op::Forget);
         self.do_forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.stats.op(Op::Getattr);
         let r = self.do_getattr(ino.0);
         debug!(
             "getattr {}: {}",
@@ -89,11 +104,12 @@ impl Filesystem for CtrFs {
         );
         match r {
             Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(err(&e)),
+            Err(e) => reply.error(self.err(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.stats.op(Op::Readlink);
         let r = self.do_readlink(ino.0);
         debug!(
             "readlink {}: {:?}",
@@ -102,22 +118,23 @@ impl Filesystem for CtrFs {
         );
         match r {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(err(&e)),
+            Err(e) => reply.error(self.err(&e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.stats.op(Op::Open);
         if !self.passthrough_on {
             // The default mode: ENOSYS tells the kernel to stop sending opens (FUSE no_open);
             // it keeps its page cache across opens, and reads arrive with fh 0.
             debug!("open {}: ENOSYS (no-open mode)", ino.0);
-            return reply.error(Errno::ENOSYS);
+            return reply.error(self.errno(Errno::ENOSYS));
         }
         let fd = match self.open_file(ino.0, flags.0) {
             Ok(fd) => fd,
             Err(e) => {
                 debug!("open {}: {:?}", ino.0, e.raw_os_error());
-                return reply.error(err(&e));
+                return reply.error(self.err(&e));
             }
         };
         match reply.open_backing(&fd) {
@@ -160,6 +177,7 @@ impl Filesystem for CtrFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.stats.op(Op::Read);
         debug!("read {} fh {} at {offset} size {size}", ino.0, fh.0);
         READ_BUF.with_borrow_mut(|buf| {
             if buf.len() < size as usize {
@@ -167,7 +185,7 @@ impl Filesystem for CtrFs {
             }
             match self.do_read(ino.0, fh.0, offset, &mut buf[..size as usize]) {
                 Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(err(&e)),
+                Err(e) => reply.error(self.err(&e)),
             }
         });
     }
@@ -195,11 +213,13 @@ impl Filesystem for CtrFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.stats.op(Op::Release);
         self.do_release(fh.0);
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.stats.op(Op::Opendir);
         let r = self.do_opendir(ino.0);
         debug!(
             "opendir {}: {:?}",
@@ -208,7 +228,7 @@ impl Filesystem for CtrFs {
         );
         match r {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(err(&e)),
+            Err(e) => reply.error(self.err(&e)),
         }
     }
 
@@ -220,13 +240,14 @@ impl Filesystem for CtrFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.stats.op(Op::Readdir);
         debug!("readdir {} fh {} from {offset}", ino.0, fh.0);
         let r = self.do_readdir(ino.0, fh.0, offset, false, |e, _| {
             reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(&e)),
+            Err(e) => reply.error(self.err(&e)),
         }
     }
 
@@ -238,6 +259,7 @@ impl Filesystem for CtrFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.stats.op(Op::Readdirplus);
         debug!("readdirplus {} fh {} from {offset}", ino.0, fh.0);
         let r = self.do_readdir(ino.0, fh.0, offset, true, |e, attr| match attr {
             Some(attr) => reply.add(INodeNo(e.ino), e.offset, e.name, &TTL, attr, Generation(0)),
@@ -245,7 +267,7 @@ impl Filesystem for CtrFs {
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(&e)),
+            Err(e) => reply.error(self.err(&e)),
         }
     }
 
@@ -257,11 +279,13 @@ impl Filesystem for CtrFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.stats.op(Op::Release);
         self.do_release(fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        self.stats.op(Op::Statfs);
         if crate::registry::is_virtual(ino.0) || self.is_placeholder(ino.0) {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         }
@@ -276,30 +300,33 @@ impl Filesystem for CtrFs {
                 s.f_namelen as u32,
                 s.f_frsize as u32,
             ),
-            Err(e) => reply.error(err(&e)),
+            Err(e) => reply.error(self.err(&e)),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.stats.op(Op::Getxattr);
         let r = self.do_getxattr(ino.0, name, size);
         debug!(
             "getxattr {} {name:?}: {:?}",
             ino.0,
             r.as_ref().map(Vec::len)
         );
-        xattr_reply(r, size, reply);
+        xattr_reply(self, r, size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.stats.op(Op::Listxattr);
         let r = self.do_listxattr(ino.0);
         debug!("listxattr {}: {:?}", ino.0, r.as_ref().map(Vec::len));
-        xattr_reply(r, size, reply);
+        xattr_reply(self, r, size, reply);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.stats.op(Op::Access);
         match self.do_access(ino.0, mask.bits()) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(&e)),
+            Err(e) => reply.error(self.err(&e)),
         }
     }
 
@@ -323,7 +350,8 @@ impl Filesystem for CtrFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn mknod(
@@ -336,7 +364,8 @@ impl Filesystem for CtrFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn mkdir(
@@ -348,15 +377,18 @@ impl Filesystem for CtrFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn symlink(
@@ -367,7 +399,8 @@ impl Filesystem for CtrFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn rename(
@@ -380,7 +413,8 @@ impl Filesystem for CtrFs {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn link(
@@ -391,7 +425,8 @@ impl Filesystem for CtrFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn write(
@@ -406,7 +441,8 @@ impl Filesystem for CtrFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn create(
@@ -419,7 +455,8 @@ impl Filesystem for CtrFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn setxattr(
@@ -432,21 +469,23 @@ impl Filesystem for CtrFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        self.stats.op(Op::Write);
+        reply.error(self.errno(Errno::EROFS));
     }
 }
 
 /// A size query (`size == 0`) answers the length; otherwise the data, or ERANGE if it does not
 /// fit.
-fn xattr_reply(r: io::Result<Vec<u8>>, size: u32, reply: ReplyXattr) {
+fn xattr_reply(fs: &CtrFs, r: io::Result<Vec<u8>>, size: u32, reply: ReplyXattr) {
     match r {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
-        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) if v.len() > size as usize => reply.error(fs.errno(Errno::ERANGE)),
         Ok(v) => reply.data(&v),
-        Err(e) => reply.error(err(&e)),
+        Err(e) => reply.error(fs.err(&e)),
     }
 }

@@ -24,6 +24,7 @@ pub mod handles;
 mod links;
 pub mod nodes;
 mod ops;
+pub mod stats;
 mod virt;
 
 use std::ffi::OsStr;
@@ -77,6 +78,8 @@ pub struct CtrFs {
     started: std::time::SystemTime,
     /// Passthrough was asked for and the kernel agreed (set in `init`).
     passthrough_on: bool,
+    /// Requests answered, by kind, and errors by errno.
+    stats: Arc<stats::Stats>,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -109,7 +112,13 @@ impl CtrFs {
             proc_fd,
             started: std::time::SystemTime::now(),
             passthrough_on: false,
+            stats: Arc::new(stats::Stats::default()),
         })
+    }
+
+    /// The request counters, for the report logged at exit.
+    pub fn stats(&self) -> Arc<stats::Stats> {
+        self.stats.clone()
     }
 
     /// The inode table, for the maintenance thread that gives memory back.

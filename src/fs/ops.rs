@@ -17,7 +17,10 @@ use super::virt::XATTR_PREFIX;
 use super::{CtrFs, errno};
 use crate::mounts::MountKind;
 use crate::pathsafe::is_plain_name;
-use crate::registry::is_virtual;
+use crate::registry::{ROOT_INO, is_virtual};
+
+/// The mount root's attribute holding the request counters ([`super::stats`]).
+pub const REQUESTS_XATTR: &str = "user.ctrfsd.requests";
 
 impl CtrFs {
     pub(super) fn do_lookup(&self, parent: u64, name: &OsStr) -> io::Result<FileAttr> {
@@ -258,6 +261,14 @@ impl CtrFs {
     /// `--xattrs` (EOPNOTSUPP otherwise, which `ls -l` and `cp -a` remember per filesystem, so
     /// they stop asking).
     pub(super) fn do_getxattr(&self, ino: u64, name: &OsStr, size: u32) -> io::Result<Vec<u8>> {
+        if ino == ROOT_INO && name.as_bytes() == REQUESTS_XATTR.as_bytes() {
+            let mut report = self.stats.report().into_bytes();
+            if size == 0 {
+                // Room for the counts to grow before the caller asks for the value.
+                report.resize(report.len() + 256, 0);
+            }
+            return Ok(report);
+        }
         if is_virtual(ino) || self.is_placeholder(ino) {
             return Err(errno(libc::ENODATA));
         }
@@ -299,6 +310,9 @@ impl CtrFs {
 
     /// The names of a node's xattrs, NUL-terminated (see [`Self::do_getxattr`]).
     pub(super) fn do_listxattr(&self, ino: u64) -> io::Result<Vec<u8>> {
+        if ino == ROOT_INO {
+            return Ok(format!("{REQUESTS_XATTR}\0").into_bytes());
+        }
         if is_virtual(ino) || self.is_placeholder(ino) {
             return Ok(Vec::new());
         }

@@ -51,9 +51,10 @@ pub struct Args {
     pub running_only: bool,
 
     /// Most stopped-container views (each a detached overlay mount and one fd) held at once;
-    /// the least recently assembled is released and assembled again when next used
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    pub max_detached: usize,
+    /// the least recently assembled is released and assembled again when next used (default:
+    /// 256, or an eighth of RLIMIT_NOFILE if that is less)
+    #[arg(long, value_name = "N")]
+    pub max_detached: Option<usize>,
 
     /// Serve extended attributes (getfattr, ACLs, capabilities). Off by default: `ls -l` asks
     /// for them on every file, and answering made `ls -lR` 4.8x slower
@@ -101,7 +102,8 @@ pub struct Config {
     pub runtimes_named: bool,
     pub resync: Duration,
     pub running_only: bool,
-    pub max_detached: usize,
+    /// `None`: 256, or an eighth of RLIMIT_NOFILE if less.
+    pub max_detached: Option<usize>,
     pub xattrs: bool,
     pub passthrough: bool,
     pub threads: usize,
@@ -130,7 +132,7 @@ impl Args {
                 "--resync 0: must be at least 1 second".into(),
             ));
         }
-        if self.max_detached == 0 {
+        if self.max_detached == Some(0) {
             return Err(StartError::Other(
                 "--max-detached 0: must be at least 1".into(),
             ));

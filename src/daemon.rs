@@ -37,7 +37,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let registry = Registry::new();
     registry.set_hide_stopped(config.running_only);
-    crate::instance::set_max_detached(config.max_detached);
+    crate::instance::set_max_detached(
+        config
+            .max_detached
+            .unwrap_or_else(|| (nofile / 8).clamp(16, 256) as usize),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

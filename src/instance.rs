@@ -411,9 +411,15 @@ impl Instance {
                 self.short_id()
             );
             *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
-            // One errno for "its files cannot be shown" ("No medium found"); the reason is in
-            // the log line and in user.ctrfsd.unavailable.
-            io::Error::from_raw_os_error(libc::ENOMEDIUM)
+            // A layer that is gone is what a container being removed looks like: answered as
+            // its removal will be, ENOENT. Anything else is "its files cannot be shown",
+            // ENOMEDIUM ("No medium found"). The reason is in the log line and in
+            // user.ctrfsd.unavailable either way.
+            io::Error::from_raw_os_error(if e.kind() == io::ErrorKind::NotFound {
+                libc::ENOENT
+            } else {
+                libc::ENOMEDIUM
+            })
         })
     }
 

@@ -259,12 +259,19 @@ fn links_planted_to_escape_never_reach_host_files() {
         format!("find -L {v} -type f -exec cat {{}} + 2>/dev/null"),
         format!("tar -h -cf - -C {v} . 2>/dev/null"),
         format!(
-            "d=$(mktemp -d) && cp -rL {v}/. $d/ 2>/dev/null; grep -r '{}' $d; rm -rf $d",
+            // In its own shell, so `timeout` runs all of it and grep searches only the copy.
+            "sh -c 'd=$(mktemp -d) && cp -rL {v}/. \"$d\"/ 2>/dev/null; grep -r {} \"$d\"; test -f \"$d\"/etc/app.conf && echo COPIED; rm -rf \"$d\"'",
             m.content
         ),
     ] {
         let out = sh(&format!("timeout 120 {cmd}"));
         assert_ne!(out.status.code(), Some(124), "`{cmd}` did not finish");
+        if cmd.contains("cp -rL") {
+            assert!(
+                stdout(&out).contains("COPIED"),
+                "`{cmd}` copied nothing: {out:?}"
+            );
+        }
         assert!(
             !String::from_utf8_lossy(&out.stdout).contains(&m.content),
             "`{cmd}` printed the host marker"

@@ -2,6 +2,7 @@
 # Installs and starts what the test suite needs on a fresh Debian machine, as root:
 #   fuse3 (fusermount3, for completeness), busybox-static (test images and fake containers),
 #   attr (getfattr/setfattr), debootstrap (a Debian tree for the differential check),
+#   gcc + libc6-dev (a static test program),
 #   docker.io, and a Docker engine with no network:
 #   dockerd --bridge=none --iptables=false --ip-masq=false
 #   containerd (its own daemon on /run/containerd/containerd.sock, with ctr),
@@ -18,6 +19,9 @@ for pair in fusermount3:fuse3 busybox:busybox-static getfattr:attr dockerd:docke
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
 [ -x /bin/busybox ] || need+=(busybox-static)
+# gcc and a static libc: tests/hostile_image.rs builds a static program for its image.
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -e "/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)/libc.a" ] || need+=(libc6-dev)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -159,6 +159,9 @@ pub struct Instance {
     /// Why assembling the detached view last failed.
     failure: Mutex<Option<String>>,
     alive: AtomicBool,
+    /// Retired because a newer instance of the same container (or the same container at a new
+    /// path) took its place: its nodes answer ESTALE, so the kernel looks the path up again.
+    replaced: AtomicBool,
     /// The container's mounts: which are served, which are never touched.
     mounts: RwLock<Arc<MountTable>>,
     /// Wakes the exit watcher when the registry drops this instance for another reason.
@@ -211,6 +214,7 @@ impl Instance {
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
             alive: AtomicBool::new(true),
+            replaced: AtomicBool::new(false),
             mounts: RwLock::new(Arc::new(mounts)),
             retired: tokio::sync::Notify::new(),
         })
@@ -234,6 +238,7 @@ impl Instance {
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
             alive: AtomicBool::new(true),
+            replaced: AtomicBool::new(false),
             mounts: RwLock::new(Arc::new(MountTable::empty())),
             retired: tokio::sync::Notify::new(),
         }
@@ -317,6 +322,7 @@ impl Instance {
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
             alive: AtomicBool::new(true),
+            replaced: AtomicBool::new(false),
             mounts: RwLock::new(self.mounts(false)),
             retired: tokio::sync::Notify::new(),
         })
@@ -346,11 +352,22 @@ impl Instance {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// The root fd, or ENOENT once this instance was retired. A stopped container's layers are
-    /// assembled here on first use (and again after the view was released to bound fds).
+    /// What a request on a retired instance answers: ESTALE if another instance took its place
+    /// (the VFS then looks the path up again and finds it), ENOENT if the container is gone.
+    pub fn retired_error(&self) -> io::Error {
+        if self.replaced.load(Ordering::Acquire) {
+            stale()
+        } else {
+            gone()
+        }
+    }
+
+    /// The root fd, or an error once this instance was retired ([`Self::retired_error`]). A
+    /// stopped container's layers are assembled here on first use (and again after the view
+    /// was released to bound fds).
     pub fn root(&self) -> io::Result<Arc<OwnedFd>> {
         if !self.is_alive() {
-            return Err(gone());
+            return Err(self.retired_error());
         }
         if let Some(fd) = self.root.read().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(fd);
@@ -463,6 +480,15 @@ impl Instance {
 
     /// Marks the instance dead, releases its root and wakes its exit watcher. Idempotent.
     pub fn retire(&self) {
+        if self.alive.swap(false, Ordering::AcqRel) {
+            self.root.write().unwrap_or_else(|e| e.into_inner()).take();
+            self.retired.notify_one();
+        }
+    }
+
+    /// Retires it because another instance took its place (see [`Self::retired_error`]).
+    pub fn retire_replaced(&self) {
+        self.replaced.store(true, Ordering::Release);
         if self.alive.swap(false, Ordering::AcqRel) {
             self.root.write().unwrap_or_else(|e| e.into_inner()).take();
             self.retired.notify_one();

@@ -168,7 +168,7 @@ pub struct Registry {
 impl Registry {
     pub fn new() -> Arc<Registry> {
         let reg = Registry::default();
-        reg.rebuild(&mut reg.lock());
+        reg.rebuild(&mut reg.lock(), Vec::new());
         Arc::new(reg)
     }
 
@@ -260,7 +260,8 @@ impl Registry {
             cancel: watch.cancel.clone(),
             link: 0,
         });
-        gone.extend(self.rebuild(&mut st));
+        // Replaced by the new instance: the kernel looks the path up again.
+        self.rebuild(&mut st, gone.into_iter().map(|i| (i, true)).collect());
         let served = st.entries.iter().find(|e| e.token == watch.token).map(|e| {
             let i = &e.inst;
             match (i.stopped_state(), i.unavailable()) {
@@ -292,7 +293,6 @@ impl Registry {
             }
         });
         drop(st);
-        self.retire_all(gone);
         served.map(|_| watch)
     }
 
@@ -335,14 +335,14 @@ impl Registry {
         if gone.is_empty() {
             return;
         }
-        gone.extend(self.rebuild(&mut st));
-        drop(st);
-        self.retire_all(gone);
+        self.rebuild(&mut st, gone.into_iter().map(|i| (i, false)).collect());
     }
 
     /// Recomputes every container's path and the view; relabels the containers whose path
-    /// changed and returns the instances they replace. Tells the kernel what changed.
-    fn rebuild(&self, st: &mut State) -> Vec<Arc<Instance>> {
+    /// changed. Retires `retire` (each flagged whether another instance took its place) and the
+    /// relabelled instances *before* the new view is published, so once a listing shows the
+    /// change no old instance is served; then tells the kernel what changed.
+    fn rebuild(&self, st: &mut State, retire: Vec<(Arc<Instance>, bool)>) {
         let mut order: Vec<usize> = (0..st.entries.len()).collect();
         order.sort_by(|&a, &b| {
             // Running before stopped: a restarted Kubernetes container takes the plain path,
@@ -472,11 +472,12 @@ impl Registry {
         }
         view.ids.sort();
         st.dir_inos = dir_inos;
+        self.retire_all(retire);
+        self.retire_all(replaced.into_iter().map(|i| (i, true)).collect());
         let old = std::mem::replace(&mut st.view, Arc::new(view));
         let new = st.view.clone();
         *self.view.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
         self.invalidate(&old, &new);
-        replaced
     }
 
     /// Asks the kernel to forget every name whose answer changed between two views.
@@ -527,9 +528,15 @@ impl Registry {
         }
     }
 
-    fn retire_all(&self, gone: Vec<Arc<Instance>>) {
-        for inst in &gone {
-            inst.retire();
+    /// Retires instances: `replaced` if another instance took their place (their nodes answer
+    /// ESTALE, so the kernel looks the path up again), else gone (ENOENT).
+    fn retire_all(&self, gone: Vec<(Arc<Instance>, bool)>) {
+        for (inst, replaced) in &gone {
+            if *replaced {
+                inst.retire_replaced();
+            } else {
+                inst.retire();
+            }
             if let Some(hook) = self.on_retire.get() {
                 hook(inst);
             }
@@ -597,7 +604,7 @@ impl Registry {
     }
 
     fn drop_pid_view(self: &Arc<Self>, inst: &Arc<Instance>) {
-        self.retire_all(vec![inst.clone()]);
+        self.retire_all(vec![(inst.clone(), false)]);
         // Invalidated from the runtime thread, never from a FUSE thread (an eviction happens
         // inside a lookup in `.pid`, whose directory lock the kernel needs to invalidate).
         let Some(rt) = self.tokio.get() else { return };

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Statx, openat, statx};
 
-use crate::instance::{Instance, gone, stale};
+use crate::instance::{Instance, stale};
 use crate::registry::{Registry, is_virtual};
 use attr::{STATX_MASK, dev_of};
 use fdcache::FdCache;
@@ -131,7 +131,7 @@ impl CtrFs {
     fn node(&self, ino: u64) -> io::Result<Arc<Node>> {
         let node = self.nodes.get(ino).ok_or_else(stale)?;
         if !node.inst.is_alive() {
-            return Err(gone());
+            return Err(node.inst.retired_error());
         }
         Ok(node)
     }

@@ -128,7 +128,7 @@ impl CtrFs {
         if node.shown == Shown::Placeholder {
             return Ok(placeholder_attr(ino));
         }
-        if node.is_instance_root() && !node.inst.is_running() {
+        if !node.inst.is_running() && node.is_instance_root() {
             return Ok(self.detached_root_attr(&node));
         }
         Ok(to_attr(ino, &self.stat_node(&node)?))

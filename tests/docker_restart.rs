@@ -85,6 +85,13 @@ fn docker_stopping_and_returning_keeps_serving_and_resyncs() {
     let plain = FakeContainer::start(|r| fs::write(r.join("f"), "static\n").unwrap(), "");
     let d = Daemon::start(&["--container", &format!("plain={}", plain.pid())]);
     wait_until(Duration::from_secs(5), || d.has(&name)).expect("docker container not listed");
+    // Connected (its first re-list done: the machine may hold many containers), so the
+    // reconnection below is a second connection.
+    wait_until(Duration::from_secs(30), || {
+        d.log_text()
+            .contains("docker (/var/run/docker.sock): connected")
+    })
+    .unwrap_or_else(|| panic!("never connected:\n{}", d.log_text()));
 
     // The engine goes away (without live-restore its containers stop with it).
     stop_engine();

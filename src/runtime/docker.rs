@@ -203,6 +203,10 @@ async fn inspect(
         .map(|s| s.to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "exited".into());
+    if status == "removing" {
+        // Its layers are being deleted; the removal event follows.
+        return Ok(Found::Hidden);
+    }
     let stopped = Stopped {
         exit_code: state.exit_code.filter(|_| status != "created"),
         state: status,

@@ -21,30 +21,23 @@ const WITHIN: Duration = Duration::from_secs(1);
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        require_root();
-        assert!(
-            docker(&["info"]).status.success(),
-            "no Docker engine answers: run scripts/test.sh, which installs and starts one"
-        );
+        require_docker();
         fs::write(MARKER, MARKER_TEXT).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        for d in [
-            "bin",
-            "etc",
-            "usr/share/zoneinfo",
-            "var/log/app",
-            "tmp",
-            "proc",
-            "sys",
-            "dev",
-        ] {
-            fs::create_dir_all(r.join(d)).unwrap();
-        }
-        fs::copy(BUSYBOX, r.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "echo", "cat"] {
-            symlink("busybox", r.join("bin").join(applet)).unwrap();
-        }
+        busybox_rootfs(
+            r,
+            &[
+                "etc",
+                "usr/share/zoneinfo",
+                "var/log/app",
+                "tmp",
+                "proc",
+                "sys",
+                "dev",
+            ],
+            &["sh", "sleep", "echo", "cat"],
+        );
         fs::write(r.join("usr/share/zoneinfo/UTC"), "CONTAINER-ZONE\n").unwrap();
         symlink("/usr/share/zoneinfo/UTC", r.join("etc/localtime")).unwrap();
         symlink("../../usr/share/zoneinfo/UTC", r.join("var/log/zone-rel")).unwrap();
@@ -60,15 +53,7 @@ fn image() -> &'static str {
         )
         .unwrap();
         fs::write(r.join("etc/os-release"), "NAME=ctrfsd-test\n").unwrap();
-        let out = sh(&format!(
-            "tar -C {} -cf - . | docker import - {IMAGE}",
-            r.display()
-        ));
-        assert!(
-            out.status.success(),
-            "docker import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        docker_import(r, IMAGE);
     });
     IMAGE
 }

@@ -23,14 +23,9 @@ fn engine_up() -> bool {
 /// An image of one static binary, busybox, and a marker file.
 fn image() -> &'static str {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir_all(dir.path().join("bin")).unwrap();
-    fs::copy(BUSYBOX, dir.path().join("bin/busybox")).unwrap();
+    busybox_rootfs(dir.path(), &[], &[]);
     fs::write(dir.path().join("marker"), "in-image\n").unwrap();
-    let out = sh(&format!(
-        "tar -C {} -cf - . | docker import - ctrfsd-restart:1",
-        dir.path().display()
-    ));
-    assert!(out.status.success(), "{out:?}");
+    docker_import(dir.path(), "ctrfsd-restart:1");
     "ctrfsd-restart:1"
 }
 

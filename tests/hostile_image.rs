@@ -50,29 +50,22 @@ int main(void) {
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        require_root();
-        assert!(
-            docker(&["info"]).status.success(),
-            "no Docker engine answers: run scripts/test.sh, which installs and starts one"
-        );
+        require_docker();
         fs::write(format!("/etc/{MARKER}"), SECRET).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        for d in [
-            "bin",
-            "etc",
-            "a/b/c",
-            "var/log",
-            "usr/share/zoneinfo",
-            "proc",
-            "dev",
-        ] {
-            fs::create_dir_all(r.join(d)).unwrap();
-        }
-        fs::copy(BUSYBOX, r.join("bin/busybox")).unwrap();
-        for applet in ["sh", "cat", "sleep", "id"] {
-            symlink("busybox", r.join("bin").join(applet)).unwrap();
-        }
+        busybox_rootfs(
+            r,
+            &[
+                "etc",
+                "a/b/c",
+                "var/log",
+                "usr/share/zoneinfo",
+                "proc",
+                "dev",
+            ],
+            &["sh", "cat", "sleep", "id"],
+        );
         let src = tempfile::tempdir().unwrap();
         fs::write(src.path().join("swapper.c"), SWAPPER_C).unwrap();
         let out = sh(&format!(
@@ -124,11 +117,7 @@ fn image() -> &'static str {
             "not utf-8\n",
         )
         .unwrap();
-        let out = sh(&format!(
-            "tar -C {} -cf - . | docker import - {IMAGE}",
-            r.display()
-        ));
-        assert!(out.status.success(), "docker import: {out:?}");
+        docker_import(r, IMAGE);
     });
     IMAGE
 }

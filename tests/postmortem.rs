@@ -26,29 +26,22 @@ const WITHIN: Duration = Duration::from_secs(1);
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        require_root();
-        assert!(
-            docker(&["info"]).status.success(),
-            "no Docker engine answers: run scripts/test.sh, which installs and starts one"
-        );
+        require_docker();
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
-        for d in [
-            "bin",
-            "etc",
-            "opt/conf.d",
-            "var/log/app/old",
-            "tmp",
-            "proc",
-            "sys",
-            "dev",
-        ] {
-            fs::create_dir_all(r.join(d)).unwrap();
-        }
-        fs::copy(BUSYBOX, r.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "echo", "cat", "rm", "mkdir"] {
-            std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
-        }
+        busybox_rootfs(
+            r,
+            &[
+                "etc",
+                "opt/conf.d",
+                "var/log/app/old",
+                "tmp",
+                "proc",
+                "sys",
+                "dev",
+            ],
+            &["sh", "sleep", "echo", "cat", "rm", "mkdir"],
+        );
         fs::write(r.join("etc/os-release"), "NAME=ctrfsd-pm\n").unwrap();
         fs::write(r.join("etc/secret-in-base"), "deleted by layer 2\n").unwrap();
         fs::write(r.join("opt/conf.d/a.conf"), "a\n").unwrap();
@@ -56,11 +49,7 @@ fn image() -> &'static str {
         fs::write(r.join("var/log/app/old/rotated.log"), "old\n").unwrap();
         fs::write(r.join("var/log/app/app.log"), "boot ok\n").unwrap();
         std::os::unix::fs::symlink("/etc/os-release", r.join("etc/abs-link")).unwrap();
-        let out = sh(&format!(
-            "tar -C {} -cf - . | docker import - {BASE}",
-            r.display()
-        ));
-        assert!(out.status.success(), "docker import: {out:?}");
+        docker_import(r, BASE);
         // Layer 2: a whiteout. Layer 3: conf.d replaced whole (an opaque directory).
         let mut from = BASE.to_string();
         for (i, script) in [

@@ -353,3 +353,33 @@ pub fn docker_ok(args: &[&str]) -> String {
     );
     stdout(&o).trim().to_string()
 }
+
+/// Fails the test unless it runs as root with a Docker engine answering.
+pub fn require_docker() {
+    require_root();
+    assert!(
+        docker(&["info"]).status.success(),
+        "no Docker engine answers: run scripts/test.sh, which installs and starts one"
+    );
+}
+
+/// Lays out a test image's root in `root`: the directories `dirs`, busybox at
+/// `/bin/busybox` and each of `applets` as a link to it.
+pub fn busybox_rootfs(root: &Path, dirs: &[&str], applets: &[&str]) {
+    for d in dirs.iter().chain(&["bin"]) {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+}
+
+/// `docker import` of the tree at `root` as image `tag` (no registry involved).
+pub fn docker_import(root: &Path, tag: &str) {
+    let out = sh(&format!(
+        "tar -C {} -cf - . | docker import - {tag}",
+        root.display()
+    ));
+    assert!(out.status.success(), "docker import {tag}: {out:?}");
+}

@@ -34,6 +34,12 @@ pub fn is_whiteout(st: &Statx) -> bool {
         && st.stx_rdev_minor == 0
 }
 
+/// True if `name` in directory `dir` is an overlayfs whiteout (not followed).
+pub fn whiteout_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> bool {
+    rustix::fs::statx(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW, STATX_MASK)
+        .is_ok_and(|st| is_whiteout(&st))
+}
+
 /// Shows a whiteout as a symlink to [`WHITEOUT_TARGET`] (`.diff` views only).
 pub fn whiteout_as_link(st: &mut Statx) {
     if is_whiteout(st) {

@@ -15,7 +15,7 @@ use fuser::{FileAttr, FileType};
 use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, openat, seek, statx};
 
 use super::attr::synthetic_dir_attr;
-use super::attr::{STATX_MASK, is_whiteout, kind_of, placeholder_attr, to_attr};
+use super::attr::{STATX_MASK, kind_of, placeholder_attr, to_attr, whiteout_at};
 use super::handles::Handle;
 use super::nodes::Shown;
 use super::virt::listed_ino;
@@ -160,8 +160,7 @@ impl CtrFs {
                     if kind == FileType::CharDevice
                         && !plus
                         && self.node(ino)?.inst.source == Source::Diff
-                        && statx(&*fd, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK)
-                            .is_ok_and(|st| is_whiteout(&st))
+                        && whiteout_at(std::os::fd::AsFd::as_fd(&*fd), name)
                     {
                         kind = FileType::Symlink; // as `shown_stat` shows it
                     }

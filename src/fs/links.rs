@@ -29,8 +29,7 @@ impl CtrFs {
         let parent = self.node(loc.parent)?;
         let pfd = self.dir_fd(&parent)?;
         if node.inst.source == crate::instance::Source::Diff
-            && statx(&*pfd, loc.name(), AtFlags::SYMLINK_NOFOLLOW, STATX_MASK)
-                .is_ok_and(|st| super::attr::is_whiteout(&st))
+            && super::attr::whiteout_at(std::os::fd::AsFd::as_fd(&*pfd), loc.name())
         {
             return Ok(super::attr::WHITEOUT_TARGET.as_bytes().to_vec());
         }

@@ -144,21 +144,21 @@ fn with_live_restore_containers_outlive_the_engine_and_nothing_stale_survives() 
     let image = image();
     let t = token();
     let (keep, dies) = (format!("ctrfsd-lr-keep-{t}"), format!("ctrfsd-lr-dies-{t}"));
-    for n in [&keep, &dies] {
-        docker_ok(&[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            n,
-            image,
-            "/bin/busybox",
-            "sh",
-            "-c",
-            "echo alive > /alive; exec /bin/busybox sleep 1000000",
-        ]);
-    }
+    let ctrs: Vec<DockerCtr> = [&keep, &dies]
+        .iter()
+        .map(|n| {
+            docker_run(
+                n,
+                image,
+                &[
+                    "/bin/busybox",
+                    "sh",
+                    "-c",
+                    "echo alive > /alive; exec /bin/busybox sleep 1000000",
+                ],
+            )
+        })
+        .collect();
     let pid = |n: &str| docker_ok(&["inspect", "-f", "{{.State.Pid}}", n]);
     let (keep_pid, dies_pid) = (pid(&keep), pid(&dies));
     let d = Daemon::start(&["--runtime", "docker"]);
@@ -202,9 +202,7 @@ fn with_live_restore_containers_outlive_the_engine_and_nothing_stale_survives() 
         Some("running")
     );
     assert!(alive(&keep));
-    for n in [&keep, &dies] {
-        let _ = docker(&["rm", "-f", n]);
-    }
+    drop(ctrs);
     wait_until(Duration::from_secs(5), || !d.has(&keep) && !d.has(&dies))
         .expect("removed, still listed");
     drop(restore);

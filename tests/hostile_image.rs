@@ -76,19 +76,9 @@ fn image() -> &'static str {
         assert!(out.status.success(), "gcc -static: {out:?}");
         fs::write(r.join("etc/os-release"), "NAME=hostile\n").unwrap();
         fs::write(r.join("usr/share/zoneinfo/UTC"), "CONTAINER-ZONE\n").unwrap();
-        let l = |t: &str, at: &str| symlink(t, r.join(at)).unwrap();
         // Escapes: each would read the host's marker if followed on the host.
-        l(&format!("/etc/{MARKER}"), "evil-abs");
-        l(&format!("../../../../../../etc/{MARKER}"), "a/b/evil-rel");
-        l(&format!("a/../../../../etc/{MARKER}"), "evil-dotdot");
-        l(&format!("/proc/self/root/etc/{MARKER}"), "evil-magic");
-        l(&format!("/proc/1/root/etc/{MARKER}"), "evil-pid1");
-        l("/evil-abs", "chain1");
-        l("chain1", "chain2");
-        l("/etc", "var/log/etc-dir");
-        l("/", "rootlink");
-        l("../../../..", "a/b/c/up");
-        l("loop", "loop");
+        plant_escape_links(r, MARKER);
+        let l = |t: &str, at: &str| symlink(t, r.join(at)).unwrap();
         // The same links with targets that exist in the container: must reach the same file.
         l("/usr/share/zoneinfo/UTC", "etc/localtime");
         l("../../etc/os-release", "a/b/os-rel");
@@ -122,19 +112,8 @@ fn image() -> &'static str {
     IMAGE
 }
 
-struct Ctr(String);
-
-impl Drop for Ctr {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.0]);
-    }
-}
-
-fn run(name: &str, cmd: &[&str]) -> Ctr {
-    let mut args = vec!["run", "-d", "--network", "none", "--name", name, image()];
-    args.extend_from_slice(cmd);
-    docker_ok(&args);
-    Ctr(name.to_string())
+fn run(name: &str, cmd: &[&str]) -> DockerCtr {
+    docker_run(name, image(), cmd)
 }
 
 #[test]

@@ -176,18 +176,7 @@ fn links_planted_to_escape_never_reach_host_files() {
     let c = FakeContainer::start(
         |root| {
             basic_tree(root);
-            let l = |t: &str, at: &str| symlink(t, root.join(at)).unwrap();
-            l(&format!("/etc/{n}"), "evil-abs");
-            l(&format!("../../../../../../etc/{n}"), "a/b/evil-rel");
-            l(&format!("a/../../../../etc/{n}"), "evil-dotdot");
-            l(&format!("/proc/self/root/etc/{n}"), "evil-magic");
-            l(&format!("/proc/1/root/etc/{n}"), "evil-pid1");
-            l("/evil-abs", "chain1");
-            l("chain1", "chain2");
-            l("/etc", "var/log/etc-dir");
-            l("/", "rootlink");
-            l("../../../..", "a/b/c/up");
-            l("loop", "loop");
+            plant_escape_links(root, &n);
         },
         "mount -t proc proc $R/proc",
     );

@@ -81,17 +81,8 @@ fn image() -> &'static str {
     IMAGE
 }
 
-/// A container removed (with its layers) on drop.
-struct Ctr(String);
-
-impl Drop for Ctr {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.0]);
-    }
-}
-
 /// `docker run` (not detached) of `script`, which ends; returns once it has exited.
-fn crashed(name: &str, script: &str) -> Ctr {
+fn crashed(name: &str, script: &str) -> DockerCtr {
     let image = image();
     let o = docker(&[
         "run",
@@ -108,7 +99,7 @@ fn crashed(name: &str, script: &str) -> Ctr {
         o.status.code().is_some_and(|c| c != 125),
         "docker run {name}: {o:?}"
     );
-    Ctr(name.to_string())
+    DockerCtr(name.to_string())
 }
 
 fn state(d: &Daemon, name: &str) -> Option<String> {
@@ -268,19 +259,15 @@ fn the_diff_view_answers_what_docker_diff_answers() {
         "echo more >> /var/log/app/app.log; rm /etc/os-release; rm -r /var/log/app/old; \
          mkdir -p /srv/data; echo x > /srv/data/x; exit 1",
     );
-    let running = Ctr(format!("ctrfsd-pm-live-{t}"));
-    docker_ok(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &running.0,
+    let running = docker_run(
+        &format!("ctrfsd-pm-live-{t}"),
         image(),
-        "/bin/sh",
-        "-c",
-        "rm /etc/os-release; echo y > /tmp/y; exec sleep 100000",
-    ]);
+        &[
+            "/bin/sh",
+            "-c",
+            "rm /etc/os-release; echo y > /tmp/y; exec sleep 100000",
+        ],
+    );
     for c in [&stopped, &running] {
         let view = d.path().join(".diff").join(&c.0);
         wait_until(Duration::from_secs(5), || {
@@ -317,7 +304,7 @@ fn the_diff_view_answers_what_docker_diff_answers() {
 fn start_stop_and_remove_move_the_path_between_views() {
     let d = Daemon::start(&["--runtime", "docker"]);
     let name = format!("ctrfsd-pm-cycle-{}", token());
-    let c = Ctr(name.clone());
+    let c = DockerCtr(name.clone());
     docker_ok(&[
         "create",
         "--network",

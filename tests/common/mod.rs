@@ -383,3 +383,39 @@ pub fn docker_import(root: &Path, tag: &str) {
     ));
     assert!(out.status.success(), "docker import {tag}: {out:?}");
 }
+
+/// Plants, under `root`, the links a hostile image uses to reach the host file `/etc/<marker>`:
+/// absolute, `..` from below, `..` after a real component, `/proc/self/root` and `/proc/1/root`
+/// magic links, a chain, a directory replaced by a link to `/etc`, links to `/` and above the
+/// root, and a loop. `a/b/c` and `var/log` must exist.
+pub fn plant_escape_links(root: &Path, marker: &str) {
+    let l = |t: &str, at: &str| std::os::unix::fs::symlink(t, root.join(at)).unwrap();
+    l(&format!("/etc/{marker}"), "evil-abs");
+    l(&format!("../../../../../../etc/{marker}"), "a/b/evil-rel");
+    l(&format!("a/../../../../etc/{marker}"), "evil-dotdot");
+    l(&format!("/proc/self/root/etc/{marker}"), "evil-magic");
+    l(&format!("/proc/1/root/etc/{marker}"), "evil-pid1");
+    l("/evil-abs", "chain1");
+    l("chain1", "chain2");
+    l("/etc", "var/log/etc-dir");
+    l("/", "rootlink");
+    l("../../../..", "a/b/c/up");
+    l("loop", "loop");
+}
+
+/// A Docker container, removed (with its writable layer) on drop.
+pub struct DockerCtr(pub String);
+
+impl Drop for DockerCtr {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+/// `docker run -d --network none --name NAME IMAGE CMD...`.
+pub fn docker_run(name: &str, image: &str, cmd: &[&str]) -> DockerCtr {
+    let mut args = vec!["run", "-d", "--network", "none", "--name", name, image];
+    args.extend_from_slice(cmd);
+    docker_ok(&args);
+    DockerCtr(name.to_string())
+}

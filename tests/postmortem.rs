@@ -422,7 +422,11 @@ fn stopped_views_are_bounded_and_layers_that_cannot_be_assembled_say_why() {
     }
     let restore = Restore(upper.clone(), aside);
     let dir = d.path().join(&name);
-    wait_until(Duration::from_secs(5), || d.has(&name)).expect("not listed");
+    // Exited as the runtime reports it (not the live instance of the moment it ran).
+    wait_until(Duration::from_secs(5), || {
+        state(&d, &name).as_deref() == Some("exited")
+    })
+    .expect("not listed as exited");
     let err = fs::read_dir(&dir).map(|_| ()).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
     let out = sh(&format!("ls {}", dir.display()));

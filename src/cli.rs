@@ -66,6 +66,19 @@ pub struct Args {
     #[arg(long)]
     pub passthrough: bool,
 
+    /// Seconds the kernel may keep entries, attributes and listings of directories ctrfsd
+    /// watches with inotify; every change reported by an event is pushed to the kernel at
+    /// once, so this bounds only what no event reports (writes through a shared memory map,
+    /// mounts changed inside a running container). 1 turns watching off: everything is then
+    /// asked again after a second
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub cache_ttl: u64,
+
+    /// Most directories watched at once (default: a quarter of fs.inotify.max_user_watches,
+    /// which all of root's processes share); past it, directories are cached for 1 s
+    #[arg(long, value_name = "N")]
+    pub max_watches: Option<usize>,
+
     /// FUSE worker threads (default: number of CPUs, at least 2)
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -107,6 +120,8 @@ pub struct Config {
     pub xattrs: bool,
     pub passthrough: bool,
     pub threads: usize,
+    pub cache_ttl: Duration,
+    pub max_watches: usize,
 }
 
 impl Args {
@@ -132,6 +147,12 @@ impl Args {
                 "--resync 0: must be at least 1 second".into(),
             ));
         }
+        if !(1..=3600).contains(&self.cache_ttl) {
+            return Err(StartError::Other(format!(
+                "--cache-ttl {}: must be between 1 and 3600 seconds",
+                self.cache_ttl
+            )));
+        }
         if self.max_detached == Some(0) {
             return Err(StartError::Other(
                 "--max-detached 0: must be at least 1".into(),
@@ -152,6 +173,10 @@ impl Args {
             xattrs: self.xattrs,
             passthrough: self.passthrough,
             threads,
+            cache_ttl: Duration::from_secs(self.cache_ttl),
+            max_watches: self
+                .max_watches
+                .unwrap_or_else(crate::fs::watch::default_max_watches),
         })
     }
 }

@@ -84,11 +84,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
             passthrough: config.passthrough,
             // Each cache gets a quarter of the fd budget, so open files always have room.
             fd_cache: (nofile / 4).clamp(16, 512) as usize,
+            cache_ttl: config.cache_ttl,
+            max_watches: config.max_watches,
         },
     )
     .map_err(|e| StartError::Other(format!("/proc/self/fd: {e}")))?;
     let nodes = fs.nodes();
     let stats = fs.stats();
+    let watcher = fs.watcher();
     std::thread::Builder::new()
         .name("maintenance".into())
         .spawn(move || {
@@ -121,6 +124,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
             source,
         })?;
     registry.set_notifier(session.notifier());
+    watcher
+        .start(session.notifier())
+        .map_err(|e| StartError::Other(format!("starting the watch thread: {e}")))?;
     let mut unmounter = session.unmount_callable();
     info!(
         "mounted at {} ({} threads, RLIMIT_NOFILE {nofile})",

@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use fuser::{FileAttr, FileType};
 use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, openat, seek, statx};
@@ -19,7 +20,7 @@ use super::attr::{STATX_MASK, kind_of, placeholder_attr, to_attr, whiteout_at};
 use super::handles::Handle;
 use super::nodes::Shown;
 use super::virt::listed_ino;
-use super::{CtrFs, errno};
+use super::{CtrFs, TTL, errno};
 use crate::instance::Source;
 use crate::registry::{VEntry, is_virtual};
 
@@ -29,10 +30,15 @@ pub struct DirEntry<'a> {
     pub offset: u64,
     pub kind: FileType,
     pub name: &'a OsStr,
+    /// How long the kernel may keep it (readdirplus).
+    pub ttl: Duration,
 }
 
 impl CtrFs {
-    pub(super) fn do_opendir(&self, ino: u64) -> io::Result<u64> {
+    /// Opens directory `ino`: its handle, and whether a watch covers it (the kernel may then
+    /// cache its listing until told otherwise).
+    pub(super) fn do_opendir(&self, ino: u64) -> io::Result<(u64, bool)> {
+        let mut watched = false;
         let handle = if is_virtual(ino) {
             let (parent, entries) = self.virtual_listing(ino)?;
             Handle::Virtual(parent, entries)
@@ -45,6 +51,8 @@ impl CtrFs {
                 Handle::Empty
             } else {
                 let dfd = self.dir_fd(&node)?;
+                // Watched before it is read: a change after this point is reported.
+                watched = self.watches.watch(&node, &dfd);
                 let fd = self.retry_emfile(|| {
                     openat(
                         &*dfd,
@@ -56,7 +64,7 @@ impl CtrFs {
                 Handle::Dir(Mutex::new(fd))
             }
         };
-        Ok(self.handles.insert(handle))
+        Ok((self.handles.insert(handle), watched))
     }
 
     /// Lists directory `ino` from `offset`, calling `add` for each entry until it reports
@@ -95,6 +103,7 @@ impl CtrFs {
                     offset: off,
                     kind: FileType::Directory,
                     name: OsStr::new(name),
+                    ttl: TTL,
                 };
                 if add(e, attr.as_ref()) {
                     return Ok(());
@@ -134,6 +143,7 @@ impl CtrFs {
                         offset: off,
                         kind: FileType::Directory,
                         name,
+                        ttl: TTL,
                     };
                     if add(e, looked_up.as_ref().map(|(_, a)| a)) {
                         if looked_up.is_some() {
@@ -146,6 +156,8 @@ impl CtrFs {
             }
             Handle::Dir(fd) => {
                 let node = if plus { Some(self.node(ino)?) } else { None };
+                // Asked before any statx: a watch that exists then reports later changes.
+                let watched = plus && self.watches.is_watched(ino);
                 let mut dir_path = None;
                 let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
                 seek(&*fd, SeekFrom::Start(offset))?;
@@ -166,12 +178,12 @@ impl CtrFs {
                     }
                     match &node {
                         Some(dnode) if !is_dot => {
-                            let (child, attr) = if let Some(mnt) =
+                            let (child, attr, ttl) = if let Some(mnt) =
                                 self.unserved_child(dnode, &mut dir_path, name)?
                             {
                                 let child = self.placeholder_node(dnode, name, mnt);
                                 let attr = placeholder_attr(child.ino);
-                                (child, attr)
+                                (child, attr, TTL)
                             } else {
                                 let mut st = match statx(
                                     &*fd,
@@ -185,13 +197,15 @@ impl CtrFs {
                                 self.shown_stat(&dnode.inst, &mut st);
                                 let child = self.child_node(dnode, name, &st);
                                 let attr = to_attr(child.ino, &st);
-                                (child, attr)
+                                let ttl = self.ttl_of(watched, dnode, &child, &st);
+                                (child, attr, ttl)
                             };
                             let e = DirEntry {
                                 ino: child.ino,
                                 offset: off,
                                 kind: attr.kind,
                                 name,
+                                ttl,
                             };
                             if add(e, Some(&attr)) {
                                 self.do_forget(child.ino, 1);
@@ -209,6 +223,7 @@ impl CtrFs {
                                 offset: off,
                                 kind,
                                 name,
+                                ttl: TTL,
                             };
                             let attr = dot_attr(&mut dots_attr)?;
                             if add(e, attr.as_ref()) {

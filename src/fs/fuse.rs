@@ -16,7 +16,7 @@ use fuser::{
 use log::{debug, warn};
 
 use super::stats::Op;
-use super::{CtrFs, TTL};
+use super::CtrFs;
 
 impl CtrFs {
     /// The errno for an error reply, counted.
@@ -73,18 +73,18 @@ impl Filesystem for CtrFs {
         debug!(
             "lookup {} {name:?}: {:?}",
             parent.0,
-            r.as_ref().map(|a| a.ino.0)
+            r.as_ref().map(|(a, ttl)| (a.ino.0, ttl.as_secs()))
         );
         match r {
             // Alias links (ids, id prefixes, qualified names) are not cached: a prefix that
             // names one container now may name none, or another, after the next change.
-            Ok(attr)
+            Ok((attr, _))
                 if crate::registry::is_virtual(attr.ino.0)
                     && attr.kind == fuser::FileType::Symlink =>
             {
                 reply.entry(&Duration::ZERO, &attr, Generation(0))
             }
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
             Err(e) => reply.error(self.err(&e)),
         }
     }
@@ -96,14 +96,14 @@ impl Filesystem for CtrFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.stats.op(Op::Getattr);
-        let r = self.do_getattr(ino.0);
+        let r = self.getattr_ttl(ino.0);
         debug!(
             "getattr {}: {}",
             ino.0,
             if r.is_ok() { "ok" } else { "error" }
         );
         match r {
-            Ok(attr) => reply.attr(&TTL, &attr),
+            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(self.err(&e)),
         }
     }
@@ -227,7 +227,13 @@ impl Filesystem for CtrFs {
             r.as_ref().map_err(|e| e.raw_os_error())
         );
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // A watched directory's listing is kept by the kernel (and dropped when an event
+            // says it changed): a repeated walk reads no directory through ctrfsd.
+            Ok((fh, true)) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
+            Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(self.err(&e)),
         }
     }
@@ -262,7 +268,7 @@ impl Filesystem for CtrFs {
         self.stats.op(Op::Readdirplus);
         debug!("readdirplus {} fh {} from {offset}", ino.0, fh.0);
         let r = self.do_readdir(ino.0, fh.0, offset, true, |e, attr| match attr {
-            Some(attr) => reply.add(INodeNo(e.ino), e.offset, e.name, &TTL, attr, Generation(0)),
+            Some(attr) => reply.add(INodeNo(e.ino), e.offset, e.name, &e.ttl, attr, Generation(0)),
             None => false,
         });
         match r {

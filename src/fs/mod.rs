@@ -26,6 +26,7 @@ pub mod nodes;
 mod ops;
 pub mod stats;
 mod virt;
+pub mod watch;
 
 use std::ffi::OsStr;
 use std::io;
@@ -42,7 +43,7 @@ use crate::registry::{Registry, is_virtual};
 use attr::{STATX_MASK, dev_of};
 use fdcache::FdCache;
 use handles::Handles;
-use nodes::{Node, Nodes};
+use nodes::{Node, Nodes, Shown};
 
 /// How long the kernel may trust an entry or attributes without asking again. One second keeps
 /// `tail -f` and rewritten files within about a second (DESIGN.md); registry changes are also
@@ -62,18 +63,29 @@ pub struct Options {
     pub passthrough: bool,
     /// How many directory fds, and how many read fds, to keep open at most (each).
     pub fd_cache: usize,
+    /// How long the kernel may keep what a directory watch covers ([`watch`]); no longer
+    /// than [`TTL`] turns watching off.
+    pub cache_ttl: Duration,
+    /// Most directories watched at once.
+    pub max_watches: usize,
 }
 
-pub struct CtrFs {
+/// What the FUSE handlers and the change-notification thread share.
+pub struct Core {
     registry: Arc<Registry>,
     nodes: Arc<Nodes>,
     dirs: Arc<FdCache>,
     files: Arc<FdCache>,
-    handles: Handles,
-    opts: Options,
     /// `/proc/self/fd`, to reopen an `O_PATH` fd for reading without a path walk in the
     /// container (so a swapped-in FIFO or device is never opened).
     proc_fd: OwnedFd,
+    watches: Arc<watch::Watches>,
+}
+
+pub struct CtrFs {
+    core: Arc<Core>,
+    handles: Handles,
+    opts: Options,
     /// The mount root's timestamps.
     started: std::time::SystemTime,
     /// Passthrough was asked for and the kernel agreed (set in `init`).
@@ -95,21 +107,27 @@ impl CtrFs {
         )?;
         let dirs = Arc::new(FdCache::new(opts.fd_cache));
         let files = Arc::new(FdCache::new(opts.fd_cache));
-        // A retired container's directory fds go at once (nothing may be looked up in it any
-        // more). Its read fds stay until the kernel forgets their inodes: a file a host tool
-        // holds open keeps reading, as on a real filesystem after its directory is removed.
-        let hook_dirs = dirs.clone();
+        let watches = Arc::new(watch::Watches::new(opts.cache_ttl, TTL, opts.max_watches));
+        // A retired container's directory fds and watches go at once (nothing may be looked
+        // up in it any more). Its read fds stay until the kernel forgets their inodes: a file a
+        // host tool holds open keeps reading, as on a real filesystem after its directory is
+        // removed.
+        let (hook_dirs, hook_watches) = (dirs.clone(), watches.clone());
         registry.set_on_retire(Box::new(move |inst: &Instance| {
             hook_dirs.purge_instance(inst.seq);
+            hook_watches.drop_instance(inst.seq);
         }));
         Ok(CtrFs {
-            registry,
-            nodes: Arc::new(Nodes::default()),
-            dirs,
-            files,
+            core: Arc::new(Core {
+                registry,
+                nodes: Arc::new(Nodes::default()),
+                dirs,
+                files,
+                proc_fd,
+                watches,
+            }),
             handles: Handles::default(),
             opts,
-            proc_fd,
             started: std::time::SystemTime::now(),
             passthrough_on: false,
             stats: Arc::new(stats::Stats::default()),
@@ -126,6 +144,48 @@ impl CtrFs {
         self.nodes.clone()
     }
 
+    /// What starts the change-notification thread once the session's notifier exists.
+    pub fn watcher(&self) -> watch::Starter {
+        watch::Starter {
+            watches: self.watches.clone(),
+            nodes: self.nodes.clone(),
+            fds: self.core.clone(),
+        }
+    }
+
+    /// How long the kernel may keep a reply about `node` (attributes `st`) in directory
+    /// `parent`: long only where a watch reports every change to it ([`watch`]).
+    fn ttl_of(&self, parent_watched: bool, parent: &Node, node: &Node, st: &Statx) -> Duration {
+        if !parent_watched || node.key.mnt != parent.key.mnt || node.shown != Shown::Normal {
+            return TTL;
+        }
+        let covered = match node.kind {
+            fuser::FileType::Directory => self.watches.is_watched(node.ino),
+            fuser::FileType::RegularFile => st.stx_nlink <= 1,
+            _ => true,
+        };
+        if covered {
+            self.watches.long_ttl()
+        } else {
+            TTL
+        }
+    }
+}
+
+impl std::ops::Deref for CtrFs {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl watch::DirFds for Core {
+    fn dir_fd_of(&self, node: &Node) -> io::Result<Arc<OwnedFd>> {
+        self.dir_fd(node)
+    }
+}
+
+impl Core {
     /// The live node for `ino`: ESTALE if the kernel names an inode we do not know, ENOENT if
     /// its container is gone (as for a directory removed while a process sits in it).
     fn node(&self, ino: u64) -> io::Result<Arc<Node>> {
@@ -199,6 +259,9 @@ impl CtrFs {
         }
     }
 
+}
+
+impl CtrFs {
     /// The parent directory's fd and this node's name in it. Not for instance roots.
     fn parent_fd(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, nodes::Name)> {
         let loc = node.loc();

@@ -156,9 +156,21 @@ impl Nodes {
         }
     }
 
-    /// The kernel dropped `n` references to `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
-        let Some(node) = self.get(ino) else { return };
+    /// The node for `key`, if the kernel holds it.
+    pub fn find(&self, key: &NodeKey) -> Option<Arc<Node>> {
+        self.by_key.get(key).map(|n| n.clone())
+    }
+
+    /// Calls `f` for every node (for invalidating everything the kernel may hold).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<Node>)) {
+        for n in self.by_ino.iter() {
+            f(n.value());
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`. Returns the node if it left the table.
+    pub fn forget(&self, ino: u64, n: u64) -> Option<Arc<Node>> {
+        let node = self.get(ino)?;
         let prev = node
             .nlookup
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
@@ -166,7 +178,7 @@ impl Nodes {
             })
             .unwrap_or(0);
         if prev > n {
-            return;
+            return None;
         }
         let removed = self.by_key.remove_if(&node.key, |_, v| {
             v.ino == ino && v.nlookup.load(Ordering::Acquire) == 0
@@ -174,7 +186,9 @@ impl Nodes {
         let still_keyed = self.by_key.get(&node.key).is_some_and(|v| v.ino == ino);
         if removed.is_some() || !still_keyed {
             self.by_ino.remove(&ino);
+            return Some(node);
         }
+        None
     }
 
     /// Gives memory back once the kernel has forgotten most nodes: hash tables do not shrink on

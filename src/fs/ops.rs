@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fuser::{FileAttr, FileType};
 use rustix::fs::{AtFlags, Mode, OFlags, Statx, fstatfs, openat, statx};
@@ -14,7 +15,7 @@ use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, to_attr};
 use super::handles::Handle;
 use super::nodes::{Node, NodeKey, Shown};
 use super::virt::XATTR_PREFIX;
-use super::{CtrFs, errno};
+use super::{CtrFs, TTL, errno};
 use crate::mounts::MountKind;
 use crate::pathsafe::is_plain_name;
 use crate::registry::{ROOT_INO, is_virtual};
@@ -23,14 +24,15 @@ use crate::registry::{ROOT_INO, is_virtual};
 pub const REQUESTS_XATTR: &str = "user.ctrfsd.requests";
 
 impl CtrFs {
-    pub(super) fn do_lookup(&self, parent: u64, name: &OsStr) -> io::Result<FileAttr> {
+    /// The entry for `name` in `parent`, and how long the kernel may keep it.
+    pub(super) fn do_lookup(&self, parent: u64, name: &OsStr) -> io::Result<(FileAttr, Duration)> {
         if !is_plain_name(name) {
             return Err(errno(libc::ENOENT));
         }
         if is_virtual(parent) {
-            return self.lookup_virtual(parent, name);
+            return Ok((self.lookup_virtual(parent, name)?, TTL));
         }
-        let (node, st) = {
+        let (node, st, ttl) = {
             let pnode = self.node(parent)?;
             if pnode.shown != Shown::Normal || pnode.kind != FileType::Directory {
                 return Err(errno(libc::ENOENT));
@@ -39,8 +41,10 @@ impl CtrFs {
             // (and could hang on) the mounted filesystem.
             if let Some(mnt) = self.unserved_child(&pnode, &mut None, name)? {
                 let node = self.placeholder_node(&pnode, name, mnt);
-                return Ok(placeholder_attr(node.ino));
+                return Ok((placeholder_attr(node.ino), TTL));
             }
+            // Asked before the statx: a watch that exists then reports any later change.
+            let watched = self.watches.is_watched(parent);
             let pfd = self.dir_fd(&pnode)?;
             let mut st = statx(
                 &*pfd,
@@ -49,9 +53,11 @@ impl CtrFs {
                 STATX_MASK,
             )?;
             self.shown_stat(&pnode.inst, &mut st);
-            (self.child_node(&pnode, name, &st), st)
+            let node = self.child_node(&pnode, name, &st);
+            let ttl = self.ttl_of(watched, &pnode, &node, &st);
+            (node, st, ttl)
         };
-        Ok(to_attr(node.ino, &st))
+        Ok((to_attr(node.ino, &st), ttl))
     }
 
     /// Counts a kernel reference to the placeholder of unserved mount `mnt` at `name`.
@@ -103,13 +109,23 @@ impl CtrFs {
         if !is_virtual(ino) {
             self.dirs.remove(ino);
             self.files.remove(ino);
-            self.nodes.forget(ino, n);
+            if let Some(node) = self.nodes.forget(ino, n)
+                && node.kind == FileType::Directory
+            {
+                // The kernel holds nothing below a directory it forgot: no watch is needed.
+                self.watches.unwatch(ino);
+            }
         }
     }
 
     pub(super) fn do_getattr(&self, ino: u64) -> io::Result<FileAttr> {
+        self.getattr_ttl(ino).map(|(a, _)| a)
+    }
+
+    /// Attributes of `ino` and how long the kernel may keep them.
+    pub(super) fn getattr_ttl(&self, ino: u64) -> io::Result<(FileAttr, Duration)> {
         if is_virtual(ino) {
-            return self.virtual_attr(ino);
+            return Ok((self.virtual_attr(ino)?, TTL));
         }
         let node = match self.node(ino) {
             Ok(node) => node,
@@ -117,21 +133,33 @@ impl CtrFs {
             // `tail -f` does): answer from the read fd while the kernel still holds the inode.
             Err(e) => match self.files.get(ino) {
                 Some(fd) => {
-                    return Ok(to_attr(
-                        ino,
-                        &statx(&*fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?,
-                    ));
+                    let st = statx(&*fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+                    return Ok((to_attr(ino, &st), TTL));
                 }
                 None => return Err(e),
             },
         };
         if node.shown == Shown::Placeholder {
-            return Ok(placeholder_attr(ino));
+            return Ok((placeholder_attr(ino), TTL));
         }
         if !node.inst.is_running() && node.is_instance_root() {
-            return Ok(self.detached_root_attr(&node));
+            return Ok((self.detached_root_attr(&node), TTL));
         }
-        Ok(to_attr(ino, &self.stat_node(&node)?))
+        let loc = node.loc();
+        let parent = if is_virtual(loc.parent) {
+            None
+        } else {
+            self.nodes.get(loc.parent)
+        };
+        let watched = parent
+            .as_ref()
+            .is_some_and(|p| self.watches.is_watched(p.ino));
+        let st = self.stat_node(&node)?;
+        let ttl = match &parent {
+            Some(p) => self.ttl_of(watched, p, &node, &st),
+            None => TTL,
+        };
+        Ok((to_attr(ino, &st), ttl))
     }
 
     /// Whether `ino` stands for a mount that is never touched (no system call may reach it).
@@ -262,7 +290,9 @@ impl CtrFs {
     /// they stop asking).
     pub(super) fn do_getxattr(&self, ino: u64, name: &OsStr, size: u32) -> io::Result<Vec<u8>> {
         if ino == ROOT_INO && name.as_bytes() == REQUESTS_XATTR.as_bytes() {
-            let mut report = self.stats.report().into_bytes();
+            let mut report = self.stats.report();
+            report.push_str(&self.watches.report());
+            let mut report = report.into_bytes();
             if size == 0 {
                 // Room for the counts to grow before the caller asks for the value.
                 report.resize(report.len() + 256, 0);

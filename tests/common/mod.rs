@@ -334,6 +334,24 @@ pub fn ctrfsd_xattr(path: &Path, name: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The request counters of a ctrfsd mount (`user.ctrfsd.requests` on its root), by name
+/// (`"lookup"`, `"error ENOENT"`, `"watched-dirs"`, ...).
+pub fn request_counts(mnt: &Path) -> std::collections::HashMap<String, u64> {
+    let out = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.ctrfsd.requests"])
+        .arg(mnt)
+        .output()
+        .expect("run getfattr");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, n) = l.trim_matches('\0').rsplit_once(' ')?;
+            Some((name.to_string(), n.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Runs `docker ARGS`, stdin closed.
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")

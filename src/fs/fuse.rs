@@ -15,8 +15,8 @@ use fuser::{
 };
 use log::{debug, warn};
 
-use super::stats::Op;
 use super::CtrFs;
+use super::stats::Op;
 
 impl CtrFs {
     /// The errno for an error reply, counted.
@@ -268,7 +268,14 @@ impl Filesystem for CtrFs {
         self.stats.op(Op::Readdirplus);
         debug!("readdirplus {} fh {} from {offset}", ino.0, fh.0);
         let r = self.do_readdir(ino.0, fh.0, offset, true, |e, attr| match attr {
-            Some(attr) => reply.add(INodeNo(e.ino), e.offset, e.name, &e.ttl, attr, Generation(0)),
+            Some(attr) => reply.add(
+                INodeNo(e.ino),
+                e.offset,
+                e.name,
+                &e.ttl,
+                attr,
+                Generation(0),
+            ),
             None => false,
         });
         match r {

@@ -258,7 +258,6 @@ impl Core {
             r => Ok(r?),
         }
     }
-
 }
 
 impl CtrFs {

@@ -284,7 +284,10 @@ impl Watches {
                 let left = at.saturating_duration_since(Instant::now());
                 rustix::event::Timespec::try_from(left).unwrap_or_default()
             });
-            let mut pfd = [rustix::event::PollFd::new(ifd, rustix::event::PollFlags::IN)];
+            let mut pfd = [rustix::event::PollFd::new(
+                ifd,
+                rustix::event::PollFlags::IN,
+            )];
             match rustix::event::poll(&mut pfd, timeout.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
@@ -352,7 +355,10 @@ impl Invalidator {
 
     fn inval_entry(&self, dir: u64, name: &[u8]) {
         self.count();
-        if let Err(e) = self.notifier.inval_entry(INodeNo(dir), OsStr::from_bytes(name)) {
+        if let Err(e) = self
+            .notifier
+            .inval_entry(INodeNo(dir), OsStr::from_bytes(name))
+        {
             debug!("inval_entry {dir} {:?}: {e}", String::from_utf8_lossy(name));
         }
     }

@@ -5,12 +5,19 @@
 #   sudo scripts/bench.sh --scale    # also: walk 1,000,000 files under RLIMIT_NOFILE 1024, RSS,
 #                                    # and list one directory of 1,000,000 entries
 #   sudo scripts/bench.sh --scale-only   # only the two scale checks
-# Env: RUNS (default 5), MANY (containers for the `ls` row, default 200; 0 skips the row).
+# Env: ROUNDS (default 5) x RUNS (default 3) timed runs per command, MANY (containers for the
+# `ls` row, default 200; 0 skips the row), CTRFSD_ARGS (extra ctrfsd options, e.g.
+# `--passthrough` or `--cache-ttl 1` to measure the other modes), BINDFS=0 (no bindfs column).
+# Each round runs direct, ctrfsd and bindfs one after the other (hyperfine, one warmup each),
+# and the medians are over all rounds: a machine that drifts (this VM's page cache is trimmed
+# by DAMON every few seconds, and its neighbours vary) then weighs on every column alike
+# instead of on whichever ran last.
 # Containers and images are reused between runs (names ctrfsd-bench-*); `scripts/bench.sh
 # --clean` removes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-5}
+ROUNDS=${ROUNDS:-5}
+RUNS=${RUNS:-3}
 MANY=${MANY:-200}
 IMAGE=ctrfsd-bench:1
 WORK=/run/ctrfsd-bench
@@ -103,25 +110,27 @@ DPID=$!
 for _ in $(seq 1 100); do [ -d "$MNT/$MAIN/wdata" ] && break; sleep 0.1; done
 [ -d "$MNT/$MAIN/wdata" ] || { echo "bench: ctrfsd did not serve $MAIN" >&2; cat "$WORK/ctrfsd.log" >&2; exit 1; }
 HAVE_BINDFS=0
-if command -v bindfs >/dev/null && bindfs -o ro "/proc/$PID/root" "$BINDMNT" 2>/dev/null; then HAVE_BINDFS=1; fi
+if [ "${BINDFS:-1}" != 0 ] && command -v bindfs >/dev/null && bindfs -o ro "/proc/$PID/root" "$BINDMNT" 2>/dev/null; then HAVE_BINDFS=1; fi
 
 D=/proc/$PID/root/wdata C=$MNT/$MAIN/wdata B=$BINDMNT/wdata
 drop='sync; echo 3 > /proc/sys/vm/drop_caches'
-rm -f "$OUT"/*.json
+rm -f "$OUT"/*.json "$OUT"/*.label
 bench() { # id, label, command template with {} for the tree root, extra hyperfine args...
   local id=$1 label=$2 tmpl=$3; shift 3
   local cmds=("${tmpl//\{\}/$D}" "${tmpl//\{\}/$C}")
   [ $HAVE_BINDFS = 1 ] && cmds+=("${tmpl//\{\}/$B}")
   echo "bench: $label"
-  hyperfine -N --style none --runs "$RUNS" "$@" --export-json "$OUT/$id.json" "${cmds[@]}" >/dev/null
+  for r in $(seq 1 "$ROUNDS"); do
+    hyperfine -N --style none --runs "$RUNS" "$@" --export-json "$OUT/$id.r$r.json" "${cmds[@]}" >/dev/null
+  done
   echo "$label" > "$OUT/$id.label"
 }
 if [ $SCALE_ONLY = 0 ]; then
-bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 2
-bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 2
-bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 2
+bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 1
+bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 1
+bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1
 bench 4rand "4 KiB random reads (fio randread, 64 MiB), warm" \
-  "sh -c 'fio --name=r --filename={}/big --rw=randread --bs=4k --size=1g --io_size=64m --invalidate=0 --ioengine=psync --output=/dev/null'" --warmup 2
+  "sh -c 'fio --name=r --filename={}/big --rw=randread --bs=4k --size=1g --io_size=64m --invalidate=0 --ioengine=psync --output=/dev/null'" --warmup 1
 bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR {} >/dev/null'" --prepare "sh -c '$drop'"
 par_direct="" par_ctrfsd=""
 for i in 0 1 2 3 4 5 6 7; do
@@ -129,26 +138,34 @@ for i in 0 1 2 3 4 5 6 7; do
   par_ctrfsd+="grep -r -c ERROR $MNT/ctrfsd-bench-p$i/data >/dev/null & "
 done
 echo "bench: 8 greps in parallel on 8 containers"
-hyperfine --style none --runs "$RUNS" --warmup 1 --export-json "$OUT/6par.json" \
-  "sh -c '${par_direct}wait'" "sh -c '${par_ctrfsd}wait'" >/dev/null
+for r in $(seq 1 "$ROUNDS"); do
+  hyperfine --style none --runs "$RUNS" --warmup 1 --export-json "$OUT/6par.r$r.json" \
+    "sh -c '${par_direct}wait'" "sh -c '${par_ctrfsd}wait'" >/dev/null
+done
 echo "8 greps in parallel on 8 containers, wall" > "$OUT/6par.label"
 if [ "$MANY" -gt 0 ]; then
   n=$(ls "$MNT" | wc -l)
   echo "bench: ls with $n containers"
-  hyperfine -N --style none --runs 30 --warmup 3 --export-json "$OUT/7ls.json" "ls $MNT" >/dev/null
+  hyperfine -N --style none --runs 30 --warmup 3 --export-json "$OUT/7ls.r1.json" "ls $MNT" >/dev/null
   echo "ls /ctr with $n running containers (absolute)" > "$OUT/7ls.label"
 fi
 
 python3 - "$OUT" "$HAVE_BINDFS" <<'PY'
-import json, os, sys
+import json, os, statistics, sys
 out, have_bindfs = sys.argv[1], sys.argv[2] == "1"
 def fmt(s):
     return f"{s*1000:.1f} ms" if s < 10 else f"{s:.2f} s"
 rows = []
-for f in sorted(x for x in os.listdir(out) if x.endswith(".json")):
-    res = json.load(open(os.path.join(out, f)))["results"]
-    label = open(os.path.join(out, f[:-5] + ".label")).read().strip()
-    med = [r["median"] for r in res]
+for label_file in sorted(x for x in os.listdir(out) if x.endswith(".label")):
+    rid = label_file[:-6]
+    label = open(os.path.join(out, label_file)).read().strip()
+    times = []  # per command, every timed run of every round
+    for f in sorted(x for x in os.listdir(out) if x.startswith(rid + ".r") and x.endswith(".json")):
+        for i, r in enumerate(json.load(open(os.path.join(out, f)))["results"]):
+            while len(times) <= i:
+                times.append([])
+            times[i].extend(r["times"])
+    med = [statistics.median(t) for t in times]
     if len(med) == 1:
         rows.append((label, "", fmt(med[0]), "", "", ""))
         continue
@@ -160,7 +177,8 @@ print("|" + "---|" * len(head))
 for r in rows:
     print("| " + " | ".join(r[:len(head)]) + " |")
 PY
-echo "machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); runs: $RUNS (medians)"
+echo "machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); medians of $ROUNDS rounds x $RUNS runs"
+echo "ctrfsd requests during the whole run: $(getfattr --only-values -n user.ctrfsd.requests "$MNT" 2>/dev/null | tr '\n' ' ')"
 fi
 
 if [ $SCALE = 1 ]; then

@@ -45,9 +45,9 @@ use fdcache::FdCache;
 use handles::Handles;
 use nodes::{Node, Nodes, Shown};
 
-/// How long the kernel may trust an entry or attributes without asking again. One second keeps
-/// `tail -f` and rewritten files within about a second (DESIGN.md); registry changes are also
-/// pushed to the kernel at once by invalidation.
+/// How long the kernel may trust an entry or attributes that no directory watch covers
+/// ([`watch`]) without asking again. One second keeps `tail -f` and rewritten files within a
+/// second (DESIGN.md); registry changes and watched changes are pushed to the kernel at once.
 pub const TTL: Duration = Duration::from_secs(1);
 
 /// Longest parent chain followed before a node is declared stale (a cycle guard).

@@ -66,18 +66,6 @@ fn within(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Durati
     took
 }
 
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_walked_tree_is_served_from_the_kernel_cache_and_every_change_shows_within_a_second() {
     let c = FakeContainer::start(app_tree, "");

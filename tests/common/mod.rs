@@ -217,15 +217,7 @@ impl Daemon {
 
     /// Names listed at the mount root.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.path())
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        listing(self.path())
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -332,6 +324,19 @@ pub fn ctrfsd_xattr(path: &Path, name: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The names in directory `dir`, sorted (none if it cannot be read).
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// The request counters of a ctrfsd mount (`user.ctrfsd.requests` on its root), by name

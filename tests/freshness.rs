@@ -342,24 +342,16 @@ fn a_docker_container_writing_for_itself_is_seen_through_a_cached_walk() {
     fs::write(vol.path().join("shared.txt"), "from host 1\n").unwrap();
     let name = format!("ctrfsd-fresh-{t}");
     let bind = format!("{}:/data", vol.path().display());
-    let _c = {
-        let args = [
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            &name,
-            "-v",
-            &bind,
-            &image,
+    let _c = docker_run_with(
+        &name,
+        &["-v", &bind],
+        &image,
+        &[
             "/bin/sh",
             "-c",
             "i=0; while true; do echo \"INFO tick $i\" >> /var/log/app/app.log; i=$((i+1)); sleep 0.2; done",
-        ];
-        docker_ok(&args);
-        DockerCtr(name.clone())
-    };
+        ],
+    );
     let d = Daemon::start(&["--runtime", "docker"]);
     wait_until(Duration::from_secs(10), || d.has(&name)).expect("container not listed");
     let ctr = d.path().join(&name);

@@ -437,7 +437,14 @@ impl Drop for DockerCtr {
 
 /// `docker run -d --network none --name NAME IMAGE CMD...`.
 pub fn docker_run(name: &str, image: &str, cmd: &[&str]) -> DockerCtr {
-    let mut args = vec!["run", "-d", "--network", "none", "--name", name, image];
+    docker_run_with(name, &[], image, cmd)
+}
+
+/// [`docker_run`] with more `docker run` options (`-v`, ...) before the image.
+pub fn docker_run_with(name: &str, opts: &[&str], image: &str, cmd: &[&str]) -> DockerCtr {
+    let mut args = vec!["run", "-d", "--network", "none", "--name", name];
+    args.extend_from_slice(opts);
+    args.push(image);
     args.extend_from_slice(cmd);
     docker_ok(&args);
     DockerCtr(name.to_string())

@@ -6,38 +6,9 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-
-/// A host-only file whose content must never come back through the mount.
-struct HostMarker {
-    path: PathBuf,
-    content: String,
-}
-
-impl HostMarker {
-    fn new() -> HostMarker {
-        let t = token();
-        let path = PathBuf::from(format!("/etc/ctrfsd-host-marker-{t}"));
-        let content = format!("HOST-ONLY-{t}-SECRET");
-        fs::write(&path, &content).unwrap();
-        HostMarker { path, content }
-    }
-    fn name(&self) -> String {
-        self.path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
-impl Drop for HostMarker {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
 
 #[test]
 fn absolute_and_relative_links_resolve_inside_the_container() {
@@ -69,7 +40,7 @@ fn absolute_and_relative_links_resolve_inside_the_container() {
 
 #[test]
 fn links_planted_to_escape_never_reach_host_files() {
-    let m = HostMarker::new();
+    let m = HostMarker::plant();
     let n = m.name();
     let c = FakeContainer::start(
         |root| {

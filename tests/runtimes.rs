@@ -445,8 +445,8 @@ fn a_name_taken_by_two_runtimes_hides_neither() {
 #[test]
 fn any_process_by_pid_with_containment() {
     require_root();
-    let marker = format!("/tmp/ctrfsd-pid-marker-{}", token());
-    fs::write(&marker, "HOST ONLY\n").unwrap();
+    let m = HostMarker::plant();
+    let marker = m.path.display().to_string();
     let mut c = FakeContainer::start(
         |r| {
             fs::write(r.join("inside"), "INSIDE\n").unwrap();
@@ -476,9 +476,9 @@ fn any_process_by_pid_with_containment() {
     // Through the kernel's own view the same link escapes (so the check above means something).
     assert_eq!(
         fs::read_to_string(c.proc_root().join("escape")).unwrap(),
-        "HOST ONLY\n"
+        m.content
     );
-    let grep = try_run(&format!("grep -rs 'HOST ONLY' '{}'", dir.display()));
+    let grep = try_run(&format!("grep -rs '{}' '{}'", m.content, dir.display()));
     assert!(grep.stdout.is_empty(), "grep -r found host data");
     // `.pid` lists nothing (walking it must not walk every process on the host).
     assert_eq!(fs::read_dir(d.path().join(".pid")).unwrap().count(), 0);
@@ -489,7 +489,6 @@ fn any_process_by_pid_with_containment() {
         fs::metadata(dir.join("inside")).is_err()
     })
     .expect("a dead process's root is still served");
-    let _ = fs::remove_file(&marker);
 }
 
 #[test]

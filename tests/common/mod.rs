@@ -13,10 +13,11 @@ mod daemon;
 mod docker;
 mod fake;
 mod images;
+mod marker;
 
 // Every test binary compiles all of `common` and uses part of it.
 #[allow(unused_imports)]
-pub use {daemon::*, docker::*, fake::*, images::*};
+pub use {daemon::*, docker::*, fake::*, images::*, marker::*};
 
 use std::fs;
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -11,23 +11,8 @@ use common::*;
 const IMAGE: &str = "ctrfsd-debian:bookworm-minbase";
 
 fn debian_image() {
-    require_root();
-    assert!(
-        Command::new("docker")
-            .arg("info")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success(),
-        "no Docker engine answers: run scripts/test.sh, which installs and starts one"
-    );
-    let have = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    if have.success() {
+    require_docker();
+    if docker(&["image", "inspect", IMAGE]).status.success() {
         return;
     }
     // Built once per machine from Debian's own packages; no registry is involved.
@@ -52,15 +37,8 @@ fn debian_image() {
 fn a_debian_tree_matches_the_kernel_view_entry_by_entry() {
     debian_image();
     let name = format!("ctrfsd-deb-{}", token());
-    let out = sh(&format!(
-        "docker run -d --network none --name {name} {IMAGE} /bin/sleep 1000000"
-    ));
-    assert!(out.status.success(), "{out:?}");
-    let pid = stdout(&sh(&format!(
-        "docker inspect -f '{{{{.State.Pid}}}}' {name}"
-    )))
-    .trim()
-    .to_string();
+    let ctr = docker_run(&name, IMAGE, &["/bin/sleep", "1000000"]);
+    let pid = ctr.pid().to_string();
     // Links of every kind the README documents, planted beside the Debian tree.
     let r = format!("/proc/{pid}/root");
     let plant = sh(&format!(
@@ -83,7 +61,7 @@ fn a_debian_tree_matches_the_kernel_view_entry_by_entry() {
         .arg(&pid)
         .output()
         .unwrap();
-    let _ = sh(&format!("docker rm -f {name}"));
+    drop(ctr);
     let report = String::from_utf8_lossy(&diff.stdout);
     eprintln!("{report}");
     assert!(

@@ -5,20 +5,11 @@
 mod common;
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
-
-fn engine_up() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// An image of one static binary, busybox, and a marker file.
 fn image() -> &'static str {
@@ -43,7 +34,7 @@ fn start_engine_with(extra: &str) {
                   >>${{TMPDIR:-/tmp}}/ctrfsd-dockerd.log 2>&1 &"
     ));
     assert!(out.status.success());
-    wait_until(Duration::from_secs(60), engine_up).expect("dockerd did not come back");
+    wait_until(Duration::from_secs(60), docker_answers).expect("dockerd did not come back");
 }
 
 /// SIGTERM to dockerd; returns once the process is gone (it stops its containers first, unless
@@ -61,7 +52,10 @@ fn stop_engine() {
 fn docker_stopping_and_returning_keeps_serving_and_resyncs() {
     require_root();
     let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(engine_up(), "no Docker engine answers: run scripts/test.sh");
+    assert!(
+        docker_answers(),
+        "no Docker engine answers: run scripts/test.sh"
+    );
     image();
     let name = format!("ctrfsd-dr-{}", token());
     let _ = docker_ok(&[
@@ -137,7 +131,10 @@ fn docker_stopping_and_returning_keeps_serving_and_resyncs() {
 fn with_live_restore_containers_outlive_the_engine_and_nothing_stale_survives() {
     require_root();
     let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(engine_up(), "no Docker engine answers: run scripts/test.sh");
+    assert!(
+        docker_answers(),
+        "no Docker engine answers: run scripts/test.sh"
+    );
     stop_engine();
     start_engine_with("--live-restore");
     let restore = Restore;

@@ -162,11 +162,21 @@ fn sigterm_with_busy_files_unmounts_and_exits_zero() {
         .current_dir(d.path().join("c"))
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let held = d.path().join("c/f");
+    wait_until(Duration::from_secs(10), || {
+        fs::read_link(format!("/proc/{}/fd/3", busy.id())).is_ok_and(|p| p == held)
+    })
+    .expect("the shell never held the file open");
     let status = d.stop();
     assert_eq!(status.code(), Some(0), "log:\n{}", d.log_text());
     assert!(!is_mounted(d.path()), "mount left behind");
     assert!(d.log_text().contains("SIGTERM: unmounting"));
+    // It was busy when asked to go (a plain unmount would have worked otherwise).
+    assert!(
+        d.log_text().contains("busy, detaching lazily"),
+        "log:\n{}",
+        d.log_text()
+    );
     let _ = busy.kill();
     let _ = busy.wait();
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::error::StartError;
 use crate::runtime::detect::Kind;
+pub use crate::runtime::static_pids::{StaticContainer, parse_container};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,13 +97,6 @@ pub enum RuntimeArg {
     Containerd,
     /// No runtime: only --container entries and /MOUNTPOINT/.pid/<PID>/
     None,
-}
-
-/// A static container: a name the user chose and a host PID.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticContainer {
-    pub name: String,
-    pub pid: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -204,49 +198,4 @@ pub fn runtime_kinds(args: &[RuntimeArg]) -> Result<(Vec<Kind>, bool), StartErro
         }
     }
     Ok((kinds, true))
-}
-
-/// Parses `NAME=PID`. NAME must be usable as one path component.
-pub fn parse_container(arg: &str) -> Result<StaticContainer, StartError> {
-    let bad = |reason: &str| StartError::BadContainer {
-        arg: arg.to_string(),
-        reason: reason.to_string(),
-    };
-    let (name, pid) = arg
-        .split_once('=')
-        .ok_or_else(|| bad("expected NAME=PID"))?;
-    if let Some(reason) = crate::registry::invalid_name(name) {
-        return Err(bad(&format!("name {name:?} {reason}")));
-    }
-    let pid: i32 = pid
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| bad(&format!("{pid:?} is not a process id")))?;
-    Ok(StaticContainer {
-        name: name.to_string(),
-        pid,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn container_arguments() {
-        assert_eq!(
-            parse_container("web=42").unwrap(),
-            StaticContainer {
-                name: "web".into(),
-                pid: 42
-            }
-        );
-        for bad in [
-            "web", "=42", "web=", "web=-1", "web=0", "a/b=1", "..=1", "web=x",
-        ] {
-            let err = parse_container(bad).unwrap_err().to_string();
-            assert!(err.starts_with(&format!("--container {bad}:")), "{err}");
-        }
-    }
 }

@@ -190,7 +190,7 @@ impl Core {
     /// its container is gone (as for a directory removed while a process sits in it).
     fn node(&self, ino: u64) -> io::Result<Arc<Node>> {
         let node = self.nodes.get(ino).ok_or_else(stale)?;
-        if !node.inst.is_alive() {
+        if !node.inst.is_current() {
             return Err(node.inst.retired_error());
         }
         Ok(node)
@@ -276,7 +276,7 @@ impl CtrFs {
         let loc = node.loc();
         let cached = if is_virtual(loc.parent) {
             let root = node.inst.root()?;
-            if !node.inst.is_running() {
+            if !node.inst.has_process() {
                 // Keyed by the instance alone (see `lookup_container`): whatever mount now
                 // backs it is its root.
                 return Ok(statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?);

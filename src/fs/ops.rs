@@ -142,7 +142,7 @@ impl CtrFs {
         if node.shown == Shown::Placeholder {
             return Ok((placeholder_attr(ino), TTL));
         }
-        if !node.inst.is_running() && node.is_instance_root() {
+        if !node.inst.has_process() && node.is_instance_root() {
             return Ok((self.detached_root_attr(&node), TTL));
         }
         let loc = node.loc();

@@ -59,7 +59,7 @@ impl CtrFs {
         parent: u64,
         name: &OsStr,
     ) -> io::Result<(Arc<Node>, FileAttr)> {
-        if !inst.is_running() {
+        if !inst.has_process() {
             let key = NodeKey {
                 seq: inst.seq,
                 mnt: 0,

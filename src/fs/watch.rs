@@ -454,7 +454,7 @@ impl Invalidator {
     fn children(&self, dirs: &HashSet<u64>) {
         let mut hit = Vec::new();
         self.nodes.for_each(|n| {
-            if !n.inst.is_alive() {
+            if !n.inst.is_current() {
                 return; // a retired container: the registry invalidated it already
             }
             let loc = n.loc();

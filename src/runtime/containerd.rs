@@ -15,15 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use log::{debug, info, warn};
+use log::{debug, info};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint as GrpcEndpoint, Uri};
 use tonic::{Code, Status};
 
-use super::Found;
-use crate::instance::{Identity, Instance, Runtime, Stopped, pin, short_id};
+use super::{Found, Inspect};
+use crate::container::{Identity, Runtime, Stopped};
 use crate::layers::Storage;
-use crate::registry::Registry;
+use crate::registry::{Registry, invalid_name};
 
 /// containerd's default socket.
 pub const SOCKET: &str = "/run/containerd/containerd.sock";
@@ -387,7 +387,7 @@ fn identity(ns: &str, c: &proto::Container) -> Option<Identity> {
     let name = c
         .labels
         .get(NERDCTL_NAME)
-        .filter(|n| crate::registry::invalid_name(n).is_none())
+        .filter(|n| invalid_name(n).is_none())
         .cloned()
         .unwrap_or_else(|| c.id.clone());
     let mut ident = Identity::new(Runtime::Containerd, c.id.clone(), name);
@@ -399,9 +399,7 @@ fn identity(ns: &str, c: &proto::Container) -> Option<Identity> {
 }
 
 fn key(ns: &str, id: &str) -> Identity {
-    let mut i = Identity::new(Runtime::Containerd, id, "");
-    i.scope = ns.to_string();
-    i
+    Identity::key(Runtime::Containerd, ns, id)
 }
 
 /// Runs forever: connect, sync, follow events; on failure wait and reconnect.
@@ -511,7 +509,9 @@ async fn sync_all(client: &Client, registry: &Arc<Registry>) -> Result<(), Statu
             let fresh = match task {
                 Some(t) if live(t) => registry.serves(&ident, t.pid as i32),
                 // Stopped: shown already (its layers do not change while it is stopped)?
-                _ => current.is_some_and(|i| i.is_alive() && !i.is_running() && i.ident == ident),
+                _ => {
+                    current.is_some_and(|i| i.is_current() && !i.has_process() && i.ident == ident)
+                }
             };
             let shown = task.is_some_and(live) || registry.shows_stopped();
             if shown {
@@ -547,7 +547,14 @@ async fn inspect(client: &Client, ns: &str, id: &str, with_stopped: bool) -> Res
     if !with_stopped {
         return Ok(Found::Hidden);
     }
-    let stopped = match task {
+    let stopped = stopped(task);
+    let storage = storage(client, ns, &c).await?;
+    Ok(Found::Stopped(ident, stopped, storage))
+}
+
+/// How a container without a live task ended, from its task (no I/O).
+fn stopped(task: Option<proto::Process>) -> Stopped {
+    match task {
         Some(t) if t.status == 1 => Stopped {
             state: "created".into(),
             exit_code: None,
@@ -569,25 +576,31 @@ async fn inspect(client: &Client, ns: &str, id: &str, with_stopped: bool) -> Res
             exit_code: None,
             finished_at: String::new(),
         },
-    };
-    let storage = storage(client, ns, &c).await?;
-    Ok(Found::Stopped(ident, stopped, storage))
+    }
 }
 
 /// Where a container's layers are: its snapshot's mounts, as containerd would mount them.
 async fn storage(client: &Client, ns: &str, c: &proto::Container) -> Result<Storage, Status> {
     if c.snapshot_key.is_empty() {
-        return Ok(Storage::Unavailable(
-            "containerd reports no snapshot for it".into(),
-        ));
+        return Ok(storage_of(c, None));
     }
-    let Some(mounts) = client.mounts(ns, &c.snapshotter, &c.snapshot_key).await? else {
-        return Ok(Storage::Unavailable(format!(
+    let mounts = client.mounts(ns, &c.snapshotter, &c.snapshot_key).await?;
+    Ok(storage_of(c, Some(mounts)))
+}
+
+/// Where a container's layers are, from its snapshot's mounts (no I/O): `None` if it has no
+/// snapshot key, `Some(None)` if the snapshotter has no such snapshot.
+fn storage_of(c: &proto::Container, mounts: Option<Option<Vec<proto::Mount>>>) -> Storage {
+    let Some(mounts) = mounts else {
+        return Storage::Unavailable("containerd reports no snapshot for it".into());
+    };
+    let Some(mounts) = mounts else {
+        return Storage::Unavailable(format!(
             "snapshot {:?} of snapshotter {:?} is gone",
             c.snapshot_key, c.snapshotter
-        )));
+        ));
     };
-    Ok(match mounts.as_slice() {
+    match mounts.as_slice() {
         [m] if m.r#type == "overlay" => {
             let opt = |k: &str| {
                 m.options
@@ -623,7 +636,24 @@ async fn storage(client: &Client, ns: &str, c: &proto::Container) -> Result<Stor
                 .collect::<Vec<_>>()
                 .join("+")
         )),
-    })
+    }
+}
+
+/// One connected containerd, as the shared acquisition step asks it.
+struct Api<'a> {
+    client: &'a Client,
+}
+
+impl Inspect for Api<'_> {
+    type Error = Status;
+
+    async fn inspect(&self, key: &Identity, with_stopped: bool) -> Result<Found, Status> {
+        inspect(self.client, &key.scope, &key.id, with_stopped).await
+    }
+
+    fn label(&self) -> String {
+        "containerd".into()
+    }
 }
 
 /// Brings the registry in line with what containerd says about `id` in `ns`.
@@ -641,7 +671,7 @@ async fn reconcile(
         Found::Stopped(ident, stopped, storage) => {
             // A task deleted after its exit says less than the task did: keep what we know.
             let known = registry.find(&ident).is_some_and(|i| {
-                i.is_alive()
+                i.is_current()
                     && i.ident == ident
                     && i.storage.as_deref() == Some(&storage)
                     && stopped.state == "stopped"
@@ -654,28 +684,5 @@ async fn reconcile(
         }
         Found::Running(ident, pid, storage) => (ident, pid, storage),
     };
-    if registry.serves(&ident, pid) {
-        return Ok(());
-    }
-    // Pin, then ask again: only if the task still has this PID is the pidfd the container's.
-    let pidfd = match pin(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            debug!("containerd {ns}/{id}: pid {pid}: {e}");
-            return Ok(());
-        }
-    };
-    if inspect(client, ns, id, false).await? != Found::Running(ident.clone(), pid, storage.clone())
-    {
-        debug!("containerd {ns}/{id}: changed while acquiring; the next event or re-list retries");
-        return Ok(());
-    }
-    match Instance::open(ident, pid, pidfd) {
-        Ok(inst) => super::serve(registry, inst.with_storage(storage)),
-        Err(e) => warn!(
-            "containerd container {ns}/{}: cannot open its root: {e}",
-            short_id(id)
-        ),
-    }
-    Ok(())
+    super::acquire(&Api { client }, registry, ident, pid, storage).await
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use log::info;
 
-use crate::instance::Runtime;
+use crate::container::{Identity, Runtime, describe};
 use crate::registry::Registry;
 
 use super::docker::Endpoint;
@@ -40,10 +40,7 @@ pub struct Candidate {
 
 impl Candidate {
     fn label(&self) -> String {
-        crate::registry::describe(&crate::instance::Identity {
-            scope: self.scope.clone(),
-            ..crate::instance::Identity::new(self.runtime, "", "")
-        })
+        describe(&Identity::key(self.runtime, &self.scope, ""))
     }
 }
 

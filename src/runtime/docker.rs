@@ -11,12 +11,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
+use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
-use log::{debug, info, warn};
+use log::{debug, info};
 
-use super::Found;
-use crate::instance::{Identity, Instance, Runtime, Stopped, pin, short_id};
+use super::{Found, Inspect};
+use crate::container::{Identity, Runtime, Stopped, describe};
 use crate::layers::Storage;
 use crate::registry::Registry;
 
@@ -30,19 +31,25 @@ const ACTIONS: &[&str] = &[
 /// One Docker-API daemon.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    /// Which runtime answers there (Docker, rootful or rootless Podman).
     pub runtime: Runtime,
     /// The rootless user's name; empty for a rootful daemon.
     pub scope: String,
+    /// The API's Unix socket.
     pub socket: std::path::PathBuf,
 }
 
 impl Endpoint {
     fn key(&self, id: &str) -> Identity {
-        let mut i = Identity::new(self.runtime, id, "");
-        i.scope = self.scope.clone();
-        i
+        Identity::key(self.runtime, &self.scope, id)
     }
 
+    /// A client of the daemon at the socket (no request is made yet), with a 30 s timeout per
+    /// request.
+    ///
+    /// # Errors
+    ///
+    /// bollard's, if the socket path cannot be used.
     pub fn connect(&self) -> Result<Docker, DockerError> {
         Docker::connect_with_unix(
             &self.socket.to_string_lossy(),
@@ -52,11 +59,7 @@ impl Endpoint {
     }
 
     fn label(&self) -> String {
-        format!(
-            "{} ({})",
-            crate::registry::describe(&self.key("")),
-            self.socket.display()
-        )
+        format!("{} ({})", describe(&self.key("")), self.socket.display())
     }
 }
 
@@ -141,7 +144,7 @@ async fn sync_all(
         let runs = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
         let current = registry.find(&ep.key(&id));
         let fresh = current.is_some_and(|i| {
-            i.is_alive() && Some(&i.ident.name) == name.as_ref() && i.is_running() == runs
+            i.is_current() && Some(&i.ident.name) == name.as_ref() && i.has_process() == runs
         });
         if !fresh {
             reconcile(docker, ep, registry, &id).await?;
@@ -151,6 +154,24 @@ async fn sync_all(
     Ok(())
 }
 
+/// One connected daemon, as the shared acquisition step asks it.
+struct Daemon<'a> {
+    docker: &'a Docker,
+    ep: &'a Endpoint,
+}
+
+impl Inspect for Daemon<'_> {
+    type Error = DockerError;
+
+    async fn inspect(&self, key: &Identity, with_stopped: bool) -> Result<Found, DockerError> {
+        inspect(self.docker, self.ep, &key.id, with_stopped).await
+    }
+
+    fn label(&self) -> String {
+        self.ep.label()
+    }
+}
+
 /// Who the daemon says container `id` is, and whether and how it runs.
 async fn inspect(
     docker: &Docker,
@@ -158,24 +179,35 @@ async fn inspect(
     id: &str,
     with_stopped: bool,
 ) -> Result<Found, DockerError> {
-    let info = match docker.inspect_container(id, None).await {
-        Ok(info) => info,
+    match docker.inspect_container(id, None).await {
+        Ok(info) => Ok(parse_inspect(ep, id, info, with_stopped)),
         Err(DockerError::DockerResponseServerError {
             status_code: 404, ..
-        }) => return Ok(Found::Hidden),
-        Err(e) => return Err(e),
-    };
+        }) => Ok(Found::Hidden),
+        Err(e) => Err(e),
+    }
+}
+
+/// What an inspect answer of container `id` says (no I/O): running with its PID, stopped and
+/// how, or hidden (a pod sandbox, a container being removed, a stopped one unless
+/// `with_stopped`).
+fn parse_inspect(
+    ep: &Endpoint,
+    id: &str,
+    info: ContainerInspectResponse,
+    with_stopped: bool,
+) -> Found {
     let state = info.state.unwrap_or_default();
     let pid = state.pid.unwrap_or(0);
     let runs = state.running == Some(true) && pid > 0;
     if !runs && !with_stopped {
-        return Ok(Found::Hidden);
+        return Found::Hidden;
     }
     let config = info.config.unwrap_or_default();
     let labels = config.labels.unwrap_or_default();
     let k8s = match super::kubernetes(&labels) {
         Some(Some(p)) => Some(p),
-        Some(None) => return Ok(Found::Hidden),
+        Some(None) => return Found::Hidden,
         None => None,
     };
     let mut ident = ep.key(id);
@@ -196,7 +228,7 @@ async fn inspect(
         None => Storage::Unavailable("the runtime reports no storage driver".into()),
     };
     if runs {
-        return Ok(Found::Running(ident, pid as i32, Some(storage)));
+        return Found::Running(ident, pid as i32, Some(storage));
     }
     let status = state
         .status
@@ -205,7 +237,7 @@ async fn inspect(
         .unwrap_or_else(|| "exited".into());
     if status == "removing" {
         // Its layers are being deleted; the removal event follows.
-        return Ok(Found::Hidden);
+        return Found::Hidden;
     }
     let stopped = Stopped {
         exit_code: state.exit_code.filter(|_| status != "created"),
@@ -215,7 +247,7 @@ async fn inspect(
             .filter(|f| !f.starts_with("0001-"))
             .unwrap_or_default(),
     };
-    Ok(Found::Stopped(ident, stopped, storage))
+    Found::Stopped(ident, stopped, storage)
 }
 
 /// Brings the registry in line with what the daemon says about `id`. Transport errors are
@@ -238,42 +270,5 @@ async fn reconcile(
         }
         Found::Running(ident, pid, storage) => (ident, pid, storage),
     };
-    if registry.serves(&ident, pid) {
-        return Ok(());
-    }
-    if let Some(reason) = crate::registry::invalid_name(&ident.name) {
-        warn!(
-            "{} container {id}: name {:?} {reason}; not shown",
-            ep.label(),
-            ident.name
-        );
-        return Ok(());
-    }
-    // Pin the PID, then ask again: only if the daemon still reports this PID for this
-    // container is the pidfd known to be the container's main process.
-    let pidfd = match pin(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            debug!("container {}: pid {pid}: {e}", ident.name);
-            return Ok(());
-        }
-    };
-    if inspect(docker, ep, id, false).await? != Found::Running(ident.clone(), pid, storage.clone())
-    {
-        debug!(
-            "container {}: changed while acquiring; the next event or re-list retries",
-            ident.name
-        );
-        return Ok(());
-    }
-    let name = ident.name.clone();
-    match Instance::open(ident, pid, pidfd) {
-        Ok(inst) => super::serve(registry, inst.with_storage(storage)),
-        Err(e) => warn!(
-            "{} container {name} ({}): cannot open its root: {e}",
-            ep.label(),
-            short_id(id)
-        ),
-    }
-    Ok(())
+    super::acquire(&Daemon { docker, ep }, registry, ident, pid, storage).await
 }

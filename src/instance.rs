@@ -426,3 +426,41 @@ pub fn gone() -> io::Error {
 pub fn stale() -> io::Error {
     io::Error::from_raw_os_error(libc::ESTALE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::Runtime;
+
+    /// Issue 12: three questions, three names. `is_current`: still served; `has_process`: a
+    /// view of a process's root; `process_exited`: that process is gone.
+    #[test]
+    fn current_has_process_and_process_exited_are_three_questions() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let pidfd = crate::pidfd::pin(pid).unwrap();
+        let ident = Identity::new(Runtime::Static, format!("pid:{pid}"), "t");
+        let live = Instance::open(ident.clone(), pid, pidfd).unwrap();
+        assert!(live.is_current() && live.has_process() && !live.process_exited());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The process is gone; until the registry retires it, the instance is still current.
+        assert!(live.is_current() && live.has_process() && live.process_exited());
+        live.retire();
+        assert!(!live.is_current() && live.has_process());
+        assert_eq!(live.root().unwrap_err().raw_os_error(), Some(libc::ENOENT));
+
+        let stopped = Stopped {
+            state: "exited".into(),
+            exit_code: Some(0),
+            finished_at: String::new(),
+        };
+        let s = Instance::stopped(ident, stopped, Storage::Unavailable("test".into()));
+        assert!(s.is_current() && !s.has_process() && s.process_exited());
+        s.retire_replaced();
+        assert_eq!(s.root().unwrap_err().raw_os_error(), Some(libc::ESTALE));
+    }
+}

@@ -18,6 +18,8 @@
 //! - [`fs`] is the FUSE filesystem; [`pathsafe`] holds the containment and link-rewriting rules.
 //! - [`error`] maps start-up failures to exit codes; [`sys`] holds the only `unsafe`.
 
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod container;
 pub mod daemon;

@@ -214,3 +214,90 @@ impl Nodes {
         self.by_ino.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{Identity, Runtime, Stopped};
+    use crate::layers::Storage;
+
+    fn inst() -> Arc<Instance> {
+        let stopped = Stopped {
+            state: "exited".into(),
+            exit_code: Some(0),
+            finished_at: String::new(),
+        };
+        let ident = Identity::new(Runtime::Docker, "abc", "web");
+        Arc::new(Instance::stopped(
+            ident,
+            stopped,
+            Storage::Unavailable("test".into()),
+        ))
+    }
+
+    fn key(ino: u64) -> NodeKey {
+        NodeKey {
+            seq: 1,
+            ino,
+            link_parent: 0,
+            mnt: 1,
+            dev: 1,
+        }
+    }
+
+    fn look(nodes: &Nodes, inst: &Arc<Instance>, k: NodeKey, name: &str) -> Arc<Node> {
+        nodes.lookup(
+            k,
+            FileType::RegularFile,
+            Shown::Normal,
+            inst,
+            7,
+            OsStr::new(name),
+        )
+    }
+
+    #[test]
+    fn a_node_leaves_when_the_kernel_forgets_every_lookup() {
+        let (nodes, i) = (Nodes::default(), inst());
+        let a = look(&nodes, &i, key(10), "a");
+        assert!(a.ino > ROOT_INO && !is_virtual(a.ino));
+        // The same file looked up again: the same node, one more reference.
+        assert_eq!(look(&nodes, &i, key(10), "a").ino, a.ino);
+        assert_eq!(look(&nodes, &i, key(10), "a").ino, a.ino);
+        assert_eq!(nodes.len(), 1);
+        assert!(nodes.forget(a.ino, 2).is_none(), "one reference is left");
+        assert!(nodes.get(a.ino).is_some());
+        assert_eq!(nodes.forget(a.ino, 1).map(|n| n.ino), Some(a.ino));
+        assert!(nodes.is_empty());
+        assert!(nodes.find(&key(10)).is_none());
+        // Forgetting more than was counted, or an unknown inode, does not panic.
+        let b = look(&nodes, &i, key(11), "b");
+        assert!(nodes.forget(b.ino, 5).is_some());
+        assert!(nodes.forget(b.ino, 1).is_none());
+        assert!(nodes.forget(12345, 1).is_none());
+    }
+
+    #[test]
+    fn a_file_seen_again_gets_a_new_number_after_it_was_forgotten() {
+        let (nodes, i) = (Nodes::default(), inst());
+        let a = look(&nodes, &i, key(10), "a");
+        nodes.forget(a.ino, 1);
+        let again = look(&nodes, &i, key(10), "a");
+        assert_ne!(again.ino, a.ino, "inode numbers are never reused");
+        assert!(nodes.get(a.ino).is_none());
+    }
+
+    #[test]
+    fn a_node_remembers_where_it_was_seen_last() {
+        let (nodes, i) = (Nodes::default(), inst());
+        let a = look(&nodes, &i, key(10), "a");
+        let renamed = look(&nodes, &i, key(10), "b");
+        assert_eq!(renamed.ino, a.ino);
+        assert_eq!(a.loc().name(), OsStr::new("b"));
+        assert_eq!(a.loc().parent, 7);
+        // Different keys (another instance seq) are different nodes.
+        let other = look(&nodes, &i, NodeKey { seq: 2, ..key(10) }, "a");
+        assert_ne!(other.ino, a.ino);
+        assert_eq!(nodes.len(), 2);
+    }
+}

@@ -422,3 +422,35 @@ fn log_served(i: &Instance) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12: the field's documentation said the opposite of what it does.
+    #[test]
+    fn running_only_hides_stopped_containers() {
+        let reg = Registry::new();
+        assert!(
+            reg.shows_stopped(),
+            "stopped containers are shown by default"
+        );
+        reg.set_hide_stopped(true);
+        assert!(!reg.shows_stopped(), "--running-only hides them");
+        reg.set_hide_stopped(false);
+        assert!(reg.shows_stopped());
+    }
+
+    #[test]
+    fn an_empty_registry_shows_the_made_up_directories() {
+        let reg = Registry::new();
+        let v = reg.view();
+        let names: Vec<&str> = v.dirs[&ROOT_INO]
+            .children
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(names, [DIFF_DIR, PID_DIR]);
+        assert!(is_virtual(v.pid_dir) && v.pid_dir != ROOT_INO);
+    }
+}

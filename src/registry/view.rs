@@ -110,7 +110,9 @@ pub fn build(inodes: &mut Inodes, placed: &[Placed]) -> View {
         if path.is_empty() {
             return ROOT_INO;
         }
-        let ino = match inodes.dirs.get(path) {
+        // Made earlier in this build, or kept from the last one, or new. (Looking only at the
+        // last build's numbers gave two containers in one new directory two directories.)
+        let ino = match kept.get(path).or_else(|| inodes.dirs.get(path)) {
             Some(&ino) => ino,
             None => inodes.alloc(),
         };
@@ -215,4 +217,124 @@ pub fn changed_names<'a>(old: &'a View, new: &'a View) -> Vec<(u64, &'a str)> {
         }
     }
     stale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{Identity, Stopped};
+    use crate::layers::Storage;
+
+    fn inst(rt: Runtime, scope: &str, id: &str, name: &str, path: &str) -> Arc<Instance> {
+        let mut ident = Identity::new(rt, id, name);
+        ident.scope = scope.into();
+        let stopped = Stopped {
+            state: "exited".into(),
+            exit_code: Some(0),
+            finished_at: String::new(),
+        };
+        let i = Instance::stopped(ident, stopped, Storage::Unavailable("test".into()));
+        Arc::new(i.relabel(path.into()).expect("a fresh instance relabels"))
+    }
+
+    fn placed(inodes: &mut Inodes, insts: &[&Arc<Instance>]) -> Vec<Placed> {
+        insts
+            .iter()
+            .map(|i| Placed {
+                inst: (*i).clone(),
+                diff: None,
+                link: inodes.alloc(),
+            })
+            .collect()
+    }
+
+    fn names(v: &View, dir: u64) -> Vec<&str> {
+        v.dirs[&dir].children.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn aliases_resolve_qualified_names_and_unique_id_prefixes() {
+        let mut inodes = Inodes::default();
+        let web = inst(Runtime::Docker, "", "3f2a9c0d11aa22bb", "web", "web");
+        let db = inst(Runtime::Containerd, "default", "3f2b00", "db", "db");
+        let st = inst(Runtime::Static, "", "pid:5", "s", "s");
+        let p = placed(&mut inodes, &[&web, &db, &st]);
+        let v = build(&mut inodes, &p);
+        assert_eq!(names(&v, ROOT_INO), [".diff", ".pid", "db", "s", "web"]);
+        let (web_link, db_link) = (p[0].link, p[1].link);
+        assert_eq!(v.links[&web_link], "web");
+        assert_eq!(v.alias("web@docker"), Some(web_link));
+        assert_eq!(v.alias("db@containerd"), Some(db_link));
+        assert_eq!(v.alias("3f2a9c0d11aa22bb"), Some(web_link));
+        assert_eq!(v.alias("3f2a"), Some(web_link));
+        assert_eq!(v.alias("3f2b"), Some(db_link));
+        assert_eq!(v.alias("3f2"), None, "an ambiguous prefix resolves nothing");
+        assert_eq!(v.alias("4"), None);
+        // Listed names, static entries' ids and their (absent) qualified names are no aliases.
+        assert_eq!(v.alias("web"), None);
+        assert_eq!(v.alias("pid:5"), None);
+        assert_eq!(v.alias("s@static"), None);
+    }
+
+    #[test]
+    fn kubernetes_paths_make_directories_that_keep_their_numbers() {
+        let mut inodes = Inodes::default();
+        let a = inst(Runtime::Containerd, "k8s.io", "a1", "a1", "k8s/ns/pod/a");
+        let b = inst(Runtime::Containerd, "k8s.io", "b1", "b1", "k8s/ns/pod/b");
+        let p = placed(&mut inodes, &[&a, &b]);
+        let v1 = build(&mut inodes, &p);
+        // Both in one pod directory, made in the same build.
+        let pod = |v: &View| {
+            let dirs: Vec<_> = v.dirs.values().filter(|d| !d.children.is_empty()).collect();
+            dirs.iter()
+                .find(|d| d.children.contains_key("a") || d.children.contains_key("b"))
+                .map(|d| d.children.keys().cloned().collect::<Vec<_>>())
+        };
+        assert_eq!(pod(&v1), Some(vec!["a".to_string(), "b".to_string()]));
+        let k8s = match v1.dirs[&ROOT_INO].children["k8s"] {
+            VEntry::Dir(ino) => ino,
+            _ => panic!("k8s is not a directory"),
+        };
+        let p = placed(&mut inodes, &[&a]);
+        let v2 = build(&mut inodes, &p);
+        assert!(matches!(v2.dirs[&ROOT_INO].children["k8s"], VEntry::Dir(i) if i == k8s));
+        let v3 = build(&mut inodes, &[]);
+        assert!(!v3.dirs[&ROOT_INO].children.contains_key("k8s"));
+        let p = placed(&mut inodes, &[&a]);
+        let v4 = build(&mut inodes, &p);
+        assert!(
+            matches!(v4.dirs[&ROOT_INO].children["k8s"], VEntry::Dir(i) if i != k8s),
+            "a directory that went away comes back with a new number"
+        );
+    }
+
+    #[test]
+    fn the_diff_names_exactly_what_changed() {
+        let mut inodes = Inodes::default();
+        let web = inst(Runtime::Docker, "", "w1", "web", "web");
+        let db = inst(Runtime::Docker, "", "d1", "db", "db");
+        let keep = placed(&mut inodes, &[&web, &db]);
+        let old = build(&mut inodes, &keep);
+        assert!(changed_names(&old, &old).is_empty());
+        // `web` replaced by a new instance (a restart), `db` gone, `api` new.
+        let web2 = inst(Runtime::Docker, "", "w1", "web", "web");
+        let api = inst(Runtime::Docker, "", "a1", "api", "api");
+        let mut p = placed(&mut inodes, &[&web2, &api]);
+        p[0].link = keep[0].link;
+        let new = build(&mut inodes, &p);
+        let mut got: Vec<(u64, &str)> = changed_names(&old, &new);
+        got.sort();
+        got.dedup();
+        let mut want = vec![
+            (ROOT_INO, "web"),
+            (ROOT_INO, "db"),
+            (ROOT_INO, "db@docker"),
+            (ROOT_INO, "d1"),
+            (ROOT_INO, "api"),
+            (ROOT_INO, "api@docker"),
+            (ROOT_INO, "a1"),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+    }
 }

@@ -686,3 +686,147 @@ async fn reconcile(
     };
     super::acquire(&Api { client }, registry, ident, pid, storage).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::PodRef;
+
+    fn container(labels: &[(&str, &str)]) -> proto::Container {
+        proto::Container {
+            id: "c1".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            image: "docker.io/library/nginx:1".into(),
+            snapshotter: "overlayfs".into(),
+            snapshot_key: "c1".into(),
+            created_at: Some(proto::Timestamp {
+                seconds: 1_795_341_906,
+                nanos: 5,
+            }),
+        }
+    }
+
+    fn task(status: i32, pid: u32, exit_status: u32, exited_at: Option<i64>) -> proto::Process {
+        proto::Process {
+            container_id: "c1".into(),
+            id: "c1".into(),
+            pid,
+            status,
+            exit_status,
+            exited_at: exited_at.map(|seconds| proto::Timestamp { seconds, nanos: 0 }),
+        }
+    }
+
+    #[test]
+    fn identities() {
+        let i = identity("default", &container(&[(NERDCTL_NAME, "web")])).unwrap();
+        assert_eq!((i.name.as_str(), i.scope.as_str()), ("web", "default"));
+        assert_eq!(i.runtime, Runtime::Containerd);
+        assert_eq!(i.image, "docker.io/library/nginx:1");
+        assert_eq!(i.created, 1_795_341_906);
+        assert_eq!(i.k8s, None);
+        // No usable nerdctl name: the id.
+        for labels in [&[][..], &[(NERDCTL_NAME, "a/b")], &[(NERDCTL_NAME, "")]] {
+            assert_eq!(identity("team", &container(labels)).unwrap().name, "c1");
+        }
+        let pod = [
+            ("io.kubernetes.pod.namespace", "ns"),
+            ("io.kubernetes.pod.name", "p"),
+            ("io.kubernetes.container.name", "c"),
+        ];
+        let k = identity("k8s.io", &container(&pod)).unwrap();
+        assert_eq!(
+            k.k8s,
+            Some(PodRef {
+                namespace: "ns".into(),
+                pod: "p".into(),
+                container: "c".into()
+            })
+        );
+        let sandbox = [
+            ("io.cri-containerd.kind", "sandbox"),
+            ("io.kubernetes.pod.namespace", "ns"),
+            ("io.kubernetes.pod.name", "p"),
+        ];
+        assert_eq!(identity("k8s.io", &container(&sandbox)), None);
+    }
+
+    #[test]
+    fn task_states() {
+        // 1 created, 2 running, 3 stopped, 4 paused, 5 pausing.
+        for (status, pid, served) in [
+            (1, 42, false),
+            (2, 42, true),
+            (2, 0, false),
+            (3, 42, false),
+            (4, 42, true),
+            (5, 42, true),
+        ] {
+            assert_eq!(live(&task(status, pid, 0, None)), served, "{status} {pid}");
+        }
+        let s = |state: &str, code, at: &str| Stopped {
+            state: state.into(),
+            exit_code: code,
+            finished_at: at.into(),
+        };
+        assert_eq!(stopped(Some(task(1, 0, 0, None))), s("created", None, ""));
+        assert_eq!(
+            stopped(Some(task(3, 0, 137, Some(1_795_341_906)))),
+            s("exited", Some(137), "2026-11-22T10:05:06Z")
+        );
+        assert_eq!(stopped(None), s("stopped", None, ""));
+    }
+
+    #[test]
+    fn snapshot_mounts() {
+        let c = container(&[]);
+        let mount = |t: &str, source: &str, options: &[&str]| proto::Mount {
+            r#type: t.into(),
+            source: source.into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+        };
+        let overlay = mount(
+            "overlay",
+            "overlay",
+            &["index=off", "workdir=/w", "upperdir=/u", "lowerdir=/l1:/l2"],
+        );
+        assert_eq!(
+            storage_of(&c, Some(Some(vec![overlay]))),
+            Storage::Overlay {
+                upper: "/u".into(),
+                lowers: vec!["/l1".into(), "/l2".into()]
+            }
+        );
+        // A view of an image without a writable layer.
+        let ro = mount("overlay", "overlay", &["lowerdir=/l1:/l2"]);
+        assert_eq!(
+            storage_of(&c, Some(Some(vec![ro]))),
+            Storage::Unavailable("its snapshot has no writable layer".into())
+        );
+        let bind = mount("bind", "/snap/1/fs", &["rbind", "rw"]);
+        assert_eq!(
+            storage_of(&c, Some(Some(vec![bind]))),
+            Storage::Overlay {
+                upper: "/snap/1/fs".into(),
+                lowers: Vec::new()
+            }
+        );
+        for (mounts, why) in [
+            (None, "containerd reports no snapshot for it"),
+            (
+                Some(None),
+                "snapshot \"c1\" of snapshotter \"overlayfs\" is gone",
+            ),
+        ] {
+            assert_eq!(storage_of(&c, mounts), Storage::Unavailable(why.into()));
+        }
+        let odd = vec![mount("btrfs", "/dev/x", &[]), mount("bind", "/y", &[])];
+        let Storage::Unavailable(why) = storage_of(&c, Some(Some(odd))) else {
+            panic!("two mounts assembled");
+        };
+        assert!(why.ends_with("mounts it as btrfs+bind: ctrfsd assembles overlay layers only"));
+    }
+}

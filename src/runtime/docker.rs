@@ -272,3 +272,129 @@ async fn reconcile(
     };
     super::acquire(&Daemon { docker, ep }, registry, ident, pid, storage).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::PodRef;
+
+    fn ep() -> Endpoint {
+        Endpoint {
+            runtime: Runtime::Podman,
+            scope: String::new(),
+            socket: "/run/podman/podman.sock".into(),
+        }
+    }
+
+    /// An inspect answer as the Docker API sends it (only the fields ctrfsd reads).
+    fn answer(state: &str, labels: &str) -> ContainerInspectResponse {
+        let json = format!(
+            r#"{{"Id": "c0ffee", "Name": "/web", "Created": "2026-11-22T10:05:06.69147866Z",
+                "State": {state},
+                "Config": {{"Image": "nginx:1", "Labels": {labels}}},
+                "GraphDriver": {{"Name": "overlay2",
+                                 "Data": {{"UpperDir": "/u", "LowerDir": "/l1:/l2"}}}}}}"#
+        );
+        serde_json::from_str(&json).expect("a valid inspect answer")
+    }
+
+    fn ident() -> Identity {
+        let mut i = Identity::new(Runtime::Podman, "c0ffee", "web");
+        i.image = "nginx:1".into();
+        i.created = 1_795_341_906;
+        i
+    }
+
+    fn overlay() -> Storage {
+        Storage::Overlay {
+            upper: "/u".into(),
+            lowers: vec!["/l1".into(), "/l2".into()],
+        }
+    }
+
+    fn stopped(state: &str, code: Option<i64>, at: &str) -> Stopped {
+        Stopped {
+            state: state.into(),
+            exit_code: code,
+            finished_at: at.into(),
+        }
+    }
+
+    #[test]
+    fn inspect_answers() {
+        let running = r#"{"Status": "running", "Running": true, "Pid": 4242}"#;
+        let exited = r#"{"Status": "exited", "Running": false, "Pid": 0, "ExitCode": 3,
+                         "FinishedAt": "2026-11-22T11:00:00Z"}"#;
+        let created = r#"{"Status": "created", "Running": false, "Pid": 0, "ExitCode": 0,
+                          "FinishedAt": "0001-01-01T00:00:00Z"}"#;
+        let removing = r#"{"Status": "removing", "Running": false, "Pid": 0}"#;
+        let no_pid = r#"{"Status": "running", "Running": true, "Pid": 0}"#;
+        let sandbox = r#"{"io.kubernetes.docker.type": "podsandbox",
+                          "io.kubernetes.pod.namespace": "ns", "io.kubernetes.pod.name": "p"}"#;
+        let k8s = r#"{"io.kubernetes.pod.namespace": "ns", "io.kubernetes.pod.name": "p",
+                      "io.kubernetes.container.name": "c"}"#;
+        let mut in_pod = ident();
+        in_pod.k8s = Some(PodRef {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: "c".into(),
+        });
+        let table: Vec<(&str, &str, bool, Found)> = vec![
+            (
+                running,
+                "{}",
+                false,
+                Found::Running(ident(), 4242, Some(overlay())),
+            ),
+            (
+                running,
+                k8s,
+                false,
+                Found::Running(in_pod, 4242, Some(overlay())),
+            ),
+            (running, sandbox, true, Found::Hidden),
+            (exited, "{}", false, Found::Hidden),
+            (
+                exited,
+                "{}",
+                true,
+                Found::Stopped(
+                    ident(),
+                    stopped("exited", Some(3), "2026-11-22T11:00:00Z"),
+                    overlay(),
+                ),
+            ),
+            (
+                created,
+                "{}",
+                true,
+                Found::Stopped(ident(), stopped("created", None, ""), overlay()),
+            ),
+            (removing, "{}", true, Found::Hidden),
+            (
+                no_pid,
+                "{}",
+                true,
+                Found::Stopped(ident(), stopped("running", None, ""), overlay()),
+            ),
+        ];
+        for (state, labels, with_stopped, want) in table {
+            let got = parse_inspect(&ep(), "c0ffee", answer(state, labels), with_stopped);
+            assert_eq!(got, want, "{state} {labels} with_stopped={with_stopped}");
+        }
+    }
+
+    #[test]
+    fn an_answer_without_storage_driver() {
+        let mut a = answer(r#"{"Running": false, "Pid": 0}"#, "{}");
+        a.graph_driver = None;
+        let Found::Stopped(_, s, storage) = parse_inspect(&ep(), "c0ffee", a, true) else {
+            panic!("not stopped");
+        };
+        assert_eq!(s, stopped("exited", None, ""));
+        assert_eq!(
+            storage,
+            Storage::Unavailable("the runtime reports no storage driver".into())
+        );
+    }
+}

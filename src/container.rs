@@ -81,7 +81,7 @@ pub struct Identity {
     /// Where in that runtime: the user of a rootless Podman, the containerd namespace; empty
     /// otherwise.
     pub scope: String,
-    /// The runtime's container id ("pid:<n>" for static entries).
+    /// The runtime's container id (`pid:<n>` for static entries).
     pub id: String,
     /// The name the runtime's own CLI shows (`docker ps`, `podman ps`, `nerdctl ps`).
     pub name: String,

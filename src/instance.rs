@@ -50,16 +50,24 @@ pub enum Source {
     Diff,
 }
 
+/// One container (or `.pid` or `.diff`) view as served: who it is, where it is shown, and the
+/// held root it is served from.
 #[derive(Debug)]
 pub struct Instance {
+    /// Never reused: inode numbers are keyed by it, so a new instance never resolves an old
+    /// one's inodes.
     pub seq: u64,
+    /// Who its runtime says it is.
     pub ident: Identity,
     /// Where it is shown, relative to the mountpoint ("web", "k8s/default/api-7d9/api",
     /// ".pid/4242"): absolute symlink answers start with it. Set by the registry.
     path: String,
     /// The main process; 0 for stopped containers and `.diff` views.
     pub pid: i32,
+    /// Pins the main process: tells whether *this* process still lives (not whatever holds
+    /// its PID now). `None` for views without a process.
     pidfd: Option<Arc<OwnedFd>>,
+    /// What it shows.
     pub source: Source,
     /// Where the runtime keeps the container's files (for stopped and `.diff` views).
     pub storage: Option<Arc<Storage>>,

@@ -19,6 +19,7 @@
 //! - [`error`] maps start-up failures to exit codes; [`sys`] holds the only `unsafe`.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod cli;
 pub mod container;

@@ -53,9 +53,11 @@ pub const TTL: Duration = Duration::from_secs(1);
 /// Longest parent chain followed before a node is declared stale (a cycle guard).
 const MAX_DEPTH: usize = 4096;
 
+/// How the filesystem serves (from the command line).
 pub struct Options {
     /// The canonical mountpoint path: absolute symlink answers start with it.
     pub mountpoint: PathBuf,
+    /// Extended attributes are answered (else ENOSYS, so `ls -l` makes no round trips).
     pub xattrs: bool,
     /// Kernel FUSE passthrough: one round trip per `open()`, then reads go straight to the
     /// container's file. Off: `open` is answered ENOSYS once, the kernel stops sending opens and
@@ -82,6 +84,7 @@ pub struct Core {
     watches: Arc<watch::Watches>,
 }
 
+/// The FUSE filesystem: the registry's tree of names, and every container's files below it.
 pub struct CtrFs {
     core: Arc<Core>,
     handles: Handles,
@@ -99,6 +102,11 @@ fn errno(e: i32) -> io::Error {
 }
 
 impl CtrFs {
+    /// The filesystem over `registry`.
+    ///
+    /// # Errors
+    ///
+    /// If `/proc` cannot be opened.
     pub fn new(registry: Arc<Registry>, opts: Options) -> io::Result<CtrFs> {
         let proc_fd = rustix::fs::open(
             "/proc/self/fd",

@@ -21,7 +21,7 @@ use crate::pathsafe::is_plain_name;
 use crate::registry::{ROOT_INO, is_virtual};
 
 /// The mount root's attribute holding the request counters ([`super::stats`]).
-pub const REQUESTS_XATTR: &str = "user.ctrfsd.requests";
+pub(crate) const REQUESTS_XATTR: &str = "user.ctrfsd.requests";
 
 impl CtrFs {
     /// The entry for `name` in `parent`, and how long the kernel may keep it.

@@ -2,7 +2,7 @@
 //! mountpoint computed from them (the [`View`]).
 //!
 //! Handlers only ever clone an `Arc<View>` here; they never wait on a runtime API. Every change
-//! rebuilds the view in named steps ([`Registry::rebuild`]): assign paths ([`naming`]), relabel
+//! rebuilds the view in named steps: assign paths ([`naming`]), relabel
 //! the containers whose path changed, build the tree ([`view::build`]), retire what is gone or
 //! replaced (their inodes answer ENOENT or ESTALE from then on), publish, and ask the kernel to
 //! forget the names that changed ([`view::changed_names`]), so a new instance is looked up

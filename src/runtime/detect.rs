@@ -22,17 +22,22 @@ const SCAN: Duration = Duration::from_secs(2);
 /// A runtime the user can name with `--runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
+    /// Docker Engine (`DOCKER_HOST` or `/var/run/docker.sock`).
     Docker,
     /// Rootful and every user's rootless Podman.
     Podman,
+    /// containerd, every namespace.
     Containerd,
 }
 
 /// One API endpoint where a runtime may answer.
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// Which runtime would answer there.
     pub runtime: Runtime,
+    /// The rootless user's name; empty for a rootful runtime.
     pub scope: String,
+    /// The API socket.
     pub socket: PathBuf,
     /// Watched even while its socket is missing (named by the user, or `DOCKER_HOST`).
     pub insist: bool,

@@ -2,19 +2,20 @@
 //! a stopped container's layers, assembled on first use into a detached read-only mount; or a
 //! container's writable layer alone (the `.diff` view).
 //!
-//! Acquisition is race-free against PID reuse: the caller pins the PID with [`crate::pidfd::pin`], re-checks
-//! with its runtime that the PID still belongs to the container, then [`Instance::open`] opens
-//! `/proc/<pid>/root` and checks the pidfd again. If the process was still alive after the open,
+//! Acquisition is race-free against PID reuse: the caller pins the PID with
+//! [`crate::pidfd::pin`], re-checks with its runtime that the PID still belongs to the container
+//! (`runtime::acquire`), then [`Instance::open`] opens `/proc/<pid>/root` and checks the pidfd
+//! again. If the process was still alive after the open,
 //! the `/proc/<pid>` we opened was that process's, so the root fd is the container's.
 //!
 //! Every instance gets a fresh `seq`, never reused: inode numbers are keyed by it, so a
-//! restarted or recreated container never resolves the old instance's inodes.
+//! restarted or recreated container never resolves the old instance's inodes. How many
+//! detached views are held at once is bounded in `detached`.
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustix::fs::{Mode, OFlags, open};
 
@@ -22,22 +23,13 @@ use crate::container::{Identity, Stopped, describe, short_id};
 use crate::layers::{Storage, assemble};
 use crate::mounts::{MountKind, MountTable, REFRESH};
 use crate::pidfd::has_exited;
+pub use detached::set_max_detached;
+use detached::{RootSlot, track_detached};
 
+mod detached;
+
+/// The next instance's `seq`.
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
-
-/// How many stopped-container mounts and writable-layer fds are held at most; the least
-/// recently assembled is released first (and assembled again when next used).
-static MAX_DETACHED: AtomicUsize = AtomicUsize::new(256);
-
-/// Sets how many detached views may be held at once (`--max-detached`).
-pub fn set_max_detached(n: usize) {
-    MAX_DETACHED.store(n.max(1), Ordering::Relaxed);
-}
-
-type RootSlot = RwLock<Option<Arc<OwnedFd>>>;
-
-/// Assembled detached views, oldest first: (instance seq, its root slot).
-static DETACHED: Mutex<VecDeque<(u64, Weak<RootSlot>)>> = Mutex::new(VecDeque::new());
 
 /// What the instance shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,22 +396,6 @@ impl Instance {
         if self.current.swap(false, Ordering::AcqRel) {
             self.root.write().unwrap_or_else(|e| e.into_inner()).take();
             self.retired.notify_one();
-        }
-    }
-}
-
-/// Remembers an assembled detached view; releases the oldest beyond [`MAX_DETACHED`]. A
-/// released view is assembled again when next used: its new mount has new inode keys, so the
-/// kernel's old inodes answer ESTALE and the VFS looks them up again.
-fn track_detached(seq: u64, slot: &Arc<RootSlot>) {
-    let mut q = DETACHED.lock().unwrap_or_else(|e| e.into_inner());
-    q.retain(|(s, w)| *s != seq && w.strong_count() > 0);
-    q.push_back((seq, Arc::downgrade(slot)));
-    while q.len() > MAX_DETACHED.load(Ordering::Relaxed) {
-        if let Some((_, w)) = q.pop_front()
-            && let Some(slot) = w.upgrade()
-        {
-            slot.write().unwrap_or_else(|e| e.into_inner()).take();
         }
     }
 }

@@ -158,7 +158,8 @@ impl Registry {
             .map(|e| e.inst.clone())
     }
 
-    /// True if the container `ident` is served, alive, as exactly this identity and PID.
+    /// True if the container `ident` is served (its instance current, with a process) as
+    /// exactly this identity and PID.
     pub fn serves(&self, ident: &Identity, pid: i32) -> bool {
         self.find(ident)
             .is_some_and(|i| i.is_current() && i.has_process() && i.pid == pid && i.ident == *ident)

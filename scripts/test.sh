@@ -14,4 +14,6 @@ fi
 scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# Every public item documented, and no broken doc links.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
 cargo test --locked --no-fail-fast -- --test-threads=4

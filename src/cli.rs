@@ -9,7 +9,9 @@ use clap::Parser;
 
 use crate::error::StartError;
 use crate::runtime::detect::Kind;
+pub use crate::runtime::static_pids::{StaticContainer, parse_container};
 
+/// The command line as clap parses it; [`Args::into_config`] checks it.
 #[derive(Debug, Parser)]
 #[command(
     name = "ctrfsd",
@@ -91,40 +93,52 @@ pub struct Args {
 /// A value of `--runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeArg {
+    /// Docker Engine
     Docker,
+    /// Rootful and every user's rootless Podman
     Podman,
+    /// containerd, every namespace (Kubernetes too)
     Containerd,
-    /// No runtime: only --container entries and /MOUNTPOINT/.pid/<PID>/
+    /// No runtime: only `--container` entries and `/MOUNTPOINT/.pid/<PID>/`.
+    #[value(help = "No runtime: only --container entries and /MOUNTPOINT/.pid/<PID>/")]
     None,
 }
 
-/// A static container: a name the user chose and a host PID.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticContainer {
-    pub name: String,
-    pub pid: i32,
-}
-
+/// What the daemon runs with: the checked command line.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The directory to mount on (checked by [`crate::mountpoint`] before mounting).
     pub mountpoint: PathBuf,
+    /// `--container NAME=PID` entries.
     pub containers: Vec<StaticContainer>,
     /// Runtimes to watch.
     pub runtimes: Vec<Kind>,
     /// The user named them (their sockets are watched even before they exist).
     pub runtimes_named: bool,
+    /// How often every runtime is listed again in full, as a safety net behind its events.
     pub resync: Duration,
+    /// `--running-only`: stopped containers are not shown.
     pub running_only: bool,
     /// `None`: 256, or an eighth of RLIMIT_NOFILE if less.
     pub max_detached: Option<usize>,
+    /// Extended attributes are answered (else ENOSYS, which spares `ls -l` round trips).
     pub xattrs: bool,
+    /// Kernel FUSE passthrough of opened files, where the kernel offers it.
     pub passthrough: bool,
+    /// FUSE worker threads.
     pub threads: usize,
+    /// How long the kernel may cache entries and attributes of watched directories.
     pub cache_ttl: Duration,
+    /// At most this many directories are watched with inotify.
     pub max_watches: usize,
 }
 
 impl Args {
+    /// Checks the arguments and fills in defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] naming the argument and what is wrong with it.
     pub fn into_config(self) -> Result<Config, StartError> {
         let containers = self
             .containers
@@ -204,49 +218,4 @@ pub fn runtime_kinds(args: &[RuntimeArg]) -> Result<(Vec<Kind>, bool), StartErro
         }
     }
     Ok((kinds, true))
-}
-
-/// Parses `NAME=PID`. NAME must be usable as one path component.
-pub fn parse_container(arg: &str) -> Result<StaticContainer, StartError> {
-    let bad = |reason: &str| StartError::BadContainer {
-        arg: arg.to_string(),
-        reason: reason.to_string(),
-    };
-    let (name, pid) = arg
-        .split_once('=')
-        .ok_or_else(|| bad("expected NAME=PID"))?;
-    if let Some(reason) = crate::registry::invalid_name(name) {
-        return Err(bad(&format!("name {name:?} {reason}")));
-    }
-    let pid: i32 = pid
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| bad(&format!("{pid:?} is not a process id")))?;
-    Ok(StaticContainer {
-        name: name.to_string(),
-        pid,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn container_arguments() {
-        assert_eq!(
-            parse_container("web=42").unwrap(),
-            StaticContainer {
-                name: "web".into(),
-                pid: 42
-            }
-        );
-        for bad in [
-            "web", "=42", "web=", "web=-1", "web=0", "a/b=1", "..=1", "web=x",
-        ] {
-            let err = parse_container(bad).unwrap_err().to_string();
-            assert!(err.starts_with(&format!("--container {bad}:")), "{err}");
-        }
-    }
 }

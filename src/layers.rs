@@ -25,7 +25,9 @@ use rustix::mount::{
 pub enum Storage {
     /// overlayfs: the container's writable layer and the image layers below it, topmost first.
     Overlay {
+        /// The writable layer (overlayfs `upperdir`).
         upper: PathBuf,
+        /// The image layers, topmost first (overlayfs `lowerdir`); empty for a single layer.
         lowers: Vec<PathBuf>,
     },
     /// ctrfsd cannot assemble it; why (shown in `user.ctrfsd.unavailable` and the log).

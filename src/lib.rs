@@ -9,6 +9,8 @@
 //! - [`cli`] turns the command line into a [`cli::Config`].
 //! - [`daemon`] wires watchers, registry and the FUSE session, and unmounts cleanly on signals.
 //! - [`mountpoint`] checks the mountpoint before mounting and cleans up stale ctrfsd mounts.
+//! - [`container`] is the container model (runtime kinds, identity, how a stopped one ended);
+//!   [`pidfd`] pins processes.
 //! - [`registry`] holds the live container instances; [`instance`] acquires one race-free;
 //!   [`mounts`] tells which of a container's mounts are served; [`layers`] assembles a stopped
 //!   container's filesystem from its layers.
@@ -16,7 +18,11 @@
 //! - [`fs`] is the FUSE filesystem; [`pathsafe`] holds the containment and link-rewriting rules.
 //! - [`error`] maps start-up failures to exit codes; [`sys`] holds the only `unsafe`.
 
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod cli;
+pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod fs;
@@ -25,6 +31,7 @@ pub mod layers;
 pub mod mountpoint;
 pub mod mounts;
 pub mod pathsafe;
+pub mod pidfd;
 pub mod registry;
 pub mod runtime;
 pub mod sys;

@@ -1,5 +1,7 @@
 //! `ctrfsd [OPTIONS] MOUNTPOINT`: parse, set up logging, run, map errors to exit codes.
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -19,13 +19,19 @@ use std::time::{Duration, Instant};
 /// How stale the table may be for mountpoint-by-path checks.
 pub const REFRESH: Duration = Duration::from_secs(2);
 
+/// How a mount inside a container is shown (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MountKind {
+    /// A local filesystem: served.
     Served,
+    /// proc, sysfs, cgroup, ...: an empty directory, so walks end.
     Pseudo,
+    /// Network, FUSE, or unknown: a placeholder, never touched.
     Unserved,
 }
 
+/// How a mount of filesystem type `fstype` (as in mountinfo) is shown: only types known to be
+/// local are served.
 pub fn classify(fstype: &str) -> MountKind {
     const SERVED: &[&str] = &[
         "overlay",
@@ -82,16 +88,20 @@ pub fn classify(fstype: &str) -> MountKind {
     }
 }
 
+/// A container's mounts as of one read of its mountinfo.
 #[derive(Debug)]
 pub struct MountTable {
+    /// Mount id -> how it is shown.
     by_id: HashMap<u64, MountKind>,
     /// Unserved mountpoints, as paths below the container root without the leading `/`,
     /// with their mount ids.
     unserved: HashMap<Vec<u8>, u64>,
+    /// When it was read: re-read when older than [`REFRESH`].
     pub read_at: Instant,
 }
 
 impl MountTable {
+    /// A table of no mounts.
     pub fn empty() -> MountTable {
         MountTable {
             by_id: HashMap::new(),
@@ -108,6 +118,11 @@ impl MountTable {
     }
 
     /// Reads the table of `pid`. The caller checks afterwards that `pid` is still its process.
+    ///
+    /// # Errors
+    ///
+    /// An `io::Error` (EIO, the reason in its message) if `/proc/<pid>/mountinfo` cannot be
+    /// read or parsed: the process may be gone or on its way out.
     pub fn read(pid: i32) -> std::io::Result<MountTable> {
         let infos = procfs::process::Process::new(pid)
             .and_then(|p| p.mountinfo())
@@ -127,10 +142,12 @@ impl MountTable {
         Ok(t)
     }
 
+    /// How the mount `mnt_id` is shown; `None` if it is not in the table.
     pub fn kind(&self, mnt_id: u64) -> Option<MountKind> {
         self.by_id.get(&mnt_id).copied()
     }
 
+    /// True if any mount is never touched (mountpoints must then be checked by path).
     pub fn has_unserved(&self) -> bool {
         !self.unserved.is_empty()
     }

@@ -29,7 +29,9 @@ const PATH_MAX: usize = 4096;
 /// What a name is, seen from a directory inside the container (never following it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
+    /// A directory: resolution goes on inside it.
     Dir,
+    /// A symlink, with its target text.
     Symlink(Vec<u8>),
     /// Exists but is not a directory, is missing, or is not served (a pseudo filesystem).
     Stop,

@@ -25,7 +25,7 @@ use crate::instance::Source;
 use crate::registry::{VEntry, is_virtual};
 
 /// One directory entry to hand to the kernel.
-pub struct DirEntry<'a> {
+pub(crate) struct DirEntry<'a> {
     pub ino: u64,
     pub offset: u64,
     pub kind: FileType,

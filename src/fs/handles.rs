@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 
+/// What an open file handle holds.
 pub enum Handle {
     /// A regular file opened read-only; with kernel passthrough, also its backing id (which
     /// must live until release).
     File {
+        /// The read-only fd.
         fd: Arc<OwnedFd>,
+        /// The kernel's backing id, with passthrough.
         backing: Option<fuser::BackingId>,
     },
     /// A real directory, read with getdents from the offset the kernel asks for.
@@ -23,23 +26,29 @@ pub enum Handle {
     Empty,
 }
 
+/// Open handles by the number handed to the kernel (`fh`).
 #[derive(Default)]
 pub struct Handles {
+    /// fh -> handle, until release.
     map: DashMap<u64, Arc<Handle>>,
+    /// The last fh handed out; never reused.
     next: AtomicU64,
 }
 
 impl Handles {
+    /// Holds `h` and returns its new handle number.
     pub fn insert(&self, h: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.map.insert(fh, Arc::new(h));
         fh
     }
 
+    /// The handle `fh`, if open.
     pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
         self.map.get(&fh).map(|h| h.clone())
     }
 
+    /// Releases the handle `fh`.
     pub fn remove(&self, fh: u64) {
         self.map.remove(&fh);
     }

@@ -53,9 +53,11 @@ pub const TTL: Duration = Duration::from_secs(1);
 /// Longest parent chain followed before a node is declared stale (a cycle guard).
 const MAX_DEPTH: usize = 4096;
 
+/// How the filesystem serves (from the command line).
 pub struct Options {
     /// The canonical mountpoint path: absolute symlink answers start with it.
     pub mountpoint: PathBuf,
+    /// Extended attributes are answered (else ENOSYS, so `ls -l` makes no round trips).
     pub xattrs: bool,
     /// Kernel FUSE passthrough: one round trip per `open()`, then reads go straight to the
     /// container's file. Off: `open` is answered ENOSYS once, the kernel stops sending opens and
@@ -82,6 +84,7 @@ pub struct Core {
     watches: Arc<watch::Watches>,
 }
 
+/// The FUSE filesystem: the registry's tree of names, and every container's files below it.
 pub struct CtrFs {
     core: Arc<Core>,
     handles: Handles,
@@ -99,6 +102,11 @@ fn errno(e: i32) -> io::Error {
 }
 
 impl CtrFs {
+    /// The filesystem over `registry`.
+    ///
+    /// # Errors
+    ///
+    /// If `/proc` cannot be opened.
     pub fn new(registry: Arc<Registry>, opts: Options) -> io::Result<CtrFs> {
         let proc_fd = rustix::fs::open(
             "/proc/self/fd",
@@ -190,7 +198,7 @@ impl Core {
     /// its container is gone (as for a directory removed while a process sits in it).
     fn node(&self, ino: u64) -> io::Result<Arc<Node>> {
         let node = self.nodes.get(ino).ok_or_else(stale)?;
-        if !node.inst.is_alive() {
+        if !node.inst.is_current() {
             return Err(node.inst.retired_error());
         }
         Ok(node)
@@ -276,7 +284,7 @@ impl CtrFs {
         let loc = node.loc();
         let cached = if is_virtual(loc.parent) {
             let root = node.inst.root()?;
-            if !node.inst.is_running() {
+            if !node.inst.has_process() {
                 // Keyed by the instance alone (see `lookup_container`): whatever mount now
                 // backs it is its root.
                 return Ok(statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?);

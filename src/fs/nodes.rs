@@ -29,11 +29,15 @@ use crate::registry::{ROOT_INO, is_virtual};
 /// million inodes. Mount ids from `STATX_MNT_ID` and kernel device numbers fit 32 bits.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub struct NodeKey {
+    /// The instance's `seq`: a new instance never resolves an old one's inodes.
     pub seq: u64,
+    /// The file's `st_ino`.
     pub ino: u64,
     /// The parent's inode number for symlinks, 0 otherwise.
     pub link_parent: u64,
+    /// The mount id (`STATX_MNT_ID`).
     pub mnt: u32,
+    /// The file's `st_dev`.
     pub dev: u32,
 }
 
@@ -44,11 +48,14 @@ pub type Name = SmallVec<[u8; 16]>;
 /// directory.
 #[derive(Debug, Clone)]
 pub struct Loc {
+    /// The parent directory's inode (made-up for an instance's root).
     pub parent: u64,
+    /// The name in it.
     pub name: Name,
 }
 
 impl Loc {
+    /// The name, as an `OsStr`.
     pub fn name(&self) -> &OsStr {
         OsStr::from_bytes(&self.name)
     }
@@ -57,6 +64,7 @@ impl Loc {
 /// How a node is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shown {
+    /// As it is.
     Normal,
     /// The root of a pseudo filesystem: its real attributes, no contents.
     Empty,
@@ -65,22 +73,32 @@ pub enum Shown {
     Placeholder,
 }
 
+/// One file the kernel holds an inode number for.
 #[derive(Debug)]
 pub struct Node {
+    /// The inode number handed to the kernel.
     pub ino: u64,
+    /// The container instance it belongs to.
     pub inst: Arc<Instance>,
+    /// What it is, for finding it again.
     pub key: NodeKey,
+    /// Its file type.
     pub kind: FileType,
+    /// How it is shown.
     pub shown: Shown,
+    /// Where it was last seen: how it is re-opened (no fd is held per node).
     loc: Mutex<Loc>,
+    /// The kernel's references (FUSE lookup count); at zero the node leaves the table.
     nlookup: AtomicU64,
 }
 
 impl Node {
+    /// Where it was last seen.
     pub fn loc(&self) -> Loc {
         self.loc.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// True for the root directory of a container instance.
     pub fn is_instance_root(&self) -> bool {
         is_virtual(self.loc().parent)
     }
@@ -105,6 +123,7 @@ impl Default for Nodes {
 }
 
 impl Nodes {
+    /// The node `ino`, if the kernel holds it.
     pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
         self.by_ino.get(&ino).map(|n| n.clone())
     }
@@ -206,11 +225,100 @@ impl Nodes {
         }
     }
 
+    /// How many nodes the kernel holds.
     pub fn len(&self) -> usize {
         self.by_ino.len()
     }
 
+    /// True if the kernel holds none.
     pub fn is_empty(&self) -> bool {
         self.by_ino.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{Identity, Runtime, Stopped};
+    use crate::layers::Storage;
+
+    fn inst() -> Arc<Instance> {
+        let stopped = Stopped {
+            state: "exited".into(),
+            exit_code: Some(0),
+            finished_at: String::new(),
+        };
+        let ident = Identity::new(Runtime::Docker, "abc", "web");
+        Arc::new(Instance::stopped(
+            ident,
+            stopped,
+            Storage::Unavailable("test".into()),
+        ))
+    }
+
+    fn key(ino: u64) -> NodeKey {
+        NodeKey {
+            seq: 1,
+            ino,
+            link_parent: 0,
+            mnt: 1,
+            dev: 1,
+        }
+    }
+
+    fn look(nodes: &Nodes, inst: &Arc<Instance>, k: NodeKey, name: &str) -> Arc<Node> {
+        nodes.lookup(
+            k,
+            FileType::RegularFile,
+            Shown::Normal,
+            inst,
+            7,
+            OsStr::new(name),
+        )
+    }
+
+    #[test]
+    fn a_node_leaves_when_the_kernel_forgets_every_lookup() {
+        let (nodes, i) = (Nodes::default(), inst());
+        let a = look(&nodes, &i, key(10), "a");
+        assert!(a.ino > ROOT_INO && !is_virtual(a.ino));
+        // The same file looked up again: the same node, one more reference.
+        assert_eq!(look(&nodes, &i, key(10), "a").ino, a.ino);
+        assert_eq!(look(&nodes, &i, key(10), "a").ino, a.ino);
+        assert_eq!(nodes.len(), 1);
+        assert!(nodes.forget(a.ino, 2).is_none(), "one reference is left");
+        assert!(nodes.get(a.ino).is_some());
+        assert_eq!(nodes.forget(a.ino, 1).map(|n| n.ino), Some(a.ino));
+        assert!(nodes.is_empty());
+        assert!(nodes.find(&key(10)).is_none());
+        // Forgetting more than was counted, or an unknown inode, does not panic.
+        let b = look(&nodes, &i, key(11), "b");
+        assert!(nodes.forget(b.ino, 5).is_some());
+        assert!(nodes.forget(b.ino, 1).is_none());
+        assert!(nodes.forget(12345, 1).is_none());
+    }
+
+    #[test]
+    fn a_file_seen_again_gets_a_new_number_after_it_was_forgotten() {
+        let (nodes, i) = (Nodes::default(), inst());
+        let a = look(&nodes, &i, key(10), "a");
+        nodes.forget(a.ino, 1);
+        let again = look(&nodes, &i, key(10), "a");
+        assert_ne!(again.ino, a.ino, "inode numbers are never reused");
+        assert!(nodes.get(a.ino).is_none());
+    }
+
+    #[test]
+    fn a_node_remembers_where_it_was_seen_last() {
+        let (nodes, i) = (Nodes::default(), inst());
+        let a = look(&nodes, &i, key(10), "a");
+        let renamed = look(&nodes, &i, key(10), "b");
+        assert_eq!(renamed.ino, a.ino);
+        assert_eq!(a.loc().name(), OsStr::new("b"));
+        assert_eq!(a.loc().parent, 7);
+        // Different keys (another instance seq) are different nodes.
+        let other = look(&nodes, &i, NodeKey { seq: 2, ..key(10) }, "a");
+        assert_ne!(other.ino, a.ino);
+        assert_eq!(nodes.len(), 2);
     }
 }

@@ -21,7 +21,7 @@ use crate::pathsafe::is_plain_name;
 use crate::registry::{ROOT_INO, is_virtual};
 
 /// The mount root's attribute holding the request counters ([`super::stats`]).
-pub const REQUESTS_XATTR: &str = "user.ctrfsd.requests";
+pub(crate) const REQUESTS_XATTR: &str = "user.ctrfsd.requests";
 
 impl CtrFs {
     /// The entry for `name` in `parent`, and how long the kernel may keep it.
@@ -142,7 +142,7 @@ impl CtrFs {
         if node.shown == Shown::Placeholder {
             return Ok((placeholder_attr(ino), TTL));
         }
-        if !node.inst.is_running() && node.is_instance_root() {
+        if !node.inst.has_process() && node.is_instance_root() {
             return Ok((self.detached_root_attr(&node), TTL));
         }
         let loc = node.loc();

@@ -9,19 +9,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The requests counted, in report order.
 #[derive(Debug, Clone, Copy)]
 pub enum Op {
+    /// `lookup`.
     Lookup,
+    /// `forget`.
     Forget,
+    /// `getattr`.
     Getattr,
+    /// `readlink`.
     Readlink,
+    /// `open`.
     Open,
+    /// `read`.
     Read,
+    /// `release`.
     Release,
+    /// `opendir`.
     Opendir,
+    /// `readdir`.
     Readdir,
+    /// `readdirplus`.
     Readdirplus,
+    /// `statfs`.
     Statfs,
+    /// `getxattr`.
     Getxattr,
+    /// `listxattr`.
     Listxattr,
+    /// `access`.
     Access,
     /// Anything that would write (answered EROFS).
     Write,
@@ -48,8 +62,11 @@ const OPS: [(Op, &str); 15] = [
 /// Errnos above this are counted together.
 const MAX_ERRNO: usize = 160;
 
+/// Requests answered by kind, and errors by errno, since the mount.
 pub struct Stats {
+    /// One counter per [`Op`], in report order.
     ops: [AtomicU64; OPS.len()],
+    /// One counter per errno (the last one counts every errno above it).
     errors: [AtomicU64; MAX_ERRNO + 1],
 }
 
@@ -63,10 +80,12 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// Counts one request of kind `op`.
     pub fn op(&self, op: Op) {
         self.ops[op as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one error answer `errno`.
     pub fn error(&self, errno: i32) {
         let i = usize::try_from(errno).unwrap_or(0).min(MAX_ERRNO);
         self.errors[i].fetch_add(1, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use crate::instance::{Instance, Source};
 use crate::registry::{ROOT_INO, VEntry, View, describe};
 
 /// Prefix of the attributes ctrfsd sets on container directories.
-pub const XATTR_PREFIX: &str = "user.ctrfsd.";
+pub(crate) const XATTR_PREFIX: &str = "user.ctrfsd.";
 
 impl CtrFs {
     /// `name` in made-up directory `parent`.
@@ -59,7 +59,7 @@ impl CtrFs {
         parent: u64,
         name: &OsStr,
     ) -> io::Result<(Arc<Node>, FileAttr)> {
-        if !inst.is_running() {
+        if !inst.has_process() {
             let key = NodeKey {
                 seq: inst.seq,
                 mnt: 0,
@@ -192,7 +192,7 @@ impl CtrFs {
 }
 
 /// For readdir without attributes: an inode number to show for a made-up entry.
-pub fn listed_ino(e: &VEntry, fallback: u64) -> u64 {
+pub(crate) fn listed_ino(e: &VEntry, fallback: u64) -> u64 {
     match e {
         VEntry::Dir(ino) => *ino,
         VEntry::Container(_) => fallback,

@@ -73,6 +73,11 @@ fn mask() -> WatchFlags {
 
 /// What the event loop needs of the filesystem: a directory node's fd.
 pub trait DirFds: Send + Sync {
+    /// An fd of the directory `node` (to add an inotify watch on it).
+    ///
+    /// # Errors
+    ///
+    /// Whatever opening it answers; the directory is then not watched.
     fn dir_fd_of(&self, node: &Node) -> std::io::Result<Arc<OwnedFd>>;
 }
 
@@ -104,6 +109,7 @@ struct Table {
     of_node: HashMap<u64, i32>,
 }
 
+/// The inotify watches on directories the kernel caches, and their counters.
 pub struct Watches {
     /// `None` when watching is off (`--cache-ttl 1`) or inotify is unavailable.
     fd: Option<OwnedFd>,
@@ -146,6 +152,7 @@ impl Watches {
         }
     }
 
+    /// True if directories are watched at all.
     pub fn enabled(&self) -> bool {
         self.fd.is_some()
     }
@@ -159,6 +166,7 @@ impl Watches {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many directories are watched now.
     pub fn count(&self) -> usize {
         self.table().by_wd.len()
     }
@@ -177,6 +185,7 @@ impl Watches {
         )
     }
 
+    /// True if the directory `ino` is watched (its entries may be cached for the long TTL).
     pub fn is_watched(&self, ino: u64) -> bool {
         self.fd.is_some() && self.table().of_node.contains_key(&ino)
     }
@@ -454,7 +463,7 @@ impl Invalidator {
     fn children(&self, dirs: &HashSet<u64>) {
         let mut hit = Vec::new();
         self.nodes.for_each(|n| {
-            if !n.inst.is_alive() {
+            if !n.inst.is_current() {
                 return; // a retired container: the registry invalidated it already
             }
             let loc = n.loc();

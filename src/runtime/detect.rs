@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use log::info;
 
-use crate::instance::Runtime;
+use crate::container::{Identity, Runtime, describe};
 use crate::registry::Registry;
 
 use super::docker::Endpoint;
@@ -22,17 +22,22 @@ const SCAN: Duration = Duration::from_secs(2);
 /// A runtime the user can name with `--runtime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
+    /// Docker Engine (`DOCKER_HOST` or `/var/run/docker.sock`).
     Docker,
     /// Rootful and every user's rootless Podman.
     Podman,
+    /// containerd, every namespace.
     Containerd,
 }
 
 /// One API endpoint where a runtime may answer.
 #[derive(Debug, Clone)]
 pub struct Candidate {
+    /// Which runtime would answer there.
     pub runtime: Runtime,
+    /// The rootless user's name; empty for a rootful runtime.
     pub scope: String,
+    /// The API socket.
     pub socket: PathBuf,
     /// Watched even while its socket is missing (named by the user, or `DOCKER_HOST`).
     pub insist: bool,
@@ -40,10 +45,7 @@ pub struct Candidate {
 
 impl Candidate {
     fn label(&self) -> String {
-        crate::registry::describe(&crate::instance::Identity {
-            scope: self.scope.clone(),
-            ..crate::instance::Identity::new(self.runtime, "", "")
-        })
+        describe(&Identity::key(self.runtime, &self.scope, ""))
     }
 }
 

@@ -11,12 +11,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
+use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
-use log::{debug, info, warn};
+use log::{debug, info};
 
-use super::Found;
-use crate::instance::{Identity, Instance, Runtime, Stopped, pin, short_id};
+use super::{Found, Inspect};
+use crate::container::{Identity, Runtime, Stopped, describe};
 use crate::layers::Storage;
 use crate::registry::Registry;
 
@@ -30,19 +31,25 @@ const ACTIONS: &[&str] = &[
 /// One Docker-API daemon.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    /// Which runtime answers there (Docker, rootful or rootless Podman).
     pub runtime: Runtime,
     /// The rootless user's name; empty for a rootful daemon.
     pub scope: String,
+    /// The API's Unix socket.
     pub socket: std::path::PathBuf,
 }
 
 impl Endpoint {
     fn key(&self, id: &str) -> Identity {
-        let mut i = Identity::new(self.runtime, id, "");
-        i.scope = self.scope.clone();
-        i
+        Identity::key(self.runtime, &self.scope, id)
     }
 
+    /// A client of the daemon at the socket (no request is made yet), with a 30 s timeout per
+    /// request.
+    ///
+    /// # Errors
+    ///
+    /// bollard's, if the socket path cannot be used.
     pub fn connect(&self) -> Result<Docker, DockerError> {
         Docker::connect_with_unix(
             &self.socket.to_string_lossy(),
@@ -52,11 +59,7 @@ impl Endpoint {
     }
 
     fn label(&self) -> String {
-        format!(
-            "{} ({})",
-            crate::registry::describe(&self.key("")),
-            self.socket.display()
-        )
+        format!("{} ({})", describe(&self.key("")), self.socket.display())
     }
 }
 
@@ -141,7 +144,7 @@ async fn sync_all(
         let runs = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
         let current = registry.find(&ep.key(&id));
         let fresh = current.is_some_and(|i| {
-            i.is_alive() && Some(&i.ident.name) == name.as_ref() && i.is_running() == runs
+            i.is_current() && Some(&i.ident.name) == name.as_ref() && i.has_process() == runs
         });
         if !fresh {
             reconcile(docker, ep, registry, &id).await?;
@@ -151,6 +154,24 @@ async fn sync_all(
     Ok(())
 }
 
+/// One connected daemon, as the shared acquisition step asks it.
+struct Daemon<'a> {
+    docker: &'a Docker,
+    ep: &'a Endpoint,
+}
+
+impl Inspect for Daemon<'_> {
+    type Error = DockerError;
+
+    async fn inspect(&self, key: &Identity, with_stopped: bool) -> Result<Found, DockerError> {
+        inspect(self.docker, self.ep, &key.id, with_stopped).await
+    }
+
+    fn label(&self) -> String {
+        self.ep.label()
+    }
+}
+
 /// Who the daemon says container `id` is, and whether and how it runs.
 async fn inspect(
     docker: &Docker,
@@ -158,24 +179,35 @@ async fn inspect(
     id: &str,
     with_stopped: bool,
 ) -> Result<Found, DockerError> {
-    let info = match docker.inspect_container(id, None).await {
-        Ok(info) => info,
+    match docker.inspect_container(id, None).await {
+        Ok(info) => Ok(parse_inspect(ep, id, info, with_stopped)),
         Err(DockerError::DockerResponseServerError {
             status_code: 404, ..
-        }) => return Ok(Found::Hidden),
-        Err(e) => return Err(e),
-    };
+        }) => Ok(Found::Hidden),
+        Err(e) => Err(e),
+    }
+}
+
+/// What an inspect answer of container `id` says (no I/O): running with its PID, stopped and
+/// how, or hidden (a pod sandbox, a container being removed, a stopped one unless
+/// `with_stopped`).
+fn parse_inspect(
+    ep: &Endpoint,
+    id: &str,
+    info: ContainerInspectResponse,
+    with_stopped: bool,
+) -> Found {
     let state = info.state.unwrap_or_default();
     let pid = state.pid.unwrap_or(0);
     let runs = state.running == Some(true) && pid > 0;
     if !runs && !with_stopped {
-        return Ok(Found::Hidden);
+        return Found::Hidden;
     }
     let config = info.config.unwrap_or_default();
     let labels = config.labels.unwrap_or_default();
     let k8s = match super::kubernetes(&labels) {
         Some(Some(p)) => Some(p),
-        Some(None) => return Ok(Found::Hidden),
+        Some(None) => return Found::Hidden,
         None => None,
     };
     let mut ident = ep.key(id);
@@ -196,7 +228,7 @@ async fn inspect(
         None => Storage::Unavailable("the runtime reports no storage driver".into()),
     };
     if runs {
-        return Ok(Found::Running(ident, pid as i32, Some(storage)));
+        return Found::Running(ident, pid as i32, Some(storage));
     }
     let status = state
         .status
@@ -205,7 +237,7 @@ async fn inspect(
         .unwrap_or_else(|| "exited".into());
     if status == "removing" {
         // Its layers are being deleted; the removal event follows.
-        return Ok(Found::Hidden);
+        return Found::Hidden;
     }
     let stopped = Stopped {
         exit_code: state.exit_code.filter(|_| status != "created"),
@@ -215,7 +247,7 @@ async fn inspect(
             .filter(|f| !f.starts_with("0001-"))
             .unwrap_or_default(),
     };
-    Ok(Found::Stopped(ident, stopped, storage))
+    Found::Stopped(ident, stopped, storage)
 }
 
 /// Brings the registry in line with what the daemon says about `id`. Transport errors are
@@ -238,42 +270,131 @@ async fn reconcile(
         }
         Found::Running(ident, pid, storage) => (ident, pid, storage),
     };
-    if registry.serves(&ident, pid) {
-        return Ok(());
-    }
-    if let Some(reason) = crate::registry::invalid_name(&ident.name) {
-        warn!(
-            "{} container {id}: name {:?} {reason}; not shown",
-            ep.label(),
-            ident.name
-        );
-        return Ok(());
-    }
-    // Pin the PID, then ask again: only if the daemon still reports this PID for this
-    // container is the pidfd known to be the container's main process.
-    let pidfd = match pin(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            debug!("container {}: pid {pid}: {e}", ident.name);
-            return Ok(());
+    super::acquire(&Daemon { docker, ep }, registry, ident, pid, storage).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::PodRef;
+
+    fn ep() -> Endpoint {
+        Endpoint {
+            runtime: Runtime::Podman,
+            scope: String::new(),
+            socket: "/run/podman/podman.sock".into(),
         }
-    };
-    if inspect(docker, ep, id, false).await? != Found::Running(ident.clone(), pid, storage.clone())
-    {
-        debug!(
-            "container {}: changed while acquiring; the next event or re-list retries",
-            ident.name
+    }
+
+    /// An inspect answer as the Docker API sends it (only the fields ctrfsd reads).
+    fn answer(state: &str, labels: &str) -> ContainerInspectResponse {
+        let json = format!(
+            r#"{{"Id": "c0ffee", "Name": "/web", "Created": "2026-11-22T10:05:06.69147866Z",
+                "State": {state},
+                "Config": {{"Image": "nginx:1", "Labels": {labels}}},
+                "GraphDriver": {{"Name": "overlay2",
+                                 "Data": {{"UpperDir": "/u", "LowerDir": "/l1:/l2"}}}}}}"#
         );
-        return Ok(());
+        serde_json::from_str(&json).expect("a valid inspect answer")
     }
-    let name = ident.name.clone();
-    match Instance::open(ident, pid, pidfd) {
-        Ok(inst) => super::serve(registry, inst.with_storage(storage)),
-        Err(e) => warn!(
-            "{} container {name} ({}): cannot open its root: {e}",
-            ep.label(),
-            short_id(id)
-        ),
+
+    fn ident() -> Identity {
+        let mut i = Identity::new(Runtime::Podman, "c0ffee", "web");
+        i.image = "nginx:1".into();
+        i.created = 1_795_341_906;
+        i
     }
-    Ok(())
+
+    fn overlay() -> Storage {
+        Storage::Overlay {
+            upper: "/u".into(),
+            lowers: vec!["/l1".into(), "/l2".into()],
+        }
+    }
+
+    fn stopped(state: &str, code: Option<i64>, at: &str) -> Stopped {
+        Stopped {
+            state: state.into(),
+            exit_code: code,
+            finished_at: at.into(),
+        }
+    }
+
+    #[test]
+    fn inspect_answers() {
+        let running = r#"{"Status": "running", "Running": true, "Pid": 4242}"#;
+        let exited = r#"{"Status": "exited", "Running": false, "Pid": 0, "ExitCode": 3,
+                         "FinishedAt": "2026-11-22T11:00:00Z"}"#;
+        let created = r#"{"Status": "created", "Running": false, "Pid": 0, "ExitCode": 0,
+                          "FinishedAt": "0001-01-01T00:00:00Z"}"#;
+        let removing = r#"{"Status": "removing", "Running": false, "Pid": 0}"#;
+        let no_pid = r#"{"Status": "running", "Running": true, "Pid": 0}"#;
+        let sandbox = r#"{"io.kubernetes.docker.type": "podsandbox",
+                          "io.kubernetes.pod.namespace": "ns", "io.kubernetes.pod.name": "p"}"#;
+        let k8s = r#"{"io.kubernetes.pod.namespace": "ns", "io.kubernetes.pod.name": "p",
+                      "io.kubernetes.container.name": "c"}"#;
+        let mut in_pod = ident();
+        in_pod.k8s = Some(PodRef {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: "c".into(),
+        });
+        let table: Vec<(&str, &str, bool, Found)> = vec![
+            (
+                running,
+                "{}",
+                false,
+                Found::Running(ident(), 4242, Some(overlay())),
+            ),
+            (
+                running,
+                k8s,
+                false,
+                Found::Running(in_pod, 4242, Some(overlay())),
+            ),
+            (running, sandbox, true, Found::Hidden),
+            (exited, "{}", false, Found::Hidden),
+            (
+                exited,
+                "{}",
+                true,
+                Found::Stopped(
+                    ident(),
+                    stopped("exited", Some(3), "2026-11-22T11:00:00Z"),
+                    overlay(),
+                ),
+            ),
+            (
+                created,
+                "{}",
+                true,
+                Found::Stopped(ident(), stopped("created", None, ""), overlay()),
+            ),
+            (removing, "{}", true, Found::Hidden),
+            (
+                no_pid,
+                "{}",
+                true,
+                Found::Stopped(ident(), stopped("running", None, ""), overlay()),
+            ),
+        ];
+        for (state, labels, with_stopped, want) in table {
+            let got = parse_inspect(&ep(), "c0ffee", answer(state, labels), with_stopped);
+            assert_eq!(got, want, "{state} {labels} with_stopped={with_stopped}");
+        }
+    }
+
+    #[test]
+    fn an_answer_without_storage_driver() {
+        let mut a = answer(r#"{"Running": false, "Pid": 0}"#, "{}");
+        a.graph_driver = None;
+        let Found::Stopped(_, s, storage) = parse_inspect(&ep(), "c0ffee", a, true) else {
+            panic!("not stopped");
+        };
+        assert_eq!(s, stopped("exited", None, ""));
+        assert_eq!(
+            storage,
+            Storage::Unavailable("the runtime reports no storage driver".into())
+        );
+    }
 }

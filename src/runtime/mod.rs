@@ -6,8 +6,10 @@
 //! - [`static_pids`]: `--container NAME=PID` entries.
 //! - [`detect`]: which runtimes exist on this host, looked for again as sockets come and go.
 //!
-//! Every registered container also gets an exit watcher on its pidfd, so a container whose main
-//! process dies disappears at once, even if the runtime's event is late or lost.
+//! A runtime plugs in through [`Inspect`] (what it says about one container now) and calls
+//! [`acquire`] for a running container: the one race-free acquisition step every runtime
+//! shares. Every registered container also gets an exit watcher on its pidfd, so a container
+//! whose main process dies disappears at once, even if the runtime's event is late or lost.
 
 pub mod containerd;
 pub mod detect;
@@ -15,16 +17,17 @@ pub mod docker;
 pub mod static_pids;
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::future::Future;
 use std::sync::Arc;
-
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
-use crate::instance::{Identity, Instance, PodRef, Stopped};
+use crate::container::{Identity, PodRef, Stopped, short_id};
+use crate::instance::Instance;
 use crate::layers::Storage;
-use crate::registry::Registry;
+use crate::pidfd::{pin, wait_exit};
+use crate::registry::{Registry, invalid_name};
 
 /// What a runtime says about one container.
 #[derive(Debug, PartialEq)]
@@ -35,6 +38,87 @@ pub enum Found {
     Stopped(Identity, Stopped, Storage),
     /// Gone, or not shown (a Kubernetes pod sandbox; a stopped one with `--running-only`).
     Hidden,
+}
+
+/// How a runtime plugs in: it says what it knows about one container, now. Its watcher
+/// (events, re-lists) is its own; what it shares with every other runtime is [`acquire`].
+pub trait Inspect: Sync {
+    /// A failure to reach the runtime (the watcher reconnects); problems with one container
+    /// are answered as [`Found::Hidden`] or logged instead.
+    type Error: Send;
+
+    /// What the runtime says about the container `key` names ([`Identity::key`]: runtime,
+    /// scope and id) now. With `with_stopped` false, a container that does not run is
+    /// [`Found::Hidden`].
+    ///
+    /// # Errors
+    ///
+    /// [`Self::Error`] when the runtime cannot be asked.
+    fn inspect(
+        &self,
+        key: &Identity,
+        with_stopped: bool,
+    ) -> impl Future<Output = Result<Found, Self::Error>> + Send;
+
+    /// How log lines name this runtime endpoint: "docker (/var/run/docker.sock)".
+    fn label(&self) -> String;
+}
+
+/// The one race-free acquisition step, shared by every runtime: `found` is what `runtime` just
+/// said about a running container (`ident`, main process `pid`, its layers). Pins `pid` with a
+/// pidfd, asks the runtime again (only if it still reports this PID for this container is the
+/// pidfd the container's main process), opens the root, and serves it.
+///
+/// Nothing happens if the container is already served as exactly this; problems with this one
+/// container (a name that cannot be a path, a process already gone, a changed answer, a root
+/// that cannot be opened) are logged and left to the next event or re-list.
+///
+/// # Errors
+///
+/// The runtime's error if it cannot be asked again (the caller reconnects).
+pub async fn acquire<R: Inspect>(
+    runtime: &R,
+    registry: &Arc<Registry>,
+    ident: Identity,
+    pid: i32,
+    storage: Option<Storage>,
+) -> Result<(), R::Error> {
+    if registry.serves(&ident, pid) {
+        return Ok(());
+    }
+    let (label, id) = (runtime.label(), ident.id.clone());
+    if let Some(reason) = invalid_name(&ident.name) {
+        warn!(
+            "{label} container {id}: name {:?} {reason}; not shown",
+            ident.name
+        );
+        return Ok(());
+    }
+    let pidfd = match pin(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            debug!("{label} container {}: pid {pid}: {e}", ident.name);
+            return Ok(());
+        }
+    };
+    let key = Identity::key(ident.runtime, &ident.scope, &ident.id);
+    let now = runtime.inspect(&key, false).await?;
+    if now != Found::Running(ident.clone(), pid, storage.clone()) {
+        debug!(
+            "{label} container {}: changed while acquiring; the next event or re-list retries",
+            ident.name
+        );
+        return Ok(());
+    }
+    let name = ident.name.clone();
+    match Instance::open(ident, pid, pidfd) {
+        Ok(inst) => serve(registry, inst.with_storage(storage)),
+        Err(e) => warn!(
+            "{label} container {name} ({}): cannot open its root: {e}",
+            short_id(&id)
+        ),
+    }
+    Ok(())
 }
 
 /// Shows a stopped container from its layers, unless it is already shown so (or its name
@@ -48,7 +132,7 @@ pub fn serve_stopped(
     if registry.serves_stopped(&ident, &stopped, &storage) {
         return;
     }
-    if let Some(reason) = crate::registry::invalid_name(&ident.name) {
+    if let Some(reason) = invalid_name(&ident.name) {
         debug!(
             "stopped container {}: name {:?} {reason}; not shown",
             ident.id, ident.name
@@ -70,21 +154,6 @@ pub fn serve(registry: &Arc<Registry>, inst: Instance) {
             registry.remove_token(watch.token);
         }
     });
-}
-
-/// Waits until the process behind `pidfd` exits (true) or `cancel` is notified (false).
-pub async fn wait_exit(pidfd: Arc<OwnedFd>, cancel: &tokio::sync::Notify) -> bool {
-    let afd = match pidfd.try_clone().and_then(crate::sys::async_readable) {
-        Ok(afd) => afd,
-        Err(e) => {
-            warn!("cannot watch a pidfd: {e}");
-            return false;
-        }
-    };
-    tokio::select! {
-        _ = afd.readable() => true,
-        _ = cancel.notified() => false,
-    }
 }
 
 /// Seconds since the epoch of an RFC 3339 time as runtimes report it

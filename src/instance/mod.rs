@@ -2,54 +2,34 @@
 //! a stopped container's layers, assembled on first use into a detached read-only mount; or a
 //! container's writable layer alone (the `.diff` view).
 //!
-//! Acquisition is race-free against PID reuse: the caller pins the PID with [`pin`], re-checks
-//! with its runtime that the PID still belongs to the container, then [`Instance::open`] opens
-//! `/proc/<pid>/root` and checks the pidfd again. If the process was still alive after the open,
+//! Acquisition is race-free against PID reuse: the caller pins the PID with
+//! [`crate::pidfd::pin`], re-checks with its runtime that the PID still belongs to the container
+//! (`runtime::acquire`), then [`Instance::open`] opens `/proc/<pid>/root` and checks the pidfd
+//! again. If the process was still alive after the open,
 //! the `/proc/<pid>` we opened was that process's, so the root fd is the container's.
 //!
 //! Every instance gets a fresh `seq`, never reused: inode numbers are keyed by it, so a
-//! restarted or recreated container never resolves the old instance's inodes.
+//! restarted or recreated container never resolves the old instance's inodes. How many
+//! detached views are held at once is bounded in `detached`.
 
-use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{Mode, OFlags, open};
-use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
+use crate::container::{Identity, Stopped, describe, short_id};
 use crate::layers::{Storage, assemble};
 use crate::mounts::{MountKind, MountTable, REFRESH};
+use crate::pidfd::has_exited;
+pub use detached::set_max_detached;
+use detached::{RootSlot, track_detached};
 
+mod detached;
+
+/// The next instance's `seq`.
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
-
-/// How many stopped-container mounts and writable-layer fds are held at most; the least
-/// recently assembled is released first (and assembled again when next used).
-static MAX_DETACHED: AtomicUsize = AtomicUsize::new(256);
-
-/// Sets how many detached views may be held at once (`--max-detached`).
-pub fn set_max_detached(n: usize) {
-    MAX_DETACHED.store(n.max(1), Ordering::Relaxed);
-}
-
-type RootSlot = RwLock<Option<Arc<OwnedFd>>>;
-
-/// Assembled detached views, oldest first: (instance seq, its root slot).
-static DETACHED: Mutex<VecDeque<(u64, Weak<RootSlot>)>> = Mutex::new(VecDeque::new());
-
-/// What a stopped container's runtime says about how it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stopped {
-    /// The runtime's word: "created", "exited", "dead" ("stopped" when containerd keeps no
-    /// task to say more).
-    pub state: String,
-    /// Known only for containers that ran and whose runtime kept the status.
-    pub exit_code: Option<i64>,
-    /// RFC 3339, as the runtime reports it; empty if it never ran.
-    pub finished_at: String,
-}
 
 /// What the instance shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,91 +42,24 @@ pub enum Source {
     Diff,
 }
 
-/// Which runtime reports a container. The order is the naming priority: when two containers
-/// want the same bare name, the earlier kind keeps it (README, "Naming").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Runtime {
-    /// `--container NAME=PID`.
-    Static,
-    Docker,
-    Podman,
-    Containerd,
-    /// Rootless Podman of one user.
-    PodmanRootless,
-    /// `/ctr/.pid/<PID>/`.
-    Pid,
-}
-
-impl Runtime {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Runtime::Static => "static",
-            Runtime::Docker => "docker",
-            Runtime::Podman => "podman",
-            Runtime::Containerd => "containerd",
-            Runtime::PodmanRootless => "podman-rootless",
-            Runtime::Pid => "pid",
-        }
-    }
-}
-
-/// A Kubernetes container, as `kubectl` names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodRef {
-    pub namespace: String,
-    pub pod: String,
-    pub container: String,
-}
-
-/// Who the runtime says this is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub runtime: Runtime,
-    /// Where in that runtime: the user of a rootless Podman, the containerd namespace; empty
-    /// otherwise.
-    pub scope: String,
-    /// The runtime's container id ("pid:<n>" for static entries).
-    pub id: String,
-    /// The name the runtime's own CLI shows (`docker ps`, `podman ps`, `nerdctl ps`).
-    pub name: String,
-    pub image: String,
-    /// Set for containers the kubelet created (not for pod sandboxes, which are not served).
-    pub k8s: Option<PodRef>,
-    /// Creation time (Unix seconds): of two containers wanting one Kubernetes path, the newer
-    /// (a restart) gets it.
-    pub created: i64,
-}
-
-impl Identity {
-    /// An identity with only the essentials set.
-    pub fn new(runtime: Runtime, id: impl Into<String>, name: impl Into<String>) -> Identity {
-        Identity {
-            runtime,
-            scope: String::new(),
-            id: id.into(),
-            name: name.into(),
-            image: String::new(),
-            k8s: None,
-            created: 0,
-        }
-    }
-
-    /// The same container, as far as the registry is concerned.
-    pub fn same_container(&self, other: &Identity) -> bool {
-        self.runtime == other.runtime && self.scope == other.scope && self.id == other.id
-    }
-}
-
+/// One container (or `.pid` or `.diff`) view as served: who it is, where it is shown, and the
+/// held root it is served from.
 #[derive(Debug)]
 pub struct Instance {
+    /// Never reused: inode numbers are keyed by it, so a new instance never resolves an old
+    /// one's inodes.
     pub seq: u64,
+    /// Who its runtime says it is.
     pub ident: Identity,
     /// Where it is shown, relative to the mountpoint ("web", "k8s/default/api-7d9/api",
     /// ".pid/4242"): absolute symlink answers start with it. Set by the registry.
     path: String,
     /// The main process; 0 for stopped containers and `.diff` views.
     pub pid: i32,
+    /// Pins the main process: tells whether *this* process still lives (not whatever holds
+    /// its PID now). `None` for views without a process.
     pidfd: Option<Arc<OwnedFd>>,
+    /// What it shows.
     pub source: Source,
     /// Where the runtime keeps the container's files (for stopped and `.diff` views).
     pub storage: Option<Arc<Storage>>,
@@ -158,7 +71,9 @@ pub struct Instance {
     assembling: Mutex<()>,
     /// Why assembling the detached view last failed.
     failure: Mutex<Option<String>>,
-    alive: AtomicBool,
+    /// False once retired ([`Self::is_current`]): requests on its nodes then fail instead of
+    /// reaching a container that is gone or shown elsewhere.
+    current: AtomicBool,
     /// Retired because a newer instance of the same container (or the same container at a new
     /// path) took its place: its nodes answer ESTALE, so the kernel looks the path up again.
     replaced: AtomicBool,
@@ -166,25 +81,6 @@ pub struct Instance {
     mounts: RwLock<Arc<MountTable>>,
     /// Wakes the exit watcher when the registry drops this instance for another reason.
     pub retired: tokio::sync::Notify,
-}
-
-/// Pins `pid` with a pidfd: from here on, the pidfd tells whether *this* process lives.
-pub fn pin(pid: i32) -> io::Result<OwnedFd> {
-    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
-    Ok(pidfd_open(pid, PidfdFlags::empty())?)
-}
-
-/// True once the process behind `pidfd` has exited (the pidfd polls readable).
-pub fn exited(pidfd: BorrowedFd<'_>) -> bool {
-    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    match poll(&mut fds, Some(&zero)) {
-        Ok(n) => n > 0,
-        Err(_) => true,
-    }
 }
 
 impl Instance {
@@ -197,7 +93,7 @@ impl Instance {
             Mode::empty(),
         )?;
         let mounts = MountTable::read(pid)?;
-        if exited(pidfd.as_fd()) {
+        if has_exited(pidfd.as_fd()) {
             // The PID may already name another process: neither the root nor the mount table
             // we read is trusted.
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
@@ -213,7 +109,7 @@ impl Instance {
             root: Arc::new(RwLock::new(Some(Arc::new(root)))),
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
-            alive: AtomicBool::new(true),
+            current: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
             mounts: RwLock::new(Arc::new(mounts)),
             retired: tokio::sync::Notify::new(),
@@ -237,7 +133,7 @@ impl Instance {
             root: Arc::new(RwLock::new(None)),
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
-            alive: AtomicBool::new(true),
+            current: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
             mounts: RwLock::new(Arc::new(MountTable::empty())),
             retired: tokio::sync::Notify::new(),
@@ -249,7 +145,7 @@ impl Instance {
         let storage = self.storage.clone().unwrap_or_else(|| {
             Arc::new(Storage::Unavailable(format!(
                 "{} reports no layers for it",
-                crate::registry::describe(&self.ident)
+                describe(&self.ident)
             )))
         });
         let mut inst = Instance::detached(self.ident.clone(), Source::Diff, storage);
@@ -263,8 +159,11 @@ impl Instance {
         self
     }
 
-    /// True for a container that runs (or ran, until retired) with a process.
-    pub fn is_running(&self) -> bool {
+    /// True for a view of a process's root (a running container, a `.pid` view); false for
+    /// stopped and `.diff` views. Stays true after the process exits: see
+    /// [`Self::process_exited`] for that, and [`Self::is_current`] for whether it is still
+    /// served.
+    pub fn has_process(&self) -> bool {
         self.source == Source::Live
     }
 
@@ -302,7 +201,7 @@ impl Instance {
     /// The same container shown at another path: a new instance (new `seq`, so the kernel
     /// looks everything up afresh under the new path) sharing the held fds. `None` once retired.
     pub fn relabel(&self, path: String) -> Option<Instance> {
-        if !self.is_alive() {
+        if !self.is_current() {
             return None;
         }
         // A detached view is assembled afresh for the new instance when first used.
@@ -321,7 +220,7 @@ impl Instance {
             root: Arc::new(RwLock::new(root)),
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
-            alive: AtomicBool::new(true),
+            current: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
             mounts: RwLock::new(self.mounts(false)),
             retired: tokio::sync::Notify::new(),
@@ -343,13 +242,18 @@ impl Instance {
         short_id(&self.ident.id)
     }
 
-    /// True once the process is known to have exited (always for views without one).
-    pub fn exited(&self) -> bool {
-        self.pidfd.as_ref().is_none_or(|fd| exited(fd.as_fd()))
+    /// True once the process is known to have exited (its pidfd polls readable); always true
+    /// for views without a process. The instance may still be current until the registry
+    /// hears of it.
+    pub fn process_exited(&self) -> bool {
+        self.pidfd.as_ref().is_none_or(|fd| has_exited(fd.as_fd()))
     }
 
-    pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+    /// True until the registry retires the instance (its container is gone, moved or replaced,
+    /// or its process exited and the exit watcher said so). A retired instance answers every
+    /// request with [`Self::retired_error`].
+    pub fn is_current(&self) -> bool {
+        self.current.load(Ordering::Acquire)
     }
 
     /// What a request on a retired instance answers: ESTALE if another instance took its place
@@ -366,7 +270,7 @@ impl Instance {
     /// stopped container's layers are assembled here on first use (and again after the view
     /// was released to bound fds).
     pub fn root(&self) -> io::Result<Arc<OwnedFd>> {
-        if !self.is_alive() {
+        if !self.is_current() {
             return Err(self.retired_error());
         }
         if let Some(fd) = self.root.read().unwrap_or_else(|e| e.into_inner()).clone() {
@@ -393,7 +297,7 @@ impl Instance {
         *self.mounts.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(MountTable::single(st.stx_mnt_id));
         let mut slot = self.root.write().unwrap_or_else(|e| e.into_inner());
-        if !self.is_alive() {
+        if !self.is_current() {
             return Err(gone()); // retired meanwhile: drop the mount
         }
         *slot = Some(fd.clone());
@@ -458,7 +362,7 @@ impl Instance {
             return cur; // a detached view: its one mount never changes
         }
         match MountTable::read(self.pid) {
-            Ok(t) if !self.exited() => {
+            Ok(t) if !self.process_exited() => {
                 let t = Arc::new(t);
                 *self.mounts.write().unwrap_or_else(|e| e.into_inner()) = t.clone();
                 t
@@ -480,7 +384,7 @@ impl Instance {
 
     /// Marks the instance dead, releases its root and wakes its exit watcher. Idempotent.
     pub fn retire(&self) {
-        if self.alive.swap(false, Ordering::AcqRel) {
+        if self.current.swap(false, Ordering::AcqRel) {
             self.root.write().unwrap_or_else(|e| e.into_inner()).take();
             self.retired.notify_one();
         }
@@ -489,32 +393,11 @@ impl Instance {
     /// Retires it because another instance took its place (see [`Self::retired_error`]).
     pub fn retire_replaced(&self) {
         self.replaced.store(true, Ordering::Release);
-        if self.alive.swap(false, Ordering::AcqRel) {
+        if self.current.swap(false, Ordering::AcqRel) {
             self.root.write().unwrap_or_else(|e| e.into_inner()).take();
             self.retired.notify_one();
         }
     }
-}
-
-/// Remembers an assembled detached view; releases the oldest beyond [`MAX_DETACHED`]. A
-/// released view is assembled again when next used: its new mount has new inode keys, so the
-/// kernel's old inodes answer ESTALE and the VFS looks them up again.
-fn track_detached(seq: u64, slot: &Arc<RootSlot>) {
-    let mut q = DETACHED.lock().unwrap_or_else(|e| e.into_inner());
-    q.retain(|(s, w)| *s != seq && w.strong_count() > 0);
-    q.push_back((seq, Arc::downgrade(slot)));
-    while q.len() > MAX_DETACHED.load(Ordering::Relaxed) {
-        if let Some((_, w)) = q.pop_front()
-            && let Some(slot) = w.upgrade()
-        {
-            slot.write().unwrap_or_else(|e| e.into_inner()).take();
-        }
-    }
-}
-
-/// The first 12 characters of a runtime id, as `docker ps` shows it (never panics on odd ids).
-pub fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
 }
 
 /// A container that is gone: its files answer as if deleted.
@@ -526,4 +409,42 @@ pub fn gone() -> io::Error {
 /// operations with a fresh lookup on ESTALE.
 pub fn stale() -> io::Error {
     io::Error::from_raw_os_error(libc::ESTALE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::Runtime;
+
+    /// Issue 12: three questions, three names. `is_current`: still served; `has_process`: a
+    /// view of a process's root; `process_exited`: that process is gone.
+    #[test]
+    fn current_has_process_and_process_exited_are_three_questions() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let pidfd = crate::pidfd::pin(pid).unwrap();
+        let ident = Identity::new(Runtime::Static, format!("pid:{pid}"), "t");
+        let live = Instance::open(ident.clone(), pid, pidfd).unwrap();
+        assert!(live.is_current() && live.has_process() && !live.process_exited());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The process is gone; until the registry retires it, the instance is still current.
+        assert!(live.is_current() && live.has_process() && live.process_exited());
+        live.retire();
+        assert!(!live.is_current() && live.has_process());
+        assert_eq!(live.root().unwrap_err().raw_os_error(), Some(libc::ENOENT));
+
+        let stopped = Stopped {
+            state: "exited".into(),
+            exit_code: Some(0),
+            finished_at: String::new(),
+        };
+        let s = Instance::stopped(ident, stopped, Storage::Unavailable("test".into()));
+        assert!(s.is_current() && !s.has_process() && s.process_exited());
+        s.retire_replaced();
+        assert_eq!(s.root().unwrap_err().raw_os_error(), Some(libc::ESTALE));
+    }
 }

@@ -1,0 +1,457 @@
+//! The registry: every container the runtime watchers report, and the tree of names under the
+//! mountpoint computed from them (the [`View`]).
+//!
+//! Handlers only ever clone an `Arc<View>` here; they never wait on a runtime API. Every change
+//! rebuilds the view in named steps: assign paths ([`naming`]), relabel
+//! the containers whose path changed, build the tree ([`view::build`]), retire what is gone or
+//! replaced (their inodes answer ENOENT or ESTALE from then on), publish, and ask the kernel to
+//! forget the names that changed ([`view::changed_names`]), so a new instance is looked up
+//! afresh at once instead of after the entry TTL.
+//!
+//! - [`naming`]: the naming rules, pure functions (README, "Naming").
+//! - [`view`]: the tree of names, its inode numbers, and the diff between two trees.
+//! - [`pids`]: the `.pid/<PID>` views, opened on lookup and bounded.
+
+pub mod naming;
+pub mod pids;
+pub mod view;
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use fuser::{INodeNo, Notifier};
+use log::{debug, info};
+
+pub use crate::container::describe;
+use crate::container::{Identity, Runtime, Stopped};
+use crate::instance::Instance;
+use crate::layers::Storage;
+pub use naming::invalid_name;
+use naming::{Claim, assign};
+use pids::PidViews;
+use view::{Inodes, Placed};
+pub use view::{VDir, VEntry, View};
+
+/// The FUSE inode number of the mount root.
+pub const ROOT_INO: u64 = 1;
+
+/// Inode numbers of made-up directories and alias links carry this bit; container files get
+/// numbers counted up from 2 (see `fs::nodes`), which never reach it.
+pub const VIRT_BIT: u64 = 1 << 62;
+
+/// The directory under which any process's root is served by PID.
+pub const PID_DIR: &str = ".pid";
+/// The directory holding Kubernetes containers by namespace and pod.
+pub const K8S_DIR: &str = "k8s";
+/// The directory holding each container's writable layer alone, at the container's path.
+pub const DIFF_DIR: &str = ".diff";
+
+/// True for the mount root and every directory or link the registry made up.
+pub fn is_virtual(ino: u64) -> bool {
+    ino == ROOT_INO || ino & VIRT_BIT != 0
+}
+
+type RetireHook = Box<dyn Fn(&Instance) + Send + Sync>;
+
+/// What a runtime watcher needs to notice that a registered container's process exited.
+pub struct Watch {
+    /// Which registration to drop when the process exits ([`Registry::remove_token`]).
+    pub token: u64,
+    /// `None` for stopped containers: nothing to watch.
+    pub pidfd: Option<Arc<OwnedFd>>,
+    /// Woken when the registry drops the container for another reason.
+    pub cancel: Arc<tokio::sync::Notify>,
+}
+
+/// One registered container.
+struct Entry {
+    /// Its registration, for the exit watcher ([`Registry::remove_token`]).
+    token: u64,
+    /// Its current instance.
+    inst: Arc<Instance>,
+    /// Its `.diff` view, made when its path is known.
+    diff: Option<Arc<Instance>>,
+    /// Stops its exit watcher when it is dropped for another reason.
+    cancel: Arc<tokio::sync::Notify>,
+    /// The alias link pointing at `inst.path()`.
+    link: u64,
+}
+
+/// What changes with every registration, under one lock.
+#[derive(Default)]
+struct State {
+    /// Every registered container, in registration order.
+    entries: Vec<Entry>,
+    /// The view built from `entries` last (the one [`Registry::view`] hands out).
+    view: Arc<View>,
+    /// Inode numbers of made-up directories and links.
+    inodes: Inodes,
+}
+
+/// Every container the watchers report, by name; see the module documentation.
+#[derive(Default)]
+pub struct Registry {
+    /// The registrations; writers (watchers) take this lock.
+    state: Mutex<State>,
+    /// The published view, read by FUSE handlers without touching `state`.
+    view: RwLock<Arc<View>>,
+    /// The `.pid/<PID>` views, apart from the registrations (they have no runtime).
+    pids: PidViews,
+    /// True with `--running-only`: watchers do not register stopped containers.
+    hide_stopped: AtomicBool,
+    /// Invalidates the kernel's entries; set once the FUSE session exists.
+    notifier: OnceLock<Notifier>,
+    /// Called for every retired instance (the filesystem drops fds it cached for it).
+    on_retire: OnceLock<RetireHook>,
+    /// Where exit watchers of `.pid` views run, and invalidations that must not run on a FUSE
+    /// thread.
+    tokio: OnceLock<tokio::runtime::Handle>,
+}
+
+impl Registry {
+    /// An empty registry: the root with `.pid` and `.diff` only.
+    pub fn new() -> Arc<Registry> {
+        let reg = Registry::default();
+        reg.rebuild(&mut reg.lock(), Vec::new());
+        Arc::new(reg)
+    }
+
+    /// Lets the registry invalidate kernel dentries once the FUSE session exists.
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// Called for every retired instance (the filesystem drops fds it cached for it).
+    pub fn set_on_retire(&self, hook: RetireHook) {
+        let _ = self.on_retire.set(hook);
+    }
+
+    /// Where exit watchers of `.pid` views run.
+    pub fn set_runtime(&self, handle: tokio::runtime::Handle) {
+        let _ = self.tokio.set(handle);
+    }
+
+    /// With `--running-only`, watchers do not register stopped containers.
+    pub fn set_hide_stopped(&self, hide: bool) {
+        self.hide_stopped.store(hide, Ordering::Relaxed);
+    }
+
+    /// True unless `--running-only`: watchers register stopped containers.
+    pub fn shows_stopped(&self) -> bool {
+        !self.hide_stopped.load(Ordering::Relaxed)
+    }
+
+    /// The current tree of names.
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The served instance of the container `ident` names, if any.
+    pub fn find(&self, ident: &Identity) -> Option<Arc<Instance>> {
+        self.lock()
+            .entries
+            .iter()
+            .find(|e| e.inst.ident.same_container(ident))
+            .map(|e| e.inst.clone())
+    }
+
+    /// True if the container `ident` is served (its instance current, with a process) as
+    /// exactly this identity and PID.
+    pub fn serves(&self, ident: &Identity, pid: i32) -> bool {
+        self.find(ident)
+            .is_some_and(|i| i.is_current() && i.has_process() && i.pid == pid && i.ident == *ident)
+    }
+
+    /// True if the container `ident` is shown stopped, as exactly this identity, end and
+    /// storage.
+    pub fn serves_stopped(&self, ident: &Identity, stopped: &Stopped, storage: &Storage) -> bool {
+        self.find(ident).is_some_and(|i| {
+            i.is_current()
+                && i.stopped_state() == Some(stopped)
+                && i.ident == *ident
+                && i.storage.as_deref() == Some(storage)
+        })
+    }
+
+    /// Registers `inst`, replacing any instance of the same container. Returns what its exit
+    /// watcher needs, or `None` if it could not be registered.
+    pub fn insert(&self, inst: Instance) -> Option<Watch> {
+        let mut st = self.lock();
+        let mut gone = Vec::new();
+        st.entries.retain(|e| {
+            let same = e.inst.ident.same_container(&inst.ident);
+            if same {
+                e.cancel.notify_one();
+                gone.push(e.inst.clone());
+                gone.extend(e.diff.clone());
+            }
+            !same
+        });
+        let inst = Arc::new(inst);
+        let watch = Watch {
+            token: inst.seq,
+            pidfd: inst.pidfd_arc(),
+            cancel: Arc::new(tokio::sync::Notify::new()),
+        };
+        st.entries.push(Entry {
+            token: watch.token,
+            inst: inst.clone(),
+            diff: None,
+            cancel: watch.cancel.clone(),
+            link: 0,
+        });
+        // Replaced by the new instance: the kernel looks the path up again.
+        self.rebuild(&mut st, gone.into_iter().map(|i| (i, true)).collect());
+        let served = st.entries.iter().find(|e| e.token == watch.token);
+        served.inspect(|e| log_served(&e.inst));
+        let served = served.is_some();
+        drop(st);
+        served.then_some(watch)
+    }
+
+    /// Drops the container registered as `token` (its process exited).
+    pub fn remove_token(&self, token: u64) {
+        self.remove_where(|e| e.token == token, "its process exited");
+    }
+
+    /// Drops a runtime's container (it stopped or was removed).
+    pub fn remove(&self, ident: &Identity, why: &str) {
+        self.remove_where(|e| e.inst.ident.same_container(ident), why);
+    }
+
+    /// Drops every container of `runtime` for which `keep` is false (full re-list).
+    pub fn retain(&self, runtime: Runtime, keep: impl Fn(&Identity) -> bool) {
+        self.remove_where(
+            |e| e.inst.ident.runtime == runtime && !keep(&e.inst.ident),
+            "the runtime no longer lists it",
+        );
+    }
+
+    fn remove_where(&self, pred: impl Fn(&Entry) -> bool, why: &str) {
+        let mut st = self.lock();
+        let mut gone = Vec::new();
+        st.entries.retain(|e| {
+            let hit = pred(e);
+            if hit {
+                info!(
+                    "container {} ({} {}) is gone: {why}",
+                    e.inst.path(),
+                    describe(&e.inst.ident),
+                    e.inst.short_id()
+                );
+                e.cancel.notify_one();
+                gone.push(e.inst.clone());
+                gone.extend(e.diff.clone());
+            }
+            !hit
+        });
+        if gone.is_empty() {
+            return;
+        }
+        self.rebuild(&mut st, gone.into_iter().map(|i| (i, false)).collect());
+    }
+
+    /// Recomputes every container's path and the view; relabels the containers whose path
+    /// changed. Retires `retire` (each flagged whether another instance took its place) and the
+    /// relabelled instances *before* the new view is published, so once a listing shows the
+    /// change no old instance is served; then tells the kernel what changed.
+    fn rebuild(&self, st: &mut State, retire: Vec<(Arc<Instance>, bool)>) {
+        let claims: Vec<Claim<'_>> = st
+            .entries
+            .iter()
+            .map(|e| Claim {
+                ident: &e.inst.ident,
+                has_process: e.inst.has_process(),
+            })
+            .collect();
+        let paths = assign(&claims);
+        let replaced = relabel_moved(st, paths);
+        let placed: Vec<Placed> = st
+            .entries
+            .iter()
+            .map(|e| Placed {
+                inst: e.inst.clone(),
+                diff: e.diff.clone(),
+                link: e.link,
+            })
+            .collect();
+        let view = view::build(&mut st.inodes, &placed);
+        self.retire_all(retire);
+        self.retire_all(replaced.into_iter().map(|i| (i, true)).collect());
+        let old = std::mem::replace(&mut st.view, Arc::new(view));
+        let new = st.view.clone();
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        self.invalidate(&old, &new);
+    }
+
+    /// Asks the kernel to forget every name whose answer changed between two views.
+    fn invalidate(&self, old: &View, new: &View) {
+        let Some(notifier) = self.notifier.get() else {
+            return;
+        };
+        let stale = view::changed_names(old, new);
+        for (dir, name) in stale {
+            // ENOENT only means the kernel had nothing cached under that name.
+            if let Err(e) = notifier.inval_entry(INodeNo(dir), OsStr::new(name)) {
+                debug!("invalidate {name}: {e}");
+            }
+        }
+    }
+
+    /// Retires instances: `replaced` if another instance took their place (their nodes answer
+    /// ESTALE, so the kernel looks the path up again), else gone (ENOENT).
+    fn retire_all(&self, gone: Vec<(Arc<Instance>, bool)>) {
+        for (inst, replaced) in &gone {
+            if *replaced {
+                inst.retire_replaced();
+            } else {
+                inst.retire();
+            }
+            if let Some(hook) = self.on_retire.get() {
+                hook(inst);
+            }
+        }
+    }
+
+    /// The view of process `pid` at `.pid/<pid>`, opened on first use and dropped when the
+    /// process exits.
+    ///
+    /// # Errors
+    ///
+    /// ENOENT if the process cannot be shown (see [`pids::open`]).
+    pub fn pid_instance(self: &Arc<Self>, pid: i32) -> io::Result<Arc<Instance>> {
+        let found = self.pids.lookup(pid, pids::open)?;
+        if let Some(old) = &found.evicted {
+            self.drop_pid_view(old);
+        }
+        let inst = found.inst;
+        if !found.opened {
+            return Ok(inst);
+        }
+        if let Some(rt) = self.tokio.get() {
+            let reg = self.clone();
+            let watched = inst.clone();
+            rt.spawn(async move {
+                let Some(pidfd) = watched.pidfd_arc() else {
+                    return;
+                };
+                if crate::pidfd::wait_exit(pidfd, &watched.retired).await {
+                    reg.pids.forget(&watched);
+                    reg.drop_pid_view(&watched);
+                }
+            });
+        }
+        debug!("process {pid}: served at {PID_DIR}/{pid}");
+        Ok(inst)
+    }
+
+    fn drop_pid_view(self: &Arc<Self>, inst: &Arc<Instance>) {
+        self.retire_all(vec![(inst.clone(), false)]);
+        // Invalidated from the runtime thread, never from a FUSE thread (an eviction happens
+        // inside a lookup in `.pid`, whose directory lock the kernel needs to invalidate).
+        let Some(rt) = self.tokio.get() else { return };
+        let (reg, name) = (self.clone(), inst.ident.name.clone());
+        rt.spawn(async move {
+            if let Some(n) = reg.notifier.get() {
+                let _ = n.inval_entry(INodeNo(reg.view().pid_dir), OsStr::new(&name));
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Gives every entry whose path changed a new instance at its new path (and a new `.diff`
+/// view and alias link), and returns the instances that were replaced.
+fn relabel_moved(st: &mut State, paths: Vec<String>) -> Vec<Arc<Instance>> {
+    let mut replaced = Vec::new();
+    for (i, path) in paths.into_iter().enumerate() {
+        if st.entries[i].inst.path() == path && st.entries[i].link != 0 {
+            continue;
+        }
+        let link = st.inodes.alloc();
+        let e = &mut st.entries[i];
+        if e.inst.path() != path {
+            if !e.inst.path().is_empty() {
+                info!(
+                    "container {} ({} {}) moves to {path}: the names changed",
+                    e.inst.path(),
+                    describe(&e.inst.ident),
+                    e.inst.short_id()
+                );
+            }
+            match e.inst.relabel(path.clone()) {
+                Some(new) => replaced.push(std::mem::replace(&mut e.inst, Arc::new(new))),
+                None => continue,
+            }
+        }
+        let diff = Arc::new(e.inst.diff_view(format!("{DIFF_DIR}/{path}")));
+        replaced.extend(e.diff.replace(diff));
+        e.link = link;
+    }
+    replaced
+}
+
+/// The log line of a container that starts being shown.
+fn log_served(i: &Instance) {
+    match (i.stopped_state(), i.unavailable()) {
+        (None, _) => info!(
+            "container {} ({} {}, pid {}) is served",
+            i.path(),
+            describe(&i.ident),
+            i.short_id(),
+            i.pid
+        ),
+        (Some(s), None) => info!(
+            "container {} ({} {}) is shown {}, read-only from its layers",
+            i.path(),
+            describe(&i.ident),
+            i.short_id(),
+            s.describe()
+        ),
+        (Some(s), Some(why)) => log::warn!(
+            "container {} ({} {}) is {} and its files cannot be shown: {why}",
+            i.path(),
+            describe(&i.ident),
+            i.short_id(),
+            s.state
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12: the field's documentation said the opposite of what it does.
+    #[test]
+    fn running_only_hides_stopped_containers() {
+        let reg = Registry::new();
+        assert!(
+            reg.shows_stopped(),
+            "stopped containers are shown by default"
+        );
+        reg.set_hide_stopped(true);
+        assert!(!reg.shows_stopped(), "--running-only hides them");
+        reg.set_hide_stopped(false);
+        assert!(reg.shows_stopped());
+    }
+
+    #[test]
+    fn an_empty_registry_shows_the_made_up_directories() {
+        let reg = Registry::new();
+        let v = reg.view();
+        let names: Vec<&str> = v.dirs[&ROOT_INO]
+            .children
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(names, [DIFF_DIR, PID_DIR]);
+        assert!(is_virtual(v.pid_dir) && v.pid_dir != ROOT_INO);
+    }
+}

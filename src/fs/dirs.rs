@@ -13,14 +13,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use fuser::{FileAttr, FileType};
-use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, openat, seek, statx};
+use rustix::fs::{Mode, OFlags, SeekFrom, openat, seek};
 
 use super::attr::synthetic_dir_attr;
-use super::attr::{STATX_MASK, kind_of, placeholder_attr, to_attr, whiteout_at};
+use super::attr::{kind_of, placeholder_attr, to_attr, whiteout_at};
 use super::handles::Handle;
 use super::nodes::Shown;
 use super::virt::listed_ino;
-use super::{CtrFs, TTL, errno};
+use super::{CtrFs, Reached, TTL, errno};
 use crate::instance::Source;
 use crate::registry::{VEntry, is_virtual};
 
@@ -185,13 +185,29 @@ impl CtrFs {
                                 let attr = placeholder_attr(child.ino);
                                 (child, attr, TTL)
                             } else {
-                                let mut st = match statx(
-                                    &*fd,
+                                let at = self.child_at(
+                                    &dnode.inst,
+                                    std::os::fd::AsFd::as_fd(&*fd),
                                     name,
-                                    AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
-                                    STATX_MASK,
-                                ) {
-                                    Ok(st) => st,
+                                );
+                                let mut st = match at {
+                                    Ok(Reached::Here(_, st)) => st,
+                                    Ok(Reached::Unserved(mnt)) => {
+                                        let child = self.placeholder_node(dnode, name, mnt);
+                                        let attr = placeholder_attr(child.ino);
+                                        let e = DirEntry {
+                                            ino: child.ino,
+                                            offset: off,
+                                            kind: attr.kind,
+                                            name,
+                                            ttl: TTL,
+                                        };
+                                        if add(e, Some(&attr)) {
+                                            self.do_forget(child.ino, 1);
+                                            return Ok(());
+                                        }
+                                        continue;
+                                    }
                                     Err(_) => continue, // gone since getdents: skip it
                                 };
                                 self.shown_stat(&dnode.inst, &mut st);

@@ -36,9 +36,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::fs::{AtFlags, Mode, OFlags, Statx, openat, statx};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Statx, openat, openat2, statx};
 
 use crate::instance::{Instance, stale};
+use crate::mounts::MountKind;
 use crate::registry::{Registry, is_virtual};
 use attr::{STATX_MASK, dev_of};
 use fdcache::FdCache;
@@ -214,36 +215,76 @@ impl Core {
         }
         let parent = self.node(loc.parent)?;
         let pfd = self.dir_fd_depth(&parent, depth + 1)?;
-        let fd = self.open_verified(
-            pfd.as_fd(),
-            loc.name(),
-            node,
-            OFlags::PATH | OFlags::DIRECTORY,
-        )?;
+        let fd = self.open_verified(&node.inst, pfd.as_fd(), loc.name(), node, true)?;
         let fd = Arc::new(fd);
         self.dirs.put(node.ino, node.inst.seq, fd.clone());
         Ok(fd)
     }
 
-    /// Opens `name` in `dir` with `O_PATH|O_NOFOLLOW` (plus `extra`) and checks it is `node`.
+    /// Opens `name` in `dir` (see [`Self::child_at`]) and checks it is `node`, a directory if
+    /// `dir_only`. A mount that is not served where `node` was is ESTALE: the kernel looks the
+    /// name up again and finds the placeholder.
     fn open_verified(
         &self,
+        inst: &Instance,
         dir: BorrowedFd<'_>,
         name: &OsStr,
         node: &Node,
-        extra: OFlags,
+        dir_only: bool,
     ) -> io::Result<OwnedFd> {
-        let fd = self.retry_emfile(|| {
-            openat(
-                dir,
-                name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra,
-                Mode::empty(),
-            )
-        })?;
-        let st = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+        let Reached::Here(fd, st) = self.child_at(inst, dir, name)? else {
+            return Err(stale());
+        };
         check_same(node, &st)?;
+        if dir_only && node.kind != fuser::FileType::Directory {
+            return Err(errno(libc::ENOTDIR));
+        }
         Ok(fd)
+    }
+
+    /// Reaches `name` in directory `dir` of `inst` without any system call into a mount that
+    /// is not served, even one the container made a moment ago (DESIGN.md invariant 4).
+    ///
+    /// The name is opened `O_PATH|O_NOFOLLOW` with `RESOLVE_NO_XDEV`, which the kernel refuses
+    /// (EXDEV) when the name is a mountpoint, before anything is asked of the mounted
+    /// filesystem; then its stats come from the fd, on the directory's own filesystem. At a
+    /// mountpoint, the name is opened `O_PATH` again, crossing: path walk and an `O_PATH` open
+    /// call nothing in a FUSE filesystem (no `open`, no `getattr`; the root's dentry is not
+    /// revalidated), and the mount id comes from `/proc/self/fdinfo`, which asks the
+    /// filesystem nothing either. Only a mount the (re-read) table calls served or pseudo is
+    /// then `statx`ed. (Kernel: fs/namei.c `handle_mounts` returns EXDEV under
+    /// `LOOKUP_NO_XDEV`; fs/open.c `do_dentry_open` returns early for `O_PATH`. A network
+    /// filesystem with `d_weak_revalidate`, NFS, may be asked to revalidate its root by the
+    /// crossing open: README, "Mounts a container makes".)
+    pub(crate) fn child_at(
+        &self,
+        inst: &Instance,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> io::Result<Reached> {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match self.retry_emfile(|| openat2(dir, name, flags, Mode::empty(), ResolveFlags::NO_XDEV))
+        {
+            Ok(fd) => {
+                let st = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+                Ok(Reached::Here(fd, st))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let fd = self.retry_emfile(|| openat(dir, name, flags, Mode::empty()))?;
+                let mnt = mount_id_of(&fd)?;
+                match inst.mount_kind(mnt) {
+                    MountKind::Unserved => Ok(Reached::Unserved(mnt)),
+                    _ => {
+                        let st = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+                        if st.stx_mnt_id != mnt {
+                            return Err(stale()); // remounted meanwhile: look again
+                        }
+                        Ok(Reached::Here(fd, st))
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs an fd-creating call; on EMFILE drops the directory cache once and retries, so a
@@ -289,12 +330,10 @@ impl CtrFs {
             Some(fd) => statx(&*fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?,
             None => {
                 let (pfd, name) = self.parent_fd(node)?;
-                statx(
-                    &*pfd,
-                    OsStr::from_bytes(&name),
-                    AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
-                    STATX_MASK,
-                )?
+                match self.child_at(&node.inst, pfd.as_fd(), OsStr::from_bytes(&name))? {
+                    Reached::Here(_, st) => st,
+                    Reached::Unserved(_) => return Err(stale()),
+                }
             }
         };
         check_same(node, &st)?;
@@ -349,6 +388,26 @@ impl CtrFs {
         path.extend_from_slice(name.as_bytes());
         Ok(table.unserved_at(&path))
     }
+}
+
+/// What [`Core::child_at`] found at a name.
+#[allow(clippy::large_enum_variant)] // short-lived, on the stack: boxing would allocate per lookup
+pub(crate) enum Reached {
+    /// A file on a served (or pseudo) filesystem: its `O_PATH` fd and stats.
+    Here(OwnedFd, Statx),
+    /// The mountpoint of a mount that is never touched, with its mount id.
+    Unserved(u64),
+}
+
+/// The mount id of the file `fd` is open on, from `/proc/self/fdinfo` (proc(5): `mnt_id:`),
+/// which the file's filesystem is not asked for.
+fn mount_id_of(fd: &OwnedFd) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| errno(libc::EIO))
 }
 
 /// ESTALE unless `st` describes the file `node` was created for.

@@ -15,7 +15,7 @@ use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, to_attr};
 use super::handles::Handle;
 use super::nodes::{Node, NodeKey, Shown};
 use super::virt::XATTR_PREFIX;
-use super::{CtrFs, TTL, errno};
+use super::{CtrFs, Reached, TTL, errno};
 use crate::mounts::MountKind;
 use crate::pathsafe::is_plain_name;
 use crate::registry::{ROOT_INO, is_virtual};
@@ -46,14 +46,19 @@ impl CtrFs {
             // Asked before the statx: a watch that exists then reports any later change.
             let watched = self.watches.is_watched(parent);
             let pfd = self.dir_fd(&pnode)?;
-            let mut st = statx(
-                &*pfd,
-                name,
-                AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
-                STATX_MASK,
-            )?;
+            let (fd, mut st) = match self.child_at(&pnode.inst, pfd.as_fd(), name)? {
+                Reached::Here(fd, st) => (fd, st),
+                Reached::Unserved(mnt) => {
+                    let node = self.placeholder_node(&pnode, name, mnt);
+                    return Ok((placeholder_attr(node.ino), TTL));
+                }
+            };
             self.shown_stat(&pnode.inst, &mut st);
             let node = self.child_node(&pnode, name, &st);
+            if node.kind == FileType::Directory && node.shown == Shown::Normal {
+                // Kept: entering it next needs no second open.
+                self.dirs.put(node.ino, node.inst.seq, Arc::new(fd));
+            }
             let ttl = self.ttl_of(watched, &pnode, &node, &st);
             (node, st, ttl)
         };
@@ -189,8 +194,13 @@ impl CtrFs {
             _ => return Err(errno(libc::EOPNOTSUPP)),
         }
         let (pfd, name) = self.parent_fd(node)?;
-        let opath =
-            self.open_verified(pfd.as_fd(), OsStr::from_bytes(&name), node, OFlags::empty())?;
+        let opath = self.open_verified(
+            &node.inst,
+            pfd.as_fd(),
+            OsStr::from_bytes(&name),
+            node,
+            false,
+        )?;
         self.reopen(&opath)
     }
 

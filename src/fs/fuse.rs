@@ -33,8 +33,67 @@ impl CtrFs {
     }
 }
 
+/// The errno for an error reply, counted in `stats` (for the helper threads of `guard`).
+fn counted(stats: &super::stats::Stats, e: &io::Error) -> Errno {
+    let n = e.raw_os_error().unwrap_or(libc::EIO);
+    stats.error(n);
+    Errno::from_i32(n)
+}
+
+/// The answer to an open that passed its deadline (`guard`).
+fn expired_open(reply: ReplyOpen) {
+    reply.error(Errno::EIO);
+}
+
+/// The answer to a read that passed its deadline (`guard`).
+fn expired_data(reply: ReplyData) {
+    reply.error(Errno::EIO);
+}
+
+/// Answers an open with `fd`: kernel passthrough where the file can back it, else reads
+/// through ctrfsd.
+fn answer_open(
+    handles: &super::handles::Handles,
+    ino: u64,
+    fd: std::os::fd::OwnedFd,
+    reply: ReplyOpen,
+) {
+    use super::handles::Handle;
+    use std::sync::Arc;
+    match reply.open_backing(&fd) {
+        Ok(backing) => {
+            // The backing id lives in the handle until release; the handle is registered
+            // before the reply so a racing release always finds it.
+            let fh = handles.insert(Handle::File {
+                fd: Arc::new(fd),
+                backing: Some(backing),
+            });
+            debug!("open {ino}: passthrough fh {fh}");
+            match handles.get(fh) {
+                Some(h) => match &*h {
+                    Handle::File {
+                        backing: Some(b), ..
+                    } => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), b),
+                    _ => reply.error(Errno::EIO),
+                },
+                None => reply.error(Errno::EIO),
+            }
+        }
+        Err(e) => {
+            // Not every file can back passthrough (e.g. a stack too deep): serve it through
+            // ctrfsd instead.
+            debug!("open {ino}: no passthrough ({e}); reads go through ctrfsd");
+            let fh = handles.insert(Handle::File {
+                fd: Arc::new(fd),
+                backing: None,
+            });
+            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        }
+    }
+}
+
 thread_local! {
-    /// One read buffer per FUSE worker thread: no allocation per read.
+    /// One read buffer per helper thread (`guard`): no allocation per read.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -130,39 +189,32 @@ impl Filesystem for CtrFs {
             debug!("open {}: ENOSYS (no-open mode)", ino.0);
             return reply.error(self.errno(Errno::ENOSYS));
         }
-        let fd = match self.open_file(ino.0, flags.0) {
-            Ok(fd) => fd,
+        let (opath, seq) = match self.file_to_open(ino.0, flags.0) {
+            Ok(o) => o,
             Err(e) => {
                 debug!("open {}: {:?}", ino.0, e.raw_os_error());
                 return reply.error(self.err(&e));
             }
         };
-        match reply.open_backing(&fd) {
-            Ok(backing) => {
-                // The backing id lives in the handle until release; the handle is registered
-                // before the reply so a racing release always finds it.
-                let fh = self.insert_file(fd, Some(backing));
-                debug!("open {}: passthrough fh {fh}", ino.0);
-                match self.handles.get(fh) {
-                    Some(h) => match &*h {
-                        super::handles::Handle::File {
-                            backing: Some(b), ..
-                        } => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), b),
-                        _ => reply.error(Errno::EIO),
-                    },
-                    None => reply.error(Errno::EIO),
+        // The open for reading may wait on the container (a fanotify listener): off the
+        // FUSE workers, with a deadline (`guard`).
+        let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
+        let ino = ino.0;
+        let r = self.guard.run(seq, reply, expired_open, move |claim| {
+            let fd = core.reopen(&opath);
+            let Some(reply) = claim.take() else {
+                return;
+            };
+            match fd {
+                Ok(fd) => answer_open(&handles, ino, fd, reply),
+                Err(e) => {
+                    debug!("open {ino}: {:?}", e.raw_os_error());
+                    reply.error(counted(&stats, &e));
                 }
             }
-            Err(e) => {
-                // Not every file can back passthrough (e.g. a stack too deep): serve it through
-                // ctrfsd instead.
-                debug!(
-                    "open {}: no passthrough ({e}); reads go through ctrfsd",
-                    ino.0
-                );
-                let fh = self.insert_file(fd, None);
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
-            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
         }
     }
 
@@ -179,15 +231,31 @@ impl Filesystem for CtrFs {
     ) {
         self.stats.op(Op::Read);
         debug!("read {} fh {} at {offset} size {size}", ino.0, fh.0);
-        READ_BUF.with_borrow_mut(|buf| {
-            if buf.len() < size as usize {
-                buf.resize(size as usize, 0);
-            }
-            match self.do_read(ino.0, fh.0, offset, &mut buf[..size as usize]) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(self.err(&e)),
-            }
+        let (from, seq) = match self.read_source(ino.0, fh.0) {
+            Ok(r) => r,
+            Err(e) => return reply.error(self.err(&e)),
+        };
+        // The read may wait on the container (a fanotify listener): off the FUSE workers,
+        // with a deadline (`guard`).
+        let (core, stats) = (self.core.clone(), self.stats.clone());
+        let r = self.guard.run(seq, reply, expired_data, move |claim| {
+            READ_BUF.with_borrow_mut(|buf| {
+                if buf.len() < size as usize {
+                    buf.resize(size as usize, 0);
+                }
+                let r = core.read_at(from, seq, offset, &mut buf[..size as usize]);
+                let Some(reply) = claim.take() else {
+                    return;
+                };
+                match r {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(counted(&stats, &e)),
+                }
+            })
         });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
     }
 
     fn flush(

@@ -4,6 +4,7 @@
 //! - [`nodes`]: ctrfsd inode numbers and where each node was last seen.
 //! - [`fdcache`]: bounded LRUs of directory fds and of read fds.
 //! - [`handles`]: open files and directories.
+//! - [`guard`]: deadlines for the calls a container can block (opens for reading, reads).
 //! - [`attr`]: statx -> FUSE attributes; which filesystems are pseudo.
 //! - `resolve` (here): reaching a node's fd one component at a time, `O_NOFOLLOW`, from the
 //!   container root, verifying each step is still the same inode.
@@ -20,6 +21,7 @@ pub mod attr;
 mod dirs;
 pub mod fdcache;
 mod fuse;
+pub mod guard;
 pub mod handles;
 mod links;
 pub mod nodes;
@@ -85,7 +87,9 @@ pub struct Core {
 
 pub struct CtrFs {
     core: Arc<Core>,
-    handles: Handles,
+    handles: Arc<Handles>,
+    /// Runs opens for reading and reads off the FUSE workers, with a deadline.
+    guard: guard::Guard,
     opts: Options,
     /// The mount root's timestamps.
     started: std::time::SystemTime,
@@ -127,7 +131,8 @@ impl CtrFs {
                 proc_fd,
                 watches,
             }),
-            handles: Handles::default(),
+            handles: Arc::new(Handles::default()),
+            guard: guard::Guard::new()?,
             opts,
             started: std::time::SystemTime::now(),
             passthrough_on: false,

@@ -15,10 +15,59 @@ use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, to_attr};
 use super::handles::Handle;
 use super::nodes::{Node, NodeKey, Shown};
 use super::virt::XATTR_PREFIX;
-use super::{CtrFs, Reached, TTL, errno};
+use super::{Core, CtrFs, Reached, TTL, errno};
 use crate::mounts::MountKind;
 use crate::pathsafe::is_plain_name;
 use crate::registry::{ROOT_INO, is_virtual};
+
+/// Where a read comes from ([`CtrFs::read_source`]).
+pub(super) enum ReadFrom {
+    /// An fd open for reading.
+    Fd(Arc<OwnedFd>),
+    /// A file to open for reading first (then kept in the read-fd LRU under this inode).
+    Open(OwnedFd, u64),
+}
+
+impl Core {
+    /// Opens the file behind `O_PATH` fd `opath` for reading, through `/proc/self/fd` (no
+    /// path walk in the container). May wait on a fanotify listener: run it under
+    /// [`super::guard`].
+    pub(super) fn reopen(&self, opath: &OwnedFd) -> io::Result<OwnedFd> {
+        let name = opath.as_raw_fd().to_string();
+        let open = |noatime: bool| {
+            let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+            if noatime {
+                flags |= OFlags::NOATIME;
+            }
+            self.retry_emfile(|| openat(&self.proc_fd, name.as_str(), flags, Mode::empty()))
+        };
+        // O_NOATIME is refused (EPERM) where we lack CAP_FOWNER over the file.
+        match open(true) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(false),
+            r => r,
+        }
+    }
+
+    /// Reads into `buf` at `offset` from `from`; returns how many bytes were read. May wait on
+    /// a fanotify listener: run it under [`super::guard`].
+    pub(super) fn read_at(
+        &self,
+        from: ReadFrom,
+        seq: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        let fd = match from {
+            ReadFrom::Fd(fd) => fd,
+            ReadFrom::Open(opath, ino) => {
+                let fd = Arc::new(self.reopen(&opath)?);
+                self.files.put(ino, seq, fd.clone());
+                fd
+            }
+        };
+        Ok(rustix::io::pread(&*fd, buf, offset)?)
+    }
+}
 
 /// The mount root's attribute holding the request counters ([`super::stats`]).
 pub const REQUESTS_XATTR: &str = "user.ctrfsd.requests";
@@ -174,87 +223,61 @@ impl CtrFs {
             .is_some_and(|n| n.shown == Shown::Placeholder)
     }
 
-    /// Opens a regular file for reading. Special files are never opened (EOPNOTSUPP): the
-    /// file is first opened `O_PATH`, checked to be the same regular file, and only then
-    /// re-opened for reading through `/proc/self/fd`, so a FIFO or device swapped in by a race
-    /// is never opened.
-    pub(super) fn open_file(&self, ino: u64, flags: i32) -> io::Result<OwnedFd> {
+    /// The `O_PATH` fd of a regular file to open for reading (see [`Core::reopen`]), and its
+    /// container's instance number. Special files are never opened (EOPNOTSUPP): the file is
+    /// opened `O_PATH`, checked to be the same regular file, and only then re-opened for
+    /// reading through `/proc/self/fd`, so a FIFO or device swapped in by a race is never
+    /// opened.
+    pub(super) fn file_to_open(&self, ino: u64, flags: i32) -> io::Result<(OwnedFd, u64)> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(errno(libc::EROFS));
         }
         let node = self.node(ino)?;
-        self.open_node(&node)
+        Ok((self.opath_of(&node)?, node.inst.seq))
     }
 
-    /// [`Self::open_file`] for a node already in hand.
-    fn open_node(&self, node: &Node) -> io::Result<OwnedFd> {
+    /// The verified `O_PATH` fd of regular file `node` (no permission event: see [`guard`]).
+    ///
+    /// [`guard`]: super::guard
+    fn opath_of(&self, node: &Node) -> io::Result<OwnedFd> {
         match node.kind {
             FileType::RegularFile => {}
             FileType::Directory => return Err(errno(libc::EISDIR)),
             _ => return Err(errno(libc::EOPNOTSUPP)),
         }
         let (pfd, name) = self.parent_fd(node)?;
-        let opath = self.open_verified(
+        self.open_verified(
             &node.inst,
             pfd.as_fd(),
             OsStr::from_bytes(&name),
             node,
             false,
-        )?;
-        self.reopen(&opath)
+        )
     }
 
-    /// Registers an open file; returns its handle number.
-    pub(super) fn insert_file(&self, fd: OwnedFd, backing: Option<fuser::BackingId>) -> u64 {
-        self.handles.insert(Handle::File {
-            fd: Arc::new(fd),
-            backing,
-        })
-    }
-
-    fn reopen(&self, opath: &OwnedFd) -> io::Result<OwnedFd> {
-        let name = opath.as_raw_fd().to_string();
-        let open = |noatime: bool| {
-            let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
-            if noatime {
-                flags |= OFlags::NOATIME;
-            }
-            self.retry_emfile(|| openat(&self.proc_fd, name.as_str(), flags, Mode::empty()))
-        };
-        // O_NOATIME is refused (EPERM) where we lack CAP_FOWNER over the file.
-        match open(true) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(false),
-            r => r,
+    /// Where a read of `ino` comes from, and its container's instance number (0 if its
+    /// container is gone). `fh` 0 means the kernel skipped `open` (the default mode): the read
+    /// fd then comes from a bounded LRU, or is opened by the read itself ([`ReadFrom::Open`]).
+    pub(super) fn read_source(&self, ino: u64, fh: u64) -> io::Result<(ReadFrom, u64)> {
+        if fh == 0 {
+            let node = match self.node(ino) {
+                Ok(node) => node,
+                Err(e) => match self.files.get(ino) {
+                    Some(fd) => return Ok((ReadFrom::Fd(fd), 0)),
+                    None => return Err(e),
+                },
+            };
+            let seq = node.inst.seq;
+            return Ok(match self.files.get(ino) {
+                Some(fd) => (ReadFrom::Fd(fd), seq),
+                None => (ReadFrom::Open(self.opath_of(&node)?, ino), seq),
+            });
         }
-    }
-
-    /// Reads into `buf`; returns how many bytes were read. `fh` 0 means the kernel skipped
-    /// `open` (the default mode): the read fd then comes from a bounded LRU, opened as
-    /// [`Self::open_file`] does on a miss.
-    pub(super) fn do_read(
-        &self,
-        ino: u64,
-        fh: u64,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> io::Result<usize> {
-        let fd = if fh == 0 {
-            match self.files.get(ino) {
-                Some(fd) => fd,
-                None => {
-                    let node = self.node(ino)?;
-                    let fd = Arc::new(self.open_node(&node)?);
-                    self.files.put(ino, node.inst.seq, fd.clone());
-                    fd
-                }
-            }
-        } else {
-            match self.handles.get(fh).as_deref() {
-                Some(Handle::File { fd, .. }) => fd.clone(),
-                _ => return Err(errno(libc::EBADF)),
-            }
-        };
-        Ok(rustix::io::pread(&*fd, buf, offset)?)
+        let seq = self.nodes.get(ino).map_or(0, |n| n.inst.seq);
+        match self.handles.get(fh).as_deref() {
+            Some(Handle::File { fd, .. }) => Ok((ReadFrom::Fd(fd.clone()), seq)),
+            _ => Err(errno(libc::EBADF)),
+        }
     }
 
     pub(super) fn do_release(&self, fh: u64) {

@@ -1,22 +1,23 @@
 //! The `fuser::Filesystem` impl: each handler logs one debug line, calls the logic in `ops`
 //! and turns its `io::Result` into a reply. Anything that would write answers EROFS.
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 
-use super::CtrFs;
+use super::dirs::{Opened, open_dir, read_batch};
+use super::replies::*;
 use super::stats::Op;
+use super::{CtrFs, FuseFs};
 
 impl CtrFs {
     /// The errno for an error reply, counted.
@@ -33,71 +34,7 @@ impl CtrFs {
     }
 }
 
-/// The errno for an error reply, counted in `stats` (for the helper threads of `guard`).
-fn counted(stats: &super::stats::Stats, e: &io::Error) -> Errno {
-    let n = e.raw_os_error().unwrap_or(libc::EIO);
-    stats.error(n);
-    Errno::from_i32(n)
-}
-
-/// The answer to an open that passed its deadline (`guard`).
-fn expired_open(reply: ReplyOpen) {
-    reply.error(Errno::EIO);
-}
-
-/// The answer to a read that passed its deadline (`guard`).
-fn expired_data(reply: ReplyData) {
-    reply.error(Errno::EIO);
-}
-
-/// Answers an open with `fd`: kernel passthrough where the file can back it, else reads
-/// through ctrfsd.
-fn answer_open(
-    handles: &super::handles::Handles,
-    ino: u64,
-    fd: std::os::fd::OwnedFd,
-    reply: ReplyOpen,
-) {
-    use super::handles::Handle;
-    use std::sync::Arc;
-    match reply.open_backing(&fd) {
-        Ok(backing) => {
-            // The backing id lives in the handle until release; the handle is registered
-            // before the reply so a racing release always finds it.
-            let fh = handles.insert(Handle::File {
-                fd: Arc::new(fd),
-                backing: Some(backing),
-            });
-            debug!("open {ino}: passthrough fh {fh}");
-            match handles.get(fh) {
-                Some(h) => match &*h {
-                    Handle::File {
-                        backing: Some(b), ..
-                    } => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), b),
-                    _ => reply.error(Errno::EIO),
-                },
-                None => reply.error(Errno::EIO),
-            }
-        }
-        Err(e) => {
-            // Not every file can back passthrough (e.g. a stack too deep): serve it through
-            // ctrfsd instead.
-            debug!("open {ino}: no passthrough ({e}); reads go through ctrfsd");
-            let fh = handles.insert(Handle::File {
-                fd: Arc::new(fd),
-                backing: None,
-            });
-            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
-        }
-    }
-}
-
-thread_local! {
-    /// One read buffer per helper thread (`guard`): no allocation per read.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-impl Filesystem for CtrFs {
+impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // fuser negotiates almost nothing by itself (DESIGN.md). Ask for each separately so
         // that one the kernel lacks does not cost the others.
@@ -121,7 +58,10 @@ impl Filesystem for CtrFs {
             if !ok {
                 warn!("the kernel does not offer FUSE passthrough; reads go through ctrfsd");
             }
-            self.passthrough_on = ok;
+            // Nothing shares the filesystem before the session starts serving.
+            let fs = std::sync::Arc::get_mut(&mut self.0)
+                .ok_or_else(|| io::Error::other("the filesystem was shared before init"))?;
+            fs.passthrough_on = ok;
         }
         Ok(())
     }
@@ -292,16 +232,32 @@ impl Filesystem for CtrFs {
         debug!(
             "opendir {}: {:?}",
             ino.0,
-            r.as_ref().map_err(|e| e.raw_os_error())
+            r.as_ref().map_err(|e| e.raw_os_error()).map(|_| ())
         );
         match r {
-            // A watched directory's listing is kept by the kernel (and dropped when an event
-            // says it changed): a repeated walk reads no directory through ctrfsd.
-            Ok((fh, true)) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-            ),
-            Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(Opened::Ready(fh, watched)) => reply.opened(FileHandle(fh), dir_flags(watched)),
+            // Opening it for reading may wait on the container (a fanotify listener): off the
+            // FUSE workers, with a deadline (`guard`).
+            Ok(Opened::ToOpen { dir, watched, seq }) => {
+                let (core, handles, stats) =
+                    (self.core.clone(), self.handles.clone(), self.stats.clone());
+                let r = self.guard.run(seq, reply, expired_open, move |claim| {
+                    let fh = open_dir(&core, &handles, &dir);
+                    let Some(reply) = claim.take() else {
+                        if let Ok(fh) = fh {
+                            handles.remove(fh); // answered EIO already: never released
+                        }
+                        return;
+                    };
+                    match fh {
+                        Ok(fh) => reply.opened(FileHandle(fh), dir_flags(watched)),
+                        Err(e) => reply.error(counted(&stats, &e)),
+                    }
+                });
+                if let Err(reply) = r {
+                    reply.error(self.errno(Errno::EAGAIN));
+                }
+            }
             Err(e) => reply.error(self.err(&e)),
         }
     }
@@ -316,12 +272,38 @@ impl Filesystem for CtrFs {
     ) {
         self.stats.op(Op::Readdir);
         debug!("readdir {} fh {} from {offset}", ino.0, fh.0);
-        let r = self.do_readdir(ino.0, fh.0, offset, false, |e, _| {
-            reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+        let (ino, fh) = (ino.0, fh.0);
+        let Some(seq) = self.guarded_dir(ino, fh) else {
+            let r = self.do_readdir(ino, fh, offset, false, None, |e, _| {
+                reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+            });
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        };
+        let fs = self.0.clone();
+        let r = self.guard.run(seq, reply, expired_dir, move |claim| {
+            let batch = fs
+                .handles
+                .get(fh)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
+            let batch = batch.and_then(|h| read_batch(&h, offset));
+            let Some(mut reply) = claim.take() else {
+                return;
+            };
+            let r = batch.and_then(|b| {
+                fs.do_readdir(ino, fh, offset, false, Some(b), |e, _| {
+                    reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+                })
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fs.err(&e)),
+            }
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.err(&e)),
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
         }
     }
 
@@ -335,20 +317,38 @@ impl Filesystem for CtrFs {
     ) {
         self.stats.op(Op::Readdirplus);
         debug!("readdirplus {} fh {} from {offset}", ino.0, fh.0);
-        let r = self.do_readdir(ino.0, fh.0, offset, true, |e, attr| match attr {
-            Some(attr) => reply.add(
-                INodeNo(e.ino),
-                e.offset,
-                e.name,
-                &e.ttl,
-                attr,
-                Generation(0),
-            ),
-            None => false,
+        let (ino, fh) = (ino.0, fh.0);
+        let Some(seq) = self.guarded_dir(ino, fh) else {
+            let r = self.do_readdir(ino, fh, offset, true, None, |e, attr| {
+                add_plus(&mut reply, e, attr)
+            });
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        };
+        let fs = self.0.clone();
+        let r = self.guard.run(seq, reply, expired_dir_plus, move |claim| {
+            let batch = fs
+                .handles
+                .get(fh)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
+            let batch = batch.and_then(|h| read_batch(&h, offset));
+            let Some(mut reply) = claim.take() else {
+                return;
+            };
+            let r = batch.and_then(|b| {
+                fs.do_readdir(ino, fh, offset, true, Some(b), |e, attr| {
+                    add_plus(&mut reply, e, attr)
+                })
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fs.err(&e)),
+            }
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.err(&e)),
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
         }
     }
 

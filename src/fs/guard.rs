@@ -1,8 +1,8 @@
 //! Deadlines for the system calls a container can block: no FUSE worker ever waits on one.
 //!
 //! A container with `CAP_SYS_ADMIN` can mark its own files with a fanotify permission mark
-//! (`FAN_OPEN_PERM`, `FAN_ACCESS_PERM`) and never answer: any `open` for reading or `read` of
-//! those files then waits, uninterruptibly for ctrfsd, until the listener answers or dies. The
+//! (`FAN_OPEN_PERM`, `FAN_ACCESS_PERM`, with `FAN_ONDIR` for directories) and never answer: any
+//! `open` for reading, `read` or `getdents` of those files then waits, uninterruptibly for ctrfsd, until the listener answers or dies. The
 //! host process reading through `/ctr` waits on ctrfsd's reply and cannot be killed either.
 //! (`O_PATH` opens and `statx` raise no permission event: fs/open.c `do_dentry_open` returns
 //! before `fsnotify_open_perm` for `O_PATH`.)
@@ -154,8 +154,8 @@ impl Guard {
             }
             if let Slot::Waiting(r) = std::mem::replace(&mut *s, Slot::Expired) {
                 log::warn!(
-                    "a read in a container (instance {seq}) passed its {}s deadline: \
-                     answered EIO (a fanotify permission listener that does not answer?)",
+                    "an open, read or listing in a container (instance {seq}) passed its {}s \
+                     deadline: answered EIO (a fanotify permission listener that does not answer?)",
                     DEADLINE.as_secs()
                 );
                 expired(r);

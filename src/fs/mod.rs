@@ -26,6 +26,7 @@ pub mod handles;
 mod links;
 pub mod nodes;
 mod ops;
+mod replies;
 pub mod stats;
 mod virt;
 pub mod watch;
@@ -103,8 +104,21 @@ fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
+/// What the FUSE session runs: the filesystem, shared with the helper threads of [`guard`]
+/// that answer the requests a container can block.
+pub struct FuseFs(Arc<CtrFs>);
+
+impl std::ops::Deref for FuseFs {
+    type Target = CtrFs;
+    fn deref(&self) -> &CtrFs {
+        &self.0
+    }
+}
+
 impl CtrFs {
-    pub fn new(registry: Arc<Registry>, opts: Options) -> io::Result<CtrFs> {
+    /// The filesystem, ready for `fuser::Session::new` (shared with the helper threads).
+    #[allow(clippy::new_ret_no_self)] // the one way to build it is already shared
+    pub fn new(registry: Arc<Registry>, opts: Options) -> io::Result<FuseFs> {
         let proc_fd = rustix::fs::open(
             "/proc/self/fd",
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -122,7 +136,7 @@ impl CtrFs {
             hook_dirs.purge_instance(inst.seq);
             hook_watches.drop_instance(inst.seq);
         }));
-        Ok(CtrFs {
+        Ok(FuseFs(Arc::new(CtrFs {
             core: Arc::new(Core {
                 registry,
                 nodes: Arc::new(Nodes::default()),
@@ -137,7 +151,7 @@ impl CtrFs {
             started: std::time::SystemTime::now(),
             passthrough_on: false,
             stats: Arc::new(stats::Stats::default()),
-        })
+        })))
     }
 
     /// The request counters, for the report logged at exit.

@@ -420,7 +420,7 @@ pub(crate) enum Reached {
 
 /// The mount id of the file `fd` is open on, from `/proc/self/fdinfo` (proc(5): `mnt_id:`),
 /// which the file's filesystem is not asked for.
-fn mount_id_of(fd: &OwnedFd) -> io::Result<u64> {
+pub(crate) fn mount_id_of(fd: &OwnedFd) -> io::Result<u64> {
     use std::os::fd::AsRawFd;
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
     info.lines()

@@ -294,9 +294,9 @@ impl CtrFs {
         Ok(fstatfs(&*fd)?)
     }
 
-    /// A path naming the node for the `l*xattr` calls: `/proc/self/fd/<parent fd>/<name>`
-    /// (resolved by the kernel from our own held fd, one component, not followed), or the
-    /// root fd itself for an instance root. The fd is returned to stay open during the call.
+    /// A path naming the node for the xattr calls: `/proc/self/fd/<fd>` of the node's own
+    /// `O_PATH` fd (or of the root fd for an instance root), and whether to follow it (always,
+    /// now: the magic link is the file). The fd is returned to stay open during the call.
     fn xattr_path(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, CString, bool)> {
         if node.is_instance_root() {
             let root = node.inst.root()?;
@@ -307,13 +307,22 @@ impl CtrFs {
                 true,
             ));
         }
+        // Through the node's own `O_PATH` fd, reached without crossing into a mount that is
+        // not served (a path through the parent would walk into one made since).
         let (pfd, name) = self.parent_fd(node)?;
-        let mut p = format!("/proc/self/fd/{}/", pfd.as_raw_fd()).into_bytes();
-        p.extend_from_slice(&name);
+        let fd = match self.child_at(&node.inst, pfd.as_fd(), OsStr::from_bytes(&name))? {
+            Reached::Here(fd, st) => {
+                super::check_same(node, &st)?;
+                fd
+            }
+            Reached::Unserved(_) => return Err(errno(libc::ENODATA)),
+        };
+        // The magic link leads to the file itself, a symlink included (not followed further).
+        let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
         Ok((
-            pfd,
+            Arc::new(fd),
             CString::new(p).map_err(|_| errno(libc::EINVAL))?,
-            false,
+            true,
         ))
     }
 

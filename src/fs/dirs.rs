@@ -5,11 +5,15 @@
 //! a snapshot of the registry taken at opendir; pseudo filesystems and unserved mounts list
 //! only `.` and `..`. With readdirplus every entry is also looked up (one `statx` each, or none
 //! for an unserved mountpoint), which spares the kernel one lookup round trip per file.
+//! Opening a real directory for reading ([`open_dir`]) and reading it ([`read_batch`]) can be
+//! held up by the container (a fanotify permission mark), so both run under the deadline of
+//! [`super::guard`]; the entries are then answered from what was read.
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuser::{FileAttr, FileType};
@@ -17,15 +21,12 @@ use rustix::fs::{Mode, OFlags, SeekFrom, openat, seek};
 
 use super::attr::synthetic_dir_attr;
 use super::attr::{kind_of, placeholder_attr, to_attr, whiteout_at};
-use super::handles::Handle;
-use super::handles::Handles;
+use super::handles::{Handle, Handles};
 use super::nodes::Shown;
 use super::virt::listed_ino;
 use super::{Core, CtrFs, Reached, TTL, errno};
 use crate::instance::Source;
 use crate::registry::{VEntry, is_virtual};
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
 
 /// What [`CtrFs::do_opendir`] found.
 pub enum Opened {

@@ -7,10 +7,12 @@
 //! - [`guard`]: deadlines for the calls a container can block (opens for reading, reads).
 //! - [`attr`]: statx -> FUSE attributes; which filesystems are pseudo.
 //! - `resolve` (here): reaching a node's fd one component at a time, `O_NOFOLLOW`, from the
-//!   container root, verifying each step is still the same inode.
+//!   container root, verifying each step is still the same inode, and never crossing onto a
+//!   mount that is not served ([`Core::child_at`]).
 //! - `ops`, `dirs`: the request logic, returning `io::Result`; `fuse`: the thin
 //!   `Filesystem` impl.
 //! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].
+//! - `replies`: what the helper threads of [`guard`] need to answer requests themselves.
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
 //! directory fd with a single-component name and `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, or goes

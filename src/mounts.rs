@@ -2,18 +2,20 @@
 //!
 //! - **Served**: local filesystems (overlay, ext4, xfs, btrfs, tmpfs, ...).
 //! - **Pseudo**: proc, sysfs, cgroup, ...: shown as empty directories (walks must end).
-//! - **Unserved**: network and FUSE filesystems, and any type not known to be local: shown as
+//! - **Unserved**: network and FUSE filesystems, any type not known to be local, and an
+//!   overlay with any layer on an unserved mount (a container can stack its own overlay on a
+//!   FUSE mount it runs): shown as
 //!   empty placeholder directories and never touched, not even with `statx` on the mountpoint.
 //!   A hung NFS server or FUSE daemon inside a container would block any call into it, and a
 //!   host process waiting on ctrfsd cannot be interrupted (DESIGN.md invariant 4). Knowing
 //!   the mountpoints in advance is what lets ctrfsd stay clear of them.
 //!
-//! Mount ids here are the ones `statx(STATX_MNT_ID)` reports, so a node's mount is classified
-//! without touching it. The table is re-read when an unknown mount id shows up (a container
-//! mounted something) and at most every [`REFRESH`] for mountpoint checks.
+//! The table alone cannot keep ctrfsd clear of a mount made after it was read: the file system
+//! code never crosses a mountpoint it has not classified by mount id (`fs::Core::child_at`),
+//! and re-reads the table when an unknown mount id shows up (rate-limited), and at most every
+//! [`REFRESH`] for the mountpoint-by-path shortcut.
 
 use std::collections::HashMap;
-use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 /// How stale the table may be for mountpoint-by-path checks.
@@ -124,22 +126,33 @@ impl MountTable {
     /// An `io::Error` (EIO, the reason in its message) if `/proc/<pid>/mountinfo` cannot be
     /// read or parsed: the process may be gone or on its way out.
     pub fn read(pid: i32) -> std::io::Result<MountTable> {
-        let infos = procfs::process::Process::new(pid)
-            .and_then(|p| p.mountinfo())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let text = std::fs::read(format!("/proc/{pid}/mountinfo"))?;
+        Ok(MountTable::parse(&text))
+    }
+
+    /// The table from the text of a `mountinfo` file (proc(5)). An overlay is served only if
+    /// each of its layers is on a served mount ([`overlay_kinds`]).
+    pub fn parse(text: &[u8]) -> MountTable {
+        let mounts: Vec<Entry> = text
+            .split(|&b| b == b'\n')
+            .filter_map(Entry::parse)
+            .collect();
+        let kinds = overlay_kinds(&mounts);
         let mut t = MountTable::empty();
-        for m in infos {
-            let kind = classify(&m.fs_type);
-            t.by_id.insert(m.mnt_id as u64, kind);
+        for (m, kind) in mounts.iter().zip(kinds) {
+            // Several mounts may share an id only in a malformed file: keep the worst kind.
+            let slot = t.by_id.entry(m.id).or_insert(kind);
+            if kind != MountKind::Served {
+                *slot = kind;
+            }
             if kind == MountKind::Unserved {
-                let point = m.mount_point.as_os_str().as_bytes();
-                let rel = point.strip_prefix(b"/").unwrap_or(point);
+                let rel = m.point.strip_prefix(b"/").unwrap_or(&m.point);
                 if !rel.is_empty() {
-                    t.unserved.insert(rel.to_vec(), m.mnt_id as u64);
+                    t.unserved.insert(rel.to_vec(), m.id);
                 }
             }
         }
-        Ok(t)
+        t
     }
 
     /// How the mount `mnt_id` is shown; `None` if it is not in the table.
@@ -156,6 +169,139 @@ impl MountTable {
     pub fn unserved_at(&self, path: &[u8]) -> Option<u64> {
         self.unserved.get(path).copied()
     }
+}
+
+/// One line of `mountinfo`: what the classification needs.
+struct Entry {
+    id: u64,
+    /// Unescaped, as the container's process sees it (from its root).
+    point: Vec<u8>,
+    fstype: String,
+    /// The super-block options, in order, unsplit values (`lowerdir=a:b`).
+    options: Vec<Vec<u8>>,
+}
+
+impl Entry {
+    fn parse(line: &[u8]) -> Option<Entry> {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        let sep = fields.iter().position(|f| *f == b"-")?;
+        let id = std::str::from_utf8(fields.first()?).ok()?.parse().ok()?;
+        let point = unescape(fields.get(4)?);
+        let fstype = String::from_utf8_lossy(fields.get(sep + 1)?).into_owned();
+        let options = fields
+            .get(sep + 3)
+            .map(|o| o.split(|&b| b == b',').map(<[u8]>::to_vec).collect())
+            .unwrap_or_default();
+        Some(Entry {
+            id,
+            point,
+            fstype,
+            options,
+        })
+    }
+
+    /// The layer paths of an overlay (`lowerdir`, `upperdir`, `workdir`, `lowerdir+`,
+    /// `datadir+`), unescaped; `None` if it names none (then nothing is known about them).
+    fn layers(&self) -> Option<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for opt in &self.options {
+            let Some(eq) = opt.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let (key, value) = (&opt[..eq], &opt[eq + 1..]);
+            match key {
+                // `:` inside a layer path is shown escaped (`\072`), so it splits layers;
+                // `::` marks where data-only layers start.
+                b"lowerdir" => out.extend(
+                    value
+                        .split(|&b| b == b':')
+                        .filter(|p| !p.is_empty())
+                        .map(unescape),
+                ),
+                b"upperdir" | b"workdir" | b"lowerdir+" | b"datadir+" => out.push(unescape(value)),
+                _ => {}
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+/// Undoes `mountinfo`'s octal escapes (`\040` for a space, ...).
+fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let oct = s
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (s[i], oct) {
+            (b'\\', Some(d)) => {
+                out.push(
+                    d.iter()
+                        .fold(0u8, |a, c| a.wrapping_mul(8).wrapping_add(c - b'0')),
+                );
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Each mount's kind by its type, then overlays demoted to [`MountKind::Unserved`] while any
+/// of their layers lies on a mount that is not served (until nothing changes: an overlay may
+/// sit on an overlay). A layer is found by the longest mountpoint that prefixes its path, as
+/// the container sees paths; a layer path that is not absolute, or an overlay whose layers
+/// are not shown, makes it unserved. The container's own root overlay names host paths, which
+/// fall on its root mount itself: served, unless the container mounted something unserved
+/// over such a path (then it hides only itself).
+fn overlay_kinds(mounts: &[Entry]) -> Vec<MountKind> {
+    let mut kinds: Vec<MountKind> = mounts.iter().map(|m| classify(&m.fstype)).collect();
+    let layers: Vec<Option<Vec<Vec<u8>>>> = mounts
+        .iter()
+        .map(|m| (m.fstype == "overlay").then(|| m.layers()).flatten())
+        .collect();
+    for _ in 0..=mounts.len() {
+        let mut changed = false;
+        for i in 0..mounts.len() {
+            if kinds[i] != MountKind::Served || mounts[i].fstype != "overlay" {
+                continue;
+            }
+            let served = match &layers[i] {
+                None => false,
+                Some(paths) => paths.iter().all(|p| {
+                    p.starts_with(b"/")
+                        && holder(mounts, p).is_none_or(|j| kinds[j] == MountKind::Served)
+                }),
+            };
+            if !served {
+                kinds[i] = MountKind::Unserved;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    kinds
+}
+
+/// The mount whose mountpoint is the longest prefix (by whole components) of `path`; the last
+/// listed among equals, which is the one on top.
+fn holder(mounts: &[Entry], path: &[u8]) -> Option<usize> {
+    let mut best: Option<(usize, usize)> = None;
+    for (i, m) in mounts.iter().enumerate() {
+        let p = m.point.as_slice();
+        let under =
+            p == b"/" || (path.starts_with(p) && matches!(path.get(p.len()), None | Some(b'/')));
+        if under && best.is_none_or(|(len, _)| p.len() >= len) {
+            best = Some((p.len(), i));
+        }
+    }
+    best.map(|(_, i)| i)
 }
 
 #[cfg(test)]
@@ -177,5 +323,30 @@ mod tests {
         ] {
             assert_eq!(classify(t), MountKind::Unserved, "{t}");
         }
+    }
+
+    #[test]
+    fn overlays_on_unserved_layers_are_unserved() {
+        let text = b"\
+1 0 0:1 / / rw - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B,upperdir=/var/lib/docker/overlay2/x/diff,workdir=/var/lib/docker/overlay2/x/work
+2 1 0:2 / /proc rw - proc proc rw
+3 1 0:3 / /mnt/f rw - fuse.fusehang fusehang rw
+4 1 0:4 / /ovl ro - overlay overlay ro,lowerdir=/mnt/f:/l2
+5 1 0:5 / /ovl2 ro - overlay overlay ro,lowerdir=/ovl/x\\072y:/l2
+6 1 0:6 / /fine ro - overlay overlay ro,lowerdir=/a\\040b::/c,upperdir=/u,workdir=/w
+7 1 0:7 / /rel ro - overlay overlay ro,lowerdir=rel:/l2
+8 1 0:8 / /mnt/f2 rw - fuse.x x rw
+9 1 0:9 / /up ro - overlay overlay ro,lowerdir=/a,upperdir=/mnt/f2/u,workdir=/mnt/f2/w
+10 1 0:10 / /bare ro - overlay overlay ro
+";
+        let t = MountTable::parse(text);
+        assert_eq!(t.kind(1), Some(MountKind::Served));
+        assert_eq!(t.kind(2), Some(MountKind::Pseudo));
+        for id in [3, 4, 5, 7, 9, 10] {
+            assert_eq!(t.kind(id), Some(MountKind::Unserved), "mount {id}");
+        }
+        assert_eq!(t.kind(6), Some(MountKind::Served));
+        assert_eq!(t.unserved_at(b"ovl"), Some(4));
+        assert_eq!(unescape(b"a\\040b\\072c"), b"a b:c");
     }
 }

@@ -5,24 +5,98 @@
 //! a snapshot of the registry taken at opendir; pseudo filesystems and unserved mounts list
 //! only `.` and `..`. With readdirplus every entry is also looked up (one `statx` each, or none
 //! for an unserved mountpoint), which spares the kernel one lookup round trip per file.
+//! Opening a real directory for reading ([`open_dir`]) and reading it ([`read_batch`]) can be
+//! held up by the container (a fanotify permission mark), so both run under the deadline of
+//! [`super::guard`]; the entries are then answered from what was read.
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuser::{FileAttr, FileType};
-use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, openat, seek, statx};
+use rustix::fs::{Mode, OFlags, SeekFrom, openat, seek};
 
 use super::attr::synthetic_dir_attr;
-use super::attr::{STATX_MASK, kind_of, placeholder_attr, to_attr, whiteout_at};
-use super::handles::Handle;
+use super::attr::{kind_of, placeholder_attr, to_attr, whiteout_at};
+use super::handles::{Handle, Handles};
 use super::nodes::Shown;
 use super::virt::listed_ino;
-use super::{CtrFs, TTL, errno};
+use super::{Core, CtrFs, Reached, TTL, errno};
 use crate::instance::Source;
 use crate::registry::{VEntry, is_virtual};
+
+/// What [`CtrFs::do_opendir`] found.
+pub(super) enum Opened {
+    /// A handle, and whether a watch covers the directory.
+    Ready(u64, bool),
+    /// A real directory to open for reading ([`open_dir`]), from its `O_PATH` fd.
+    ToOpen {
+        dir: Arc<OwnedFd>,
+        watched: bool,
+        /// Its container's instance number.
+        seq: u64,
+    },
+}
+
+/// Opens directory `dir` for reading and registers its handle. This may wait on a fanotify
+/// listener (`FAN_OPEN_PERM` on the directory): run it under [`super::guard`].
+pub(super) fn open_dir(core: &Core, handles: &Handles, dir: &OwnedFd) -> io::Result<u64> {
+    let fd = core.retry_emfile(|| {
+        openat(
+            dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
+            Mode::empty(),
+        )
+    })?;
+    Ok(handles.insert(Handle::Dir(Mutex::new(fd))))
+}
+
+/// One entry as getdents returned it, owned: read under a deadline ([`super::guard`]),
+/// answered after.
+pub(super) struct RawEntry {
+    name: Vec<u8>,
+    /// Where the next entry starts (the filesystem's own cookie).
+    cookie: u64,
+    kind: FileType,
+    ino: u64,
+}
+
+/// What one getdents call of this size returns at most: as much as a reply asks of it before.
+const BATCH_BYTES: usize = 32 * 1024;
+
+/// Reads entries of directory handle `handle` from `offset`: about one getdents call's worth
+/// ([`BATCH_BYTES`]). This may wait on a fanotify listener (`FAN_ACCESS_PERM` on the
+/// directory): run it under [`super::guard`].
+pub(super) fn read_batch(handle: &Handle, offset: u64) -> io::Result<Vec<RawEntry>> {
+    let Handle::Dir(fd) = handle else {
+        return Err(errno(libc::ENOTDIR));
+    };
+    let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
+    seek(&*fd, SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(BATCH_BYTES);
+    let mut dir = rustix::fs::RawDir::new(&*fd, buf.spare_capacity_mut());
+    let (mut out, mut bytes) = (Vec::new(), 0);
+    while let Some(entry) = dir.next() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes().to_vec();
+        // linux_dirent64: 19 bytes and the NUL-terminated name, 8-aligned.
+        bytes += (19 + name.len() + 1).next_multiple_of(8);
+        out.push(RawEntry {
+            kind: kind_of(entry.file_type().as_raw_mode() & libc::S_IFMT),
+            cookie: entry.next_entry_cookie(),
+            ino: entry.ino(),
+            name,
+        });
+        if bytes + 256 + 24 > BATCH_BYTES {
+            break; // the next one may need another getdents
+        }
+    }
+    Ok(out)
+}
 
 /// One directory entry to hand to the kernel.
 pub(crate) struct DirEntry<'a> {
@@ -35,10 +109,10 @@ pub(crate) struct DirEntry<'a> {
 }
 
 impl CtrFs {
-    /// Opens directory `ino`: its handle, and whether a watch covers it (the kernel may then
-    /// cache its listing until told otherwise).
-    pub(super) fn do_opendir(&self, ino: u64) -> io::Result<(u64, bool)> {
-        let mut watched = false;
+    /// Opens directory `ino`: its handle and whether a watch covers it (the kernel may then
+    /// cache its listing until told otherwise); or, for a real directory, what
+    /// [`open_dir`] needs to open it.
+    pub(super) fn do_opendir(&self, ino: u64) -> io::Result<Opened> {
         let handle = if is_virtual(ino) {
             let (parent, entries) = self.virtual_listing(ino)?;
             Handle::Virtual(parent, entries)
@@ -52,23 +126,20 @@ impl CtrFs {
             } else {
                 let dfd = self.dir_fd(&node)?;
                 // Watched before it is read: a change after this point is reported.
-                watched = self.watches.watch(&node, &dfd);
-                let fd = self.retry_emfile(|| {
-                    openat(
-                        &*dfd,
-                        ".",
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
-                        Mode::empty(),
-                    )
-                })?;
-                Handle::Dir(Mutex::new(fd))
+                let watched = self.watches.watch(&node, &dfd);
+                return Ok(Opened::ToOpen {
+                    dir: dfd,
+                    watched,
+                    seq: node.inst.seq,
+                });
             }
         };
-        Ok((self.handles.insert(handle), watched))
+        Ok(Opened::Ready(self.handles.insert(handle), false))
     }
 
     /// Lists directory `ino` from `offset`, calling `add` for each entry until it reports
-    /// the reply full. With `plus`, each entry other than `.`/`..` is also looked up (it
+    /// the reply full. For a real directory, `batch` holds what [`read_batch`] read from
+    /// `offset`. With `plus`, each entry other than `.`/`..` is also looked up (it
     /// counts a kernel reference, handed back through `forget_unsent` if `add` refuses it).
     pub(super) fn do_readdir(
         &self,
@@ -76,6 +147,7 @@ impl CtrFs {
         fh: u64,
         offset: u64,
         plus: bool,
+        batch: Option<Vec<RawEntry>>,
         mut add: impl FnMut(DirEntry<'_>, Option<&FileAttr>) -> bool,
     ) -> io::Result<()> {
         let handle = self.handles.get(fh).ok_or_else(|| errno(libc::EBADF))?;
@@ -154,21 +226,21 @@ impl CtrFs {
                 }
                 Ok(())
             }
-            Handle::Dir(fd) => {
-                let node = if plus { Some(self.node(ino)?) } else { None };
+            Handle::Dir(_) => {
+                let dir = self.node(ino)?;
+                let entries = batch.ok_or_else(|| errno(libc::EIO))?;
+                let node = if plus { Some(dir.clone()) } else { None };
                 // Asked before any statx: a watch that exists then reports later changes.
                 let watched = plus && self.watches.is_watched(ino);
                 let mut dir_path = None;
-                let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
-                seek(&*fd, SeekFrom::Start(offset))?;
-                let mut buf = Vec::with_capacity(32 * 1024);
-                let mut dir = rustix::fs::RawDir::new(&*fd, buf.spare_capacity_mut());
-                while let Some(entry) = dir.next() {
-                    let entry = entry?;
-                    let name = OsStr::from_bytes(entry.file_name().to_bytes());
-                    let off = entry.next_entry_cookie();
+                // Names are reached from the directory's `O_PATH` fd: the read fd may still be
+                // held by a read that waits on the container.
+                let fd = self.dir_fd(&dir)?;
+                for entry in &entries {
+                    let name = OsStr::from_bytes(&entry.name);
+                    let off = entry.cookie;
                     let is_dot = name == "." || name == "..";
-                    let mut kind = kind_of(entry.file_type().as_raw_mode() & libc::S_IFMT);
+                    let mut kind = entry.kind;
                     if kind == FileType::CharDevice
                         && !plus
                         && self.node(ino)?.inst.source == Source::Diff
@@ -185,13 +257,29 @@ impl CtrFs {
                                 let attr = placeholder_attr(child.ino);
                                 (child, attr, TTL)
                             } else {
-                                let mut st = match statx(
-                                    &*fd,
+                                let at = self.child_at(
+                                    &dnode.inst,
+                                    std::os::fd::AsFd::as_fd(&*fd),
                                     name,
-                                    AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
-                                    STATX_MASK,
-                                ) {
-                                    Ok(st) => st,
+                                );
+                                let mut st = match at {
+                                    Ok(Reached::Here(_, st)) => st,
+                                    Ok(Reached::Unserved(mnt)) => {
+                                        let child = self.placeholder_node(dnode, name, mnt);
+                                        let attr = placeholder_attr(child.ino);
+                                        let e = DirEntry {
+                                            ino: child.ino,
+                                            offset: off,
+                                            kind: attr.kind,
+                                            name,
+                                            ttl: TTL,
+                                        };
+                                        if add(e, Some(&attr)) {
+                                            self.do_forget(child.ino, 1);
+                                            return Ok(());
+                                        }
+                                        continue;
+                                    }
                                     Err(_) => continue, // gone since getdents: skip it
                                 };
                                 self.shown_stat(&dnode.inst, &mut st);
@@ -216,7 +304,7 @@ impl CtrFs {
                             let dino = match name.as_bytes() {
                                 b"." => ino,
                                 b".." => parent_ino,
-                                _ => entry.ino(),
+                                _ => entry.ino,
                             };
                             let e = DirEntry {
                                 ino: dino,

@@ -1,22 +1,23 @@
 //! The `fuser::Filesystem` impl: each handler logs one debug line, calls the logic in `ops`
 //! and turns its `io::Result` into a reply. Anything that would write answers EROFS.
 
-use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 
-use super::CtrFs;
+use super::dirs::{Opened, open_dir, read_batch};
+use super::replies::*;
 use super::stats::Op;
+use super::{CtrFs, FuseFs};
 
 impl CtrFs {
     /// The errno for an error reply, counted.
@@ -33,12 +34,7 @@ impl CtrFs {
     }
 }
 
-thread_local! {
-    /// One read buffer per FUSE worker thread: no allocation per read.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-impl Filesystem for CtrFs {
+impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // fuser negotiates almost nothing by itself (DESIGN.md). Ask for each separately so
         // that one the kernel lacks does not cost the others.
@@ -62,7 +58,10 @@ impl Filesystem for CtrFs {
             if !ok {
                 warn!("the kernel does not offer FUSE passthrough; reads go through ctrfsd");
             }
-            self.passthrough_on = ok;
+            // Nothing shares the filesystem before the session starts serving.
+            let fs = std::sync::Arc::get_mut(&mut self.0)
+                .ok_or_else(|| io::Error::other("the filesystem was shared before init"))?;
+            fs.passthrough_on = ok;
         }
         Ok(())
     }
@@ -130,39 +129,32 @@ impl Filesystem for CtrFs {
             debug!("open {}: ENOSYS (no-open mode)", ino.0);
             return reply.error(self.errno(Errno::ENOSYS));
         }
-        let fd = match self.open_file(ino.0, flags.0) {
-            Ok(fd) => fd,
+        let (opath, seq) = match self.file_to_open(ino.0, flags.0) {
+            Ok(o) => o,
             Err(e) => {
                 debug!("open {}: {:?}", ino.0, e.raw_os_error());
                 return reply.error(self.err(&e));
             }
         };
-        match reply.open_backing(&fd) {
-            Ok(backing) => {
-                // The backing id lives in the handle until release; the handle is registered
-                // before the reply so a racing release always finds it.
-                let fh = self.insert_file(fd, Some(backing));
-                debug!("open {}: passthrough fh {fh}", ino.0);
-                match self.handles.get(fh) {
-                    Some(h) => match &*h {
-                        super::handles::Handle::File {
-                            backing: Some(b), ..
-                        } => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), b),
-                        _ => reply.error(Errno::EIO),
-                    },
-                    None => reply.error(Errno::EIO),
+        // The open for reading may wait on the container (a fanotify listener): off the
+        // FUSE workers, with a deadline (`guard`).
+        let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
+        let ino = ino.0;
+        let r = self.guard.run(seq, reply, expired_open, move |claim| {
+            let fd = core.reopen(&opath);
+            let Some(reply) = claim.take() else {
+                return;
+            };
+            match fd {
+                Ok(fd) => answer_open(&handles, ino, fd, reply),
+                Err(e) => {
+                    debug!("open {ino}: {:?}", e.raw_os_error());
+                    reply.error(counted(&stats, &e));
                 }
             }
-            Err(e) => {
-                // Not every file can back passthrough (e.g. a stack too deep): serve it through
-                // ctrfsd instead.
-                debug!(
-                    "open {}: no passthrough ({e}); reads go through ctrfsd",
-                    ino.0
-                );
-                let fh = self.insert_file(fd, None);
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
-            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
         }
     }
 
@@ -179,15 +171,31 @@ impl Filesystem for CtrFs {
     ) {
         self.stats.op(Op::Read);
         debug!("read {} fh {} at {offset} size {size}", ino.0, fh.0);
-        READ_BUF.with_borrow_mut(|buf| {
-            if buf.len() < size as usize {
-                buf.resize(size as usize, 0);
-            }
-            match self.do_read(ino.0, fh.0, offset, &mut buf[..size as usize]) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(self.err(&e)),
-            }
+        let (from, seq) = match self.read_source(ino.0, fh.0) {
+            Ok(r) => r,
+            Err(e) => return reply.error(self.err(&e)),
+        };
+        // The read may wait on the container (a fanotify listener): off the FUSE workers,
+        // with a deadline (`guard`).
+        let (core, stats) = (self.core.clone(), self.stats.clone());
+        let r = self.guard.run(seq, reply, expired_data, move |claim| {
+            READ_BUF.with_borrow_mut(|buf| {
+                if buf.len() < size as usize {
+                    buf.resize(size as usize, 0);
+                }
+                let r = core.read_at(from, seq, offset, &mut buf[..size as usize]);
+                let Some(reply) = claim.take() else {
+                    return;
+                };
+                match r {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(counted(&stats, &e)),
+                }
+            })
         });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
     }
 
     fn flush(
@@ -224,16 +232,32 @@ impl Filesystem for CtrFs {
         debug!(
             "opendir {}: {:?}",
             ino.0,
-            r.as_ref().map_err(|e| e.raw_os_error())
+            r.as_ref().map_err(|e| e.raw_os_error()).map(|_| ())
         );
         match r {
-            // A watched directory's listing is kept by the kernel (and dropped when an event
-            // says it changed): a repeated walk reads no directory through ctrfsd.
-            Ok((fh, true)) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-            ),
-            Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(Opened::Ready(fh, watched)) => reply.opened(FileHandle(fh), dir_flags(watched)),
+            // Opening it for reading may wait on the container (a fanotify listener): off the
+            // FUSE workers, with a deadline (`guard`).
+            Ok(Opened::ToOpen { dir, watched, seq }) => {
+                let (core, handles, stats) =
+                    (self.core.clone(), self.handles.clone(), self.stats.clone());
+                let r = self.guard.run(seq, reply, expired_open, move |claim| {
+                    let fh = open_dir(&core, &handles, &dir);
+                    let Some(reply) = claim.take() else {
+                        if let Ok(fh) = fh {
+                            handles.remove(fh); // answered EIO already: never released
+                        }
+                        return;
+                    };
+                    match fh {
+                        Ok(fh) => reply.opened(FileHandle(fh), dir_flags(watched)),
+                        Err(e) => reply.error(counted(&stats, &e)),
+                    }
+                });
+                if let Err(reply) = r {
+                    reply.error(self.errno(Errno::EAGAIN));
+                }
+            }
             Err(e) => reply.error(self.err(&e)),
         }
     }
@@ -248,12 +272,38 @@ impl Filesystem for CtrFs {
     ) {
         self.stats.op(Op::Readdir);
         debug!("readdir {} fh {} from {offset}", ino.0, fh.0);
-        let r = self.do_readdir(ino.0, fh.0, offset, false, |e, _| {
-            reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+        let (ino, fh) = (ino.0, fh.0);
+        let Some(seq) = self.guarded_dir(ino, fh) else {
+            let r = self.do_readdir(ino, fh, offset, false, None, |e, _| {
+                reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+            });
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        };
+        let fs = self.0.clone();
+        let r = self.guard.run(seq, reply, expired_dir, move |claim| {
+            let batch = fs
+                .handles
+                .get(fh)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
+            let batch = batch.and_then(|h| read_batch(&h, offset));
+            let Some(mut reply) = claim.take() else {
+                return;
+            };
+            let r = batch.and_then(|b| {
+                fs.do_readdir(ino, fh, offset, false, Some(b), |e, _| {
+                    reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+                })
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fs.err(&e)),
+            }
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.err(&e)),
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
         }
     }
 
@@ -267,20 +317,38 @@ impl Filesystem for CtrFs {
     ) {
         self.stats.op(Op::Readdirplus);
         debug!("readdirplus {} fh {} from {offset}", ino.0, fh.0);
-        let r = self.do_readdir(ino.0, fh.0, offset, true, |e, attr| match attr {
-            Some(attr) => reply.add(
-                INodeNo(e.ino),
-                e.offset,
-                e.name,
-                &e.ttl,
-                attr,
-                Generation(0),
-            ),
-            None => false,
+        let (ino, fh) = (ino.0, fh.0);
+        let Some(seq) = self.guarded_dir(ino, fh) else {
+            let r = self.do_readdir(ino, fh, offset, true, None, |e, attr| {
+                add_plus(&mut reply, e, attr)
+            });
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        };
+        let fs = self.0.clone();
+        let r = self.guard.run(seq, reply, expired_dir_plus, move |claim| {
+            let batch = fs
+                .handles
+                .get(fh)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
+            let batch = batch.and_then(|h| read_batch(&h, offset));
+            let Some(mut reply) = claim.take() else {
+                return;
+            };
+            let r = batch.and_then(|b| {
+                fs.do_readdir(ino, fh, offset, true, Some(b), |e, attr| {
+                    add_plus(&mut reply, e, attr)
+                })
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fs.err(&e)),
+            }
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.err(&e)),
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
         }
     }
 

@@ -3,14 +3,14 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use fuser::FileType;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, openat2, readlinkat, statx};
 
 use super::attr::{STATX_MASK, kind_of};
-use super::{CtrFs, errno};
+use super::{CtrFs, Reached, errno};
 use crate::instance::Instance;
 use crate::mounts::MountKind;
 use crate::pathsafe::{self, Kind};
@@ -75,11 +75,16 @@ impl CtrFs {
                 Ok(fd) => fd,
                 Err(_) => return Kind::Stop,
             };
+            // The walk may have crossed onto a mount made since (an O_PATH walk asks it
+            // nothing): nothing below is asked of it unless it is served.
+            match super::mount_id_of(&dir) {
+                Ok(mnt) if inst.mount_kind(mnt) == MountKind::Served => {}
+                _ => return Kind::Stop,
+            }
             &dir
         };
         let name = OsStr::from_bytes(name);
-        let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
-        let Ok(st) = statx(dir_fd, name, flags, STATX_MASK) else {
+        let Ok(Reached::Here(_, st)) = self.child_at(inst, dir_fd.as_fd(), name) else {
             return Kind::Stop;
         };
         match kind_of(u32::from(st.stx_mode)) {

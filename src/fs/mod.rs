@@ -4,12 +4,15 @@
 //! - [`nodes`]: ctrfsd inode numbers and where each node was last seen.
 //! - [`fdcache`]: bounded LRUs of directory fds and of read fds.
 //! - [`handles`]: open files and directories.
+//! - [`guard`]: deadlines for the calls a container can block (opens for reading, reads).
 //! - [`attr`]: statx -> FUSE attributes; which filesystems are pseudo.
 //! - `resolve` (here): reaching a node's fd one component at a time, `O_NOFOLLOW`, from the
-//!   container root, verifying each step is still the same inode.
+//!   container root, verifying each step is still the same inode, and never crossing onto a
+//!   mount that is not served ([`Core::child_at`]).
 //! - `ops`, `dirs`: the request logic, returning `io::Result`; `fuse`: the thin
 //!   `Filesystem` impl.
 //! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].
+//! - `replies`: what the helper threads of [`guard`] need to answer requests themselves.
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
 //! directory fd with a single-component name and `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, or goes
@@ -20,10 +23,12 @@ pub mod attr;
 mod dirs;
 pub mod fdcache;
 mod fuse;
+pub mod guard;
 pub mod handles;
 mod links;
 pub mod nodes;
 mod ops;
+mod replies;
 pub mod stats;
 mod virt;
 pub mod watch;
@@ -36,9 +41,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::fs::{AtFlags, Mode, OFlags, Statx, openat, statx};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Statx, openat, openat2, statx};
 
 use crate::instance::{Instance, stale};
+use crate::mounts::MountKind;
 use crate::registry::{Registry, is_virtual};
 use attr::{STATX_MASK, dev_of};
 use fdcache::FdCache;
@@ -87,7 +93,9 @@ pub struct Core {
 /// The FUSE filesystem: the registry's tree of names, and every container's files below it.
 pub struct CtrFs {
     core: Arc<Core>,
-    handles: Handles,
+    handles: Arc<Handles>,
+    /// Runs opens for reading and reads off the FUSE workers, with a deadline.
+    guard: guard::Guard,
     opts: Options,
     /// The mount root's timestamps.
     started: std::time::SystemTime,
@@ -101,13 +109,26 @@ fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
 
+/// What the FUSE session runs: the filesystem, shared with the helper threads of [`guard`]
+/// that answer the requests a container can block.
+pub struct FuseFs(Arc<CtrFs>);
+
+impl std::ops::Deref for FuseFs {
+    type Target = CtrFs;
+    fn deref(&self) -> &CtrFs {
+        &self.0
+    }
+}
+
 impl CtrFs {
-    /// The filesystem over `registry`.
+    /// The filesystem over `registry`, ready for `fuser::Session::new` (shared with the
+    /// helper threads that answer opens, reads and listings under a deadline).
     ///
     /// # Errors
     ///
-    /// If `/proc` cannot be opened.
-    pub fn new(registry: Arc<Registry>, opts: Options) -> io::Result<CtrFs> {
+    /// If `/proc` cannot be opened, or the helper-thread guard cannot be set up.
+    #[allow(clippy::new_ret_no_self)] // the one way to build it is already shared
+    pub fn new(registry: Arc<Registry>, opts: Options) -> io::Result<FuseFs> {
         let proc_fd = rustix::fs::open(
             "/proc/self/fd",
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -125,7 +146,7 @@ impl CtrFs {
             hook_dirs.purge_instance(inst.seq);
             hook_watches.drop_instance(inst.seq);
         }));
-        Ok(CtrFs {
+        Ok(FuseFs(Arc::new(CtrFs {
             core: Arc::new(Core {
                 registry,
                 nodes: Arc::new(Nodes::default()),
@@ -134,12 +155,13 @@ impl CtrFs {
                 proc_fd,
                 watches,
             }),
-            handles: Handles::default(),
+            handles: Arc::new(Handles::default()),
+            guard: guard::Guard::new()?,
             opts,
             started: std::time::SystemTime::now(),
             passthrough_on: false,
             stats: Arc::new(stats::Stats::default()),
-        })
+        })))
     }
 
     /// The request counters, for the report logged at exit.
@@ -222,36 +244,76 @@ impl Core {
         }
         let parent = self.node(loc.parent)?;
         let pfd = self.dir_fd_depth(&parent, depth + 1)?;
-        let fd = self.open_verified(
-            pfd.as_fd(),
-            loc.name(),
-            node,
-            OFlags::PATH | OFlags::DIRECTORY,
-        )?;
+        let fd = self.open_verified(&node.inst, pfd.as_fd(), loc.name(), node, true)?;
         let fd = Arc::new(fd);
         self.dirs.put(node.ino, node.inst.seq, fd.clone());
         Ok(fd)
     }
 
-    /// Opens `name` in `dir` with `O_PATH|O_NOFOLLOW` (plus `extra`) and checks it is `node`.
+    /// Opens `name` in `dir` (see [`Self::child_at`]) and checks it is `node`, a directory if
+    /// `dir_only`. A mount that is not served where `node` was is ESTALE: the kernel looks the
+    /// name up again and finds the placeholder.
     fn open_verified(
         &self,
+        inst: &Instance,
         dir: BorrowedFd<'_>,
         name: &OsStr,
         node: &Node,
-        extra: OFlags,
+        dir_only: bool,
     ) -> io::Result<OwnedFd> {
-        let fd = self.retry_emfile(|| {
-            openat(
-                dir,
-                name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra,
-                Mode::empty(),
-            )
-        })?;
-        let st = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+        let Reached::Here(fd, st) = self.child_at(inst, dir, name)? else {
+            return Err(stale());
+        };
         check_same(node, &st)?;
+        if dir_only && node.kind != fuser::FileType::Directory {
+            return Err(errno(libc::ENOTDIR));
+        }
         Ok(fd)
+    }
+
+    /// Reaches `name` in directory `dir` of `inst` without any system call into a mount that
+    /// is not served, even one the container made a moment ago (DESIGN.md invariant 4).
+    ///
+    /// The name is opened `O_PATH|O_NOFOLLOW` with `RESOLVE_NO_XDEV`, which the kernel refuses
+    /// (EXDEV) when the name is a mountpoint, before anything is asked of the mounted
+    /// filesystem; then its stats come from the fd, on the directory's own filesystem. At a
+    /// mountpoint, the name is opened `O_PATH` again, crossing: path walk and an `O_PATH` open
+    /// call nothing in a FUSE filesystem (no `open`, no `getattr`; the root's dentry is not
+    /// revalidated), and the mount id comes from `/proc/self/fdinfo`, which asks the
+    /// filesystem nothing either. Only a mount the (re-read) table calls served or pseudo is
+    /// then `statx`ed. (Kernel: fs/namei.c `handle_mounts` returns EXDEV under
+    /// `LOOKUP_NO_XDEV`; fs/open.c `do_dentry_open` returns early for `O_PATH`. A network
+    /// filesystem with `d_weak_revalidate`, NFS, may be asked to revalidate its root by the
+    /// crossing open: README, "Mounts a container makes".)
+    pub(crate) fn child_at(
+        &self,
+        inst: &Instance,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> io::Result<Reached> {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match self.retry_emfile(|| openat2(dir, name, flags, Mode::empty(), ResolveFlags::NO_XDEV))
+        {
+            Ok(fd) => {
+                let st = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+                Ok(Reached::Here(fd, st))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let fd = self.retry_emfile(|| openat(dir, name, flags, Mode::empty()))?;
+                let mnt = mount_id_of(&fd)?;
+                match inst.mount_kind(mnt) {
+                    MountKind::Unserved => Ok(Reached::Unserved(mnt)),
+                    _ => {
+                        let st = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+                        if st.stx_mnt_id != mnt {
+                            return Err(stale()); // remounted meanwhile: look again
+                        }
+                        Ok(Reached::Here(fd, st))
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs an fd-creating call; on EMFILE drops the directory cache once and retries, so a
@@ -297,12 +359,10 @@ impl CtrFs {
             Some(fd) => statx(&*fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?,
             None => {
                 let (pfd, name) = self.parent_fd(node)?;
-                statx(
-                    &*pfd,
-                    OsStr::from_bytes(&name),
-                    AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
-                    STATX_MASK,
-                )?
+                match self.child_at(&node.inst, pfd.as_fd(), OsStr::from_bytes(&name))? {
+                    Reached::Here(_, st) => st,
+                    Reached::Unserved(_) => return Err(stale()),
+                }
             }
         };
         check_same(node, &st)?;
@@ -357,6 +417,26 @@ impl CtrFs {
         path.extend_from_slice(name.as_bytes());
         Ok(table.unserved_at(&path))
     }
+}
+
+/// What [`Core::child_at`] found at a name.
+#[allow(clippy::large_enum_variant)] // short-lived, on the stack: boxing would allocate per lookup
+pub(crate) enum Reached {
+    /// A file on a served (or pseudo) filesystem: its `O_PATH` fd and stats.
+    Here(OwnedFd, Statx),
+    /// The mountpoint of a mount that is never touched, with its mount id.
+    Unserved(u64),
+}
+
+/// The mount id of the file `fd` is open on, from `/proc/self/fdinfo` (proc(5): `mnt_id:`),
+/// which the file's filesystem is not asked for.
+pub(crate) fn mount_id_of(fd: &OwnedFd) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| errno(libc::EIO))
 }
 
 /// ESTALE unless `st` describes the file `node` was created for.

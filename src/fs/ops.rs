@@ -15,10 +15,59 @@ use super::attr::{STATX_MASK, dev_of, kind_of, placeholder_attr, to_attr};
 use super::handles::Handle;
 use super::nodes::{Node, NodeKey, Shown};
 use super::virt::XATTR_PREFIX;
-use super::{CtrFs, TTL, errno};
+use super::{Core, CtrFs, Reached, TTL, errno};
 use crate::mounts::MountKind;
 use crate::pathsafe::is_plain_name;
 use crate::registry::{ROOT_INO, is_virtual};
+
+/// Where a read comes from ([`CtrFs::read_source`]).
+pub(super) enum ReadFrom {
+    /// An fd open for reading.
+    Fd(Arc<OwnedFd>),
+    /// A file to open for reading first (then kept in the read-fd LRU under this inode).
+    Open(OwnedFd, u64),
+}
+
+impl Core {
+    /// Opens the file behind `O_PATH` fd `opath` for reading, through `/proc/self/fd` (no
+    /// path walk in the container). May wait on a fanotify listener: run it under
+    /// [`super::guard`].
+    pub(super) fn reopen(&self, opath: &OwnedFd) -> io::Result<OwnedFd> {
+        let name = opath.as_raw_fd().to_string();
+        let open = |noatime: bool| {
+            let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+            if noatime {
+                flags |= OFlags::NOATIME;
+            }
+            self.retry_emfile(|| openat(&self.proc_fd, name.as_str(), flags, Mode::empty()))
+        };
+        // O_NOATIME is refused (EPERM) where we lack CAP_FOWNER over the file.
+        match open(true) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(false),
+            r => r,
+        }
+    }
+
+    /// Reads into `buf` at `offset` from `from`; returns how many bytes were read. May wait on
+    /// a fanotify listener: run it under [`super::guard`].
+    pub(super) fn read_at(
+        &self,
+        from: ReadFrom,
+        seq: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        let fd = match from {
+            ReadFrom::Fd(fd) => fd,
+            ReadFrom::Open(opath, ino) => {
+                let fd = Arc::new(self.reopen(&opath)?);
+                self.files.put(ino, seq, fd.clone());
+                fd
+            }
+        };
+        Ok(rustix::io::pread(&*fd, buf, offset)?)
+    }
+}
 
 /// The mount root's attribute holding the request counters ([`super::stats`]).
 pub(crate) const REQUESTS_XATTR: &str = "user.ctrfsd.requests";
@@ -46,14 +95,19 @@ impl CtrFs {
             // Asked before the statx: a watch that exists then reports any later change.
             let watched = self.watches.is_watched(parent);
             let pfd = self.dir_fd(&pnode)?;
-            let mut st = statx(
-                &*pfd,
-                name,
-                AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
-                STATX_MASK,
-            )?;
+            let (fd, mut st) = match self.child_at(&pnode.inst, pfd.as_fd(), name)? {
+                Reached::Here(fd, st) => (fd, st),
+                Reached::Unserved(mnt) => {
+                    let node = self.placeholder_node(&pnode, name, mnt);
+                    return Ok((placeholder_attr(node.ino), TTL));
+                }
+            };
             self.shown_stat(&pnode.inst, &mut st);
             let node = self.child_node(&pnode, name, &st);
+            if node.kind == FileType::Directory && node.shown == Shown::Normal {
+                // Kept: entering it next needs no second open.
+                self.dirs.put(node.ino, node.inst.seq, Arc::new(fd));
+            }
             let ttl = self.ttl_of(watched, &pnode, &node, &st);
             (node, st, ttl)
         };
@@ -169,82 +223,61 @@ impl CtrFs {
             .is_some_and(|n| n.shown == Shown::Placeholder)
     }
 
-    /// Opens a regular file for reading. Special files are never opened (EOPNOTSUPP): the
-    /// file is first opened `O_PATH`, checked to be the same regular file, and only then
-    /// re-opened for reading through `/proc/self/fd`, so a FIFO or device swapped in by a race
-    /// is never opened.
-    pub(super) fn open_file(&self, ino: u64, flags: i32) -> io::Result<OwnedFd> {
+    /// The `O_PATH` fd of a regular file to open for reading (see [`Core::reopen`]), and its
+    /// container's instance number. Special files are never opened (EOPNOTSUPP): the file is
+    /// opened `O_PATH`, checked to be the same regular file, and only then re-opened for
+    /// reading through `/proc/self/fd`, so a FIFO or device swapped in by a race is never
+    /// opened.
+    pub(super) fn file_to_open(&self, ino: u64, flags: i32) -> io::Result<(OwnedFd, u64)> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(errno(libc::EROFS));
         }
         let node = self.node(ino)?;
-        self.open_node(&node)
+        Ok((self.opath_of(&node)?, node.inst.seq))
     }
 
-    /// [`Self::open_file`] for a node already in hand.
-    fn open_node(&self, node: &Node) -> io::Result<OwnedFd> {
+    /// The verified `O_PATH` fd of regular file `node` (no permission event: see [`guard`]).
+    ///
+    /// [`guard`]: super::guard
+    fn opath_of(&self, node: &Node) -> io::Result<OwnedFd> {
         match node.kind {
             FileType::RegularFile => {}
             FileType::Directory => return Err(errno(libc::EISDIR)),
             _ => return Err(errno(libc::EOPNOTSUPP)),
         }
         let (pfd, name) = self.parent_fd(node)?;
-        let opath =
-            self.open_verified(pfd.as_fd(), OsStr::from_bytes(&name), node, OFlags::empty())?;
-        self.reopen(&opath)
+        self.open_verified(
+            &node.inst,
+            pfd.as_fd(),
+            OsStr::from_bytes(&name),
+            node,
+            false,
+        )
     }
 
-    /// Registers an open file; returns its handle number.
-    pub(super) fn insert_file(&self, fd: OwnedFd, backing: Option<fuser::BackingId>) -> u64 {
-        self.handles.insert(Handle::File {
-            fd: Arc::new(fd),
-            backing,
-        })
-    }
-
-    fn reopen(&self, opath: &OwnedFd) -> io::Result<OwnedFd> {
-        let name = opath.as_raw_fd().to_string();
-        let open = |noatime: bool| {
-            let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
-            if noatime {
-                flags |= OFlags::NOATIME;
-            }
-            self.retry_emfile(|| openat(&self.proc_fd, name.as_str(), flags, Mode::empty()))
-        };
-        // O_NOATIME is refused (EPERM) where we lack CAP_FOWNER over the file.
-        match open(true) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(false),
-            r => r,
+    /// Where a read of `ino` comes from, and its container's instance number (0 if its
+    /// container is gone). `fh` 0 means the kernel skipped `open` (the default mode): the read
+    /// fd then comes from a bounded LRU, or is opened by the read itself ([`ReadFrom::Open`]).
+    pub(super) fn read_source(&self, ino: u64, fh: u64) -> io::Result<(ReadFrom, u64)> {
+        if fh == 0 {
+            let node = match self.node(ino) {
+                Ok(node) => node,
+                Err(e) => match self.files.get(ino) {
+                    Some(fd) => return Ok((ReadFrom::Fd(fd), 0)),
+                    None => return Err(e),
+                },
+            };
+            let seq = node.inst.seq;
+            return Ok(match self.files.get(ino) {
+                Some(fd) => (ReadFrom::Fd(fd), seq),
+                None => (ReadFrom::Open(self.opath_of(&node)?, ino), seq),
+            });
         }
-    }
-
-    /// Reads into `buf`; returns how many bytes were read. `fh` 0 means the kernel skipped
-    /// `open` (the default mode): the read fd then comes from a bounded LRU, opened as
-    /// [`Self::open_file`] does on a miss.
-    pub(super) fn do_read(
-        &self,
-        ino: u64,
-        fh: u64,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> io::Result<usize> {
-        let fd = if fh == 0 {
-            match self.files.get(ino) {
-                Some(fd) => fd,
-                None => {
-                    let node = self.node(ino)?;
-                    let fd = Arc::new(self.open_node(&node)?);
-                    self.files.put(ino, node.inst.seq, fd.clone());
-                    fd
-                }
-            }
-        } else {
-            match self.handles.get(fh).as_deref() {
-                Some(Handle::File { fd, .. }) => fd.clone(),
-                _ => return Err(errno(libc::EBADF)),
-            }
-        };
-        Ok(rustix::io::pread(&*fd, buf, offset)?)
+        let seq = self.nodes.get(ino).map_or(0, |n| n.inst.seq);
+        match self.handles.get(fh).as_deref() {
+            Some(Handle::File { fd, .. }) => Ok((ReadFrom::Fd(fd.clone()), seq)),
+            _ => Err(errno(libc::EBADF)),
+        }
     }
 
     pub(super) fn do_release(&self, fh: u64) {
@@ -261,9 +294,9 @@ impl CtrFs {
         Ok(fstatfs(&*fd)?)
     }
 
-    /// A path naming the node for the `l*xattr` calls: `/proc/self/fd/<parent fd>/<name>`
-    /// (resolved by the kernel from our own held fd, one component, not followed), or the
-    /// root fd itself for an instance root. The fd is returned to stay open during the call.
+    /// A path naming the node for the xattr calls: `/proc/self/fd/<fd>` of the node's own
+    /// `O_PATH` fd (or of the root fd for an instance root), and whether to follow it (always,
+    /// now: the magic link is the file). The fd is returned to stay open during the call.
     fn xattr_path(&self, node: &Node) -> io::Result<(Arc<OwnedFd>, CString, bool)> {
         if node.is_instance_root() {
             let root = node.inst.root()?;
@@ -274,13 +307,22 @@ impl CtrFs {
                 true,
             ));
         }
+        // Through the node's own `O_PATH` fd, reached without crossing into a mount that is
+        // not served (a path through the parent would walk into one made since).
         let (pfd, name) = self.parent_fd(node)?;
-        let mut p = format!("/proc/self/fd/{}/", pfd.as_raw_fd()).into_bytes();
-        p.extend_from_slice(&name);
+        let fd = match self.child_at(&node.inst, pfd.as_fd(), OsStr::from_bytes(&name))? {
+            Reached::Here(fd, st) => {
+                super::check_same(node, &st)?;
+                fd
+            }
+            Reached::Unserved(_) => return Err(errno(libc::ENODATA)),
+        };
+        // The magic link leads to the file itself, a symlink included (not followed further).
+        let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
         Ok((
-            pfd,
+            Arc::new(fd),
             CString::new(p).map_err(|_| errno(libc::EINVAL))?,
-            false,
+            true,
         ))
     }
 

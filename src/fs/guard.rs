@@ -1,0 +1,253 @@
+//! Deadlines for the system calls a container can block: no FUSE worker ever waits on one.
+//!
+//! A container with `CAP_SYS_ADMIN` can mark its own files with a fanotify permission mark
+//! (`FAN_OPEN_PERM`, `FAN_ACCESS_PERM`, with `FAN_ONDIR` for directories) and never answer: any
+//! `open` for reading, `read` or `getdents` of those files then waits, uninterruptibly for ctrfsd, until the listener answers or dies. The
+//! host process reading through `/ctr` waits on ctrfsd's reply and cannot be killed either.
+//! (`O_PATH` opens and `statx` raise no permission event: fs/open.c `do_dentry_open` returns
+//! before `fsnotify_open_perm` for `O_PATH`.)
+//!
+//! So such a call runs on a helper thread, which answers the request itself; the FUSE worker
+//! goes back to the kernel at once. If the call has not returned after [`DEADLINE`], the request
+//! is answered EIO and the helper is counted as stuck against its container until the call
+//! returns. A container with [`MAX_STUCK`] stuck calls, or [`MAX_IN_FLIGHT`] calls in flight,
+//! gets EAGAIN for further ones at once: its block costs it, not the other containers, and
+//! holds a bounded number of threads. Once its listener answers or exits, the stuck calls
+//! return and it is served again.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+/// How long a blockable call may take before its request is answered EIO. Long enough for a
+/// local read on a busy machine; a reader waiting on a blocked file gets its error after this.
+pub const DEADLINE: Duration = Duration::from_secs(3);
+
+/// Calls of one container past their deadline and still running, at which it gets EAGAIN.
+pub const MAX_STUCK: usize = 4;
+
+/// Calls of one container running at once, at which it gets EAGAIN (the kernel's readahead
+/// alone keeps a few in flight per file; this bounds the threads one container can hold).
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// How long an idle helper thread waits for work before it exits.
+const IDLE: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+struct Count {
+    in_flight: usize,
+    stuck: usize,
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    idle: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// By container instance (`Instance::seq`).
+    counts: Mutex<HashMap<u64, Count>>,
+    jobs: Mutex<Jobs>,
+    job_ready: Condvar,
+    /// Deadlines in the order they fall (all are [`DEADLINE`] after submission).
+    timers: Mutex<VecDeque<(Instant, Job)>>,
+    timer_added: Condvar,
+}
+
+/// The helper threads, the deadline thread and the per-container accounting.
+#[derive(Clone)]
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+enum Slot<R> {
+    Waiting(R),
+    Taken,
+    Expired,
+}
+
+/// The right to answer a request, held by the helper running its call; see [`Guard::run`].
+pub struct Claim<R> {
+    slot: Arc<Mutex<Slot<R>>>,
+    seq: u64,
+    inner: Arc<Inner>,
+}
+
+impl<R> Claim<R> {
+    /// The reply, unless the deadline passed and it was answered EIO already.
+    pub fn take(&self) -> Option<R> {
+        let mut s = lock(&self.slot);
+        match std::mem::replace(&mut *s, Slot::Taken) {
+            Slot::Waiting(r) => Some(r),
+            other => {
+                *s = other;
+                None
+            }
+        }
+    }
+}
+
+impl<R> Drop for Claim<R> {
+    fn drop(&mut self) {
+        // Slot, then counts: the deadline thread takes them in the same order.
+        let s = lock(&self.slot);
+        let mut counts = lock(&self.inner.counts);
+        if let Some(c) = counts.get_mut(&self.seq) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+            if matches!(*s, Slot::Expired) {
+                c.stuck = c.stuck.saturating_sub(1);
+            }
+            if c.in_flight == 0 && c.stuck == 0 {
+                counts.remove(&self.seq);
+            }
+        }
+    }
+}
+
+impl Guard {
+    /// Starts the deadline thread; helper threads start on demand.
+    pub fn new() -> std::io::Result<Guard> {
+        let inner = Arc::new(Inner::default());
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("deadlines".into())
+            .spawn(move || deadlines(weak))?;
+        Ok(Guard { inner })
+    }
+
+    /// Runs `work` for container `seq` on a helper thread; `work` answers `reply` through its
+    /// [`Claim`]. After [`DEADLINE`], `expired` answers it instead (EIO). If the container
+    /// already holds its share of helpers, `reply` comes back at once (answer EAGAIN).
+    pub fn run<R: Send + 'static>(
+        &self,
+        seq: u64,
+        reply: R,
+        expired: fn(R),
+        work: impl FnOnce(Claim<R>) + Send + 'static,
+    ) -> Result<(), R> {
+        {
+            let mut counts = lock(&self.inner.counts);
+            let c = counts.entry(seq).or_default();
+            if c.stuck >= MAX_STUCK || c.in_flight >= MAX_IN_FLIGHT {
+                return Err(reply);
+            }
+            c.in_flight += 1;
+        }
+        let slot = Arc::new(Mutex::new(Slot::Waiting(reply)));
+        let (weak_slot, weak_inner) = (Arc::downgrade(&slot), Arc::downgrade(&self.inner));
+        let timer: Job = Box::new(move || {
+            let (Some(slot), Some(inner)) = (weak_slot.upgrade(), weak_inner.upgrade()) else {
+                return; // answered and done
+            };
+            let mut s = lock(&slot);
+            if !matches!(*s, Slot::Waiting(_)) {
+                return; // answered in time
+            }
+            if let Slot::Waiting(r) = std::mem::replace(&mut *s, Slot::Expired) {
+                log::warn!(
+                    "an open, read or listing in a container (instance {seq}) passed its {}s \
+                     deadline: answered EIO (a fanotify permission listener that does not answer?)",
+                    DEADLINE.as_secs()
+                );
+                expired(r);
+                if let Some(c) = lock(&inner.counts).get_mut(&seq) {
+                    c.stuck += 1;
+                }
+            }
+        });
+        {
+            let mut timers = lock(&self.inner.timers);
+            timers.push_back((Instant::now() + DEADLINE, timer));
+            if timers.len() == 1 {
+                self.inner.timer_added.notify_one();
+            }
+        }
+        let claim = Claim {
+            slot,
+            seq,
+            inner: self.inner.clone(),
+        };
+        self.submit(Box::new(move || work(claim)));
+        Ok(())
+    }
+
+    fn submit(&self, job: Job) {
+        let mut jobs = lock(&self.inner.jobs);
+        jobs.queue.push_back(job);
+        if jobs.idle >= jobs.queue.len() {
+            self.inner.job_ready.notify_one();
+            return;
+        }
+        drop(jobs);
+        let inner = self.inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name("blockable".into())
+            .spawn(move || helper(inner));
+        if let Err(e) = spawned {
+            // The queued job runs when a helper frees up; its deadline still answers it.
+            log::warn!("starting a helper thread: {e}");
+        }
+    }
+}
+
+fn helper(inner: Arc<Inner>) {
+    loop {
+        let job = {
+            let mut jobs = lock(&inner.jobs);
+            loop {
+                if let Some(job) = jobs.queue.pop_front() {
+                    break job;
+                }
+                jobs.idle += 1;
+                let (j, timeout) = inner
+                    .job_ready
+                    .wait_timeout(jobs, IDLE)
+                    .unwrap_or_else(|e| e.into_inner());
+                jobs = j;
+                jobs.idle -= 1;
+                if timeout.timed_out() && jobs.queue.is_empty() {
+                    return;
+                }
+            }
+        };
+        // A panic drops the job's claim (its reply answers EIO as fuser drops it).
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+    }
+}
+
+fn deadlines(inner: Weak<Inner>) {
+    loop {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let due = {
+            let mut timers = lock(&inner.timers);
+            match timers.front() {
+                None => {
+                    let _ = inner
+                        .timer_added
+                        .wait_timeout(timers, Duration::from_secs(5));
+                    None
+                }
+                Some((at, _)) if *at > Instant::now() => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    let _ = inner.timer_added.wait_timeout(timers, wait);
+                    None
+                }
+                Some(_) => timers.pop_front(),
+            }
+        };
+        if let Some((_, timer)) = due {
+            timer();
+        }
+    }
+}

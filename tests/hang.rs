@@ -1,0 +1,308 @@
+//! One container must not stop `/ctr` for everyone (issue 13, "never hang"): real Docker
+//! containers run a FUSE server that stops answering (tests/hang/fusehang.c) and a fanotify
+//! permission listener that never answers (tests/hang/fanblock.c). Host readers through `/ctr`
+//! must get an answer, and another container must keep answering within a second.
+//!
+//! Containers: `--cap-add SYS_ADMIN` (mount, fanotify_init) and `--device /dev/fuse`; Docker's
+//! default seccomp profile allows both syscalls once the capability is granted. On a host with
+//! AppArmor, Docker's default profile also denies `mount`: add
+//! `--security-opt apparmor=unconfined` there (this machine runs without AppArmor).
+//!
+//! A reader stuck in a FUSE request cannot be killed, so every reader is waited for only after
+//! the blocking container is removed (its FUSE connection aborts, its fanotify group goes),
+//! which is what [`Readers`]' drop order arranges.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const IMAGE: &str = "ctrfsd-hang:1";
+
+/// The longest a request for a blocked file may wait before ctrfsd answers it (its deadline,
+/// plus room for a loaded machine).
+const ANSWER_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long another container may take to answer.
+const OTHERS_LIMIT: Duration = Duration::from_secs(1);
+
+fn image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        require_docker();
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        busybox_rootfs(
+            r,
+            &["etc", "data", "blocked", "blockdir", "mnt", "proc", "dev"],
+            &["sh", "cat", "sleep", "ls", "kill", "touch", "test"],
+        );
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hang");
+        for prog in ["fusehang", "fanblock"] {
+            let out = sh(&format!(
+                "gcc -static -O2 -o {}/bin/{prog} {}/{prog}.c",
+                r.display(),
+                src.display()
+            ));
+            assert!(out.status.success(), "gcc -static {prog}: {out:?}");
+        }
+        fs::write(r.join("etc/os-release"), "NAME=hang\n").unwrap();
+        fs::write(r.join("data/file"), "data\n").unwrap();
+        fs::write(r.join("blocked/a"), "a\n").unwrap();
+        fs::write(r.join("blocked/b"), "b\n").unwrap();
+        fs::write(r.join("blockdir/c"), "c\n").unwrap();
+        docker_import(r, IMAGE);
+    });
+    IMAGE
+}
+
+/// Host processes reading through `/ctr`; dropping waits for each (declare it before the
+/// containers that may block them, so those are removed first).
+#[derive(Default)]
+struct Readers(Vec<Child>);
+
+impl Readers {
+    /// Starts `cmd args...` (output kept).
+    fn spawn(&mut self, cmd: &str, args: &[&Path]) -> usize {
+        let child = Command::new(cmd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn reader");
+        self.0.push(child);
+        self.0.len() - 1
+    }
+
+    /// The exit status and stderr of reader `i` if it ends within `limit`.
+    fn finish(&mut self, i: usize, limit: Duration) -> Option<(bool, String)> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.0[i].try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.0[i].stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Some((st.success(), err));
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether reader `i` sits in an uninterruptible wait (a request ctrfsd has not answered).
+    fn waiting(&self, i: usize) -> bool {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.0[i].id())).unwrap_or_default();
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('D'))
+    }
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `cmd args...` and asserts it succeeds within `limit`.
+fn answers_within(cmd: &str, args: &[&Path], limit: Duration) {
+    let mut r = Readers::default();
+    let i = r.spawn(cmd, args);
+    let t = Instant::now();
+    match r.finish(i, limit) {
+        Some((true, _)) => {}
+        Some((false, err)) => panic!("{cmd} {args:?} failed: {err}"),
+        None => panic!("{cmd} {args:?} did not answer within {limit:?}"),
+    }
+    eprintln!("{cmd} {args:?}: {:?}", t.elapsed());
+}
+
+fn in_container(name: &str, cmd: &[&str]) -> bool {
+    let mut args = vec!["exec", name];
+    args.extend_from_slice(cmd);
+    docker(&args).status.success()
+}
+
+fn run(name: &str, opts: &[&str], cmd: &[&str]) -> DockerCtr {
+    docker_run_with(name, opts, image(), cmd)
+}
+
+const FUSE_OPTS: &[&str] = &["--cap-add", "SYS_ADMIN", "--device", "/dev/fuse"];
+
+/// The other container's checks: `ls -la` of its root and `/etc`, a read.
+fn other_answers(v: &Path) {
+    answers_within("ls", &[Path::new("-la"), v], OTHERS_LIMIT);
+    answers_within("ls", &[Path::new("-la"), &v.join("etc")], OTHERS_LIMIT);
+    answers_within("cat", &[&v.join("etc/os-release")], OTHERS_LIMIT);
+}
+
+#[test]
+fn an_overlay_on_a_hung_fuse_mount_never_blocks_ctr() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let mut readers = Readers::default();
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let other_v = d.path().join(&other.0);
+    wait_until(Duration::from_secs(10), || {
+        other_v.join("etc/os-release").exists()
+    })
+    .expect("other container not served");
+    let c = run(
+        &format!("ctrfsd-hang-fuse-{t}"),
+        FUSE_OPTS,
+        &["/bin/fusehang", "overlay"],
+    );
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the FUSE server and overlay were not set up");
+    let v: PathBuf = d.path().join(&c.0);
+    wait_until(Duration::from_secs(10), || d.has(&c.0)).expect("container not listed");
+    let ls_root = readers.spawn("ls", &[Path::new("-la"), &v]);
+    let ls_ovl = readers.spawn("ls", &[Path::new("-la"), &v.join("ovl")]);
+    let ls_fuse = readers.spawn("ls", &[Path::new("-la"), &v.join("mnt/f")]);
+    let stat_ovl = readers.spawn("stat", &[&v.join("ovl/x")]);
+    for (i, what) in [
+        (ls_root, "ls -la /"),
+        (ls_ovl, "ls -la /ovl"),
+        (ls_fuse, "ls -la /mnt/f"),
+    ] {
+        let (ok, err) = readers
+            .finish(i, ANSWER_LIMIT)
+            .unwrap_or_else(|| panic!("{what} in the container hangs"));
+        assert!(ok, "{what}: {err}");
+    }
+    readers
+        .finish(stat_ovl, ANSWER_LIMIT)
+        .expect("a lookup below the overlay hangs");
+    other_answers(&other_v);
+    // The overlay and the FUSE mount show as empty directories.
+    assert!(listing(&v.join("ovl")).is_empty());
+    assert!(listing(&v.join("mnt/f")).is_empty());
+    drop(c);
+}
+
+#[test]
+fn a_fuse_mount_made_after_the_host_looked_never_blocks_ctr() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let mut readers = Readers::default();
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other2-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let c = run(
+        &format!("ctrfsd-hang-late-{t}"),
+        FUSE_OPTS,
+        &["/bin/fusehang", "late"],
+    );
+    let v = d.path().join(&c.0);
+    // The host lists the directory first, then the container mounts over it at once (well
+    // within the time a mount table read is reused).
+    wait_until(Duration::from_secs(10), || v.join("data/file").exists()).expect("not served");
+    assert_eq!(listing(&v.join("data")), ["file"]);
+    assert!(in_container(&c.0, &["touch", "/go"]));
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the late FUSE mount was not set up");
+    let stat = readers.spawn("stat", &[&v.join("data")]);
+    let ls = readers.spawn("ls", &[Path::new("-la"), &v.join("data")]);
+    let cat = readers.spawn("cat", &[&v.join("data/file")]);
+    let ls_root = readers.spawn("ls", &[Path::new("-la"), &v]);
+    for (i, what) in [
+        (stat, "stat /data"),
+        (ls, "ls -la /data"),
+        (cat, "cat /data/file"),
+        (ls_root, "ls -la /"),
+    ] {
+        readers
+            .finish(i, ANSWER_LIMIT)
+            .unwrap_or_else(|| panic!("{what} hangs on a FUSE mount made after the host looked"));
+    }
+    other_answers(&d.path().join(&other.0));
+    drop(c);
+}
+
+#[test]
+fn a_fanotify_block_is_answered_and_others_keep_answering() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let mut readers = Readers::default();
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other3-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let c = run(
+        &format!("ctrfsd-hang-fan-{t}"),
+        &["--cap-add", "SYS_ADMIN"],
+        &["/bin/sleep", "1000000"],
+    );
+    let v = d.path().join(&c.0);
+    let other_v = d.path().join(&other.0);
+    wait_until(Duration::from_secs(10), || {
+        v.join("blocked/a").exists() && other_v.join("etc/os-release").exists()
+    })
+    .expect("not served");
+    docker_ok(&[
+        "exec",
+        "-d",
+        &c.0,
+        "/bin/fanblock",
+        "/blocked/a",
+        "/blocked/b",
+    ]);
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-s", "/fanblock.pid"])
+    })
+    .expect("the fanotify listener did not start");
+    // Two readers, as many as the default worker count on a 2-CPU machine.
+    let a = readers.spawn("cat", &[&v.join("blocked/a")]);
+    let b = readers.spawn("cat", &[&v.join("blocked/b")]);
+    wait_until(Duration::from_secs(5), || {
+        readers.waiting(a) && readers.waiting(b)
+    })
+    .expect("the readers never waited on ctrfsd");
+    other_answers(&other_v);
+    for (i, what) in [(a, "a"), (b, "b")] {
+        let (ok, err) = readers
+            .finish(i, ANSWER_LIMIT)
+            .unwrap_or_else(|| panic!("reading {what} is never answered"));
+        assert!(!ok, "{what} read while blocked");
+        assert!(
+            err.contains("Input/output error") || err.contains("Resource temporarily unavailable"),
+            "{what}: {err}"
+        );
+    }
+    other_answers(&other_v);
+    // The block ends: ctrfsd answers that container again.
+    assert!(in_container(
+        &c.0,
+        &["sh", "-c", "kill $(cat /fanblock.pid)"]
+    ));
+    wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(v.join("blocked/a")).is_ok_and(|s| s == "a\n")
+    })
+    .expect("ctrfsd did not answer again once the listener was gone");
+    assert_eq!(fs::read_to_string(v.join("blocked/b")).unwrap(), "b\n");
+    assert_eq!(listing(&v.join("blockdir")), ["c"]);
+    answers_within("ls", &[Path::new("-la"), &v.join("blocked")], OTHERS_LIMIT);
+}

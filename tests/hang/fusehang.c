@@ -1,0 +1,151 @@
+/* A FUSE server that stops answering: the hostile side of tests/hang.rs.
+ *
+ * fusehang overlay: mounts itself at /mnt/f, answers until an overlay with /mnt/f as a lower
+ *                   layer is mounted at /ovl, then never answers again.
+ * fusehang late:    waits for /go, mounts itself over /data (a directory the host may already
+ *                   have listed), answers INIT only, then never answers again.
+ * Writes /ready once the trap is set. Raw /dev/fuse, no libfuse: the image has no libc. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int fd;
+static char buf[1 << 20] __attribute__((aligned(8)));
+
+static void reply(uint64_t unique, int err, const void *data, size_t len) {
+    struct fuse_out_header h = {.len = sizeof h + len, .error = -err, .unique = unique};
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)data, len}};
+    writev(fd, iov, len ? 2 : 1);
+}
+
+static void root_attr(struct fuse_attr *a) {
+    memset(a, 0, sizeof *a);
+    a->ino = 1;
+    a->mode = S_IFDIR | 0755;
+    a->nlink = 2;
+}
+
+/* Answers one request; returns 0 once INIT was answered (for "late"), 1 otherwise. */
+static int serve_one(void) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < (ssize_t)sizeof(struct fuse_in_header)) {
+        if (n < 0 && errno == ENODEV) exit(0);
+        return 1;
+    }
+    struct fuse_in_header *in = (void *)buf;
+    void *arg = buf + sizeof *in;
+    switch (in->opcode) {
+    case FUSE_INIT: {
+        struct fuse_init_in *i = arg;
+        struct fuse_init_out o = {0};
+        o.major = FUSE_KERNEL_VERSION;
+        o.minor = FUSE_KERNEL_MINOR_VERSION;
+        o.max_readahead = i->max_readahead;
+        o.max_write = 65536;
+        reply(in->unique, 0, &o, sizeof o);
+        return 0;
+    }
+    case FUSE_GETATTR: {
+        struct fuse_attr_out o = {0};
+        root_attr(&o.attr);
+        reply(in->unique, 0, &o, sizeof o);
+        break;
+    }
+    case FUSE_OPENDIR: {
+        struct fuse_open_out o = {.fh = 1};
+        reply(in->unique, 0, &o, sizeof o);
+        break;
+    }
+    case FUSE_READDIR:
+    case FUSE_READDIRPLUS:
+    case FUSE_RELEASEDIR:
+    case FUSE_RELEASE:
+        reply(in->unique, 0, NULL, 0);
+        break;
+    case FUSE_STATFS: {
+        struct fuse_statfs_out o = {0};
+        o.st.bsize = 4096;
+        o.st.namelen = 255;
+        reply(in->unique, 0, &o, sizeof o);
+        break;
+    }
+    case FUSE_LOOKUP:
+        reply(in->unique, ENOENT, NULL, 0);
+        break;
+    case FUSE_FORGET:
+    case FUSE_BATCH_FORGET:
+    case FUSE_INTERRUPT:
+        break;
+    default:
+        reply(in->unique, ENOSYS, NULL, 0);
+    }
+    return 1;
+}
+
+static void mount_fuse(const char *at) {
+    fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0) { perror("/dev/fuse"); exit(1); }
+    char opts[128];
+    snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", fd);
+    if (mount("fusehang", at, "fuse.fusehang", MS_NOSUID | MS_NODEV, opts) != 0) {
+        perror("mount fuse");
+        exit(1);
+    }
+}
+
+static void ready(void) {
+    int r = open("/ready", O_WRONLY | O_CREAT, 0644);
+    close(r);
+}
+
+/* Reads requests forever and answers none: every caller waits. */
+static void hang(void) {
+    for (;;) {
+        if (read(fd, buf, sizeof buf) < 0 && errno == ENODEV) exit(0);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "late") == 0) {
+        while (access("/go", F_OK) != 0) usleep(10000);
+        mount_fuse("/data");
+        while (serve_one()) {}
+        ready();
+        hang();
+    }
+    mkdir("/mnt", 0755);
+    mkdir("/mnt/f", 0755);
+    mkdir("/l2", 0755);
+    mkdir("/ovl", 0755);
+    mount_fuse("/mnt/f");
+    int p[2];
+    if (pipe(p) != 0) return 1;
+    pid_t child = fork();
+    if (child == 0) {
+        if (mount("overlay", "/ovl", "overlay", MS_RDONLY, "lowerdir=/mnt/f:/l2") != 0) {
+            perror("mount overlay");
+            _exit(1);
+        }
+        _exit(0);
+    }
+    /* Answer until the overlay mount is done. */
+    int status;
+    for (;;) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 20) > 0) serve_one();
+        if (waitpid(child, &status, WNOHANG) == child) break;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 1;
+    ready();
+    hang();
+}

@@ -131,7 +131,7 @@ impl MountTable {
     }
 
     /// The table from the text of a `mountinfo` file (proc(5)). An overlay is served only if
-    /// each of its layers is on a served mount ([`overlay_kinds`]).
+    /// each of its layers is on a served mount (`overlay_kinds`).
     pub fn parse(text: &[u8]) -> MountTable {
         let mounts: Vec<Entry> = text
             .split(|&b| b == b'\n')

@@ -8,7 +8,7 @@
 //! - [`attr`]: statx -> FUSE attributes; which filesystems are pseudo.
 //! - `resolve` (here): reaching a node's fd one component at a time, `O_NOFOLLOW`, from the
 //!   container root, verifying each step is still the same inode, and never crossing onto a
-//!   mount that is not served ([`Core::child_at`]).
+//!   mount that is not served (`Core::child_at`).
 //! - `ops`, `dirs`: the request logic, returning `io::Result`; `fuse`: the thin
 //!   `Filesystem` impl.
 //! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].

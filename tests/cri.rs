@@ -39,6 +39,47 @@ fn script(marker: &str) -> String {
 }
 
 #[test]
+fn list_runtimes_knows_the_cri() {
+    require_root();
+    let o = std::process::Command::new(bin())
+        .args(["--list-runtimes", "--runtime", "cri"])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("cri ")
+            && l.contains(CRI_SOCKET)
+            && l.contains("ok; containerd")
+            && l.contains("(CRI v1)")),
+        "containerd's CRI plugin not reported as answering:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cri ") && l.contains("/var/run/crio/crio.sock")),
+        "{out}"
+    );
+    // With containerd's own API watched too, its socket is not also watched through CRI.
+    let o = std::process::Command::new(bin())
+        .args([
+            "--list-runtimes",
+            "--runtime",
+            "cri",
+            "--runtime",
+            "containerd",
+        ])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(
+        out.lines().any(|l| l.starts_with("cri ")
+            && l.contains(CRI_SOCKET)
+            && l.contains("served through containerd's own API")),
+        "{out}"
+    );
+}
+
+#[test]
 fn pods_made_as_the_kubelet_makes_them_through_the_cri_only() {
     require_root();
     let t = token();

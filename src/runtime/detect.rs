@@ -274,3 +274,33 @@ async fn probe(c: &Candidate) -> String {
         Err(_) => format!("not answering within {timeout:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cri_sockets(kinds: &[Kind]) -> Vec<PathBuf> {
+        candidates(kinds, true)
+            .into_iter()
+            .filter(|c| c.runtime == Runtime::Cri)
+            .map(|c| c.socket)
+            .collect()
+    }
+
+    #[test]
+    fn containerd_through_cri_only_when_its_own_api_is_not_watched() {
+        let containerd = PathBuf::from(
+            std::env::var("CONTAINERD_ADDRESS")
+                .unwrap_or_else(|_| super::super::containerd::SOCKET.to_string()),
+        );
+        let crio = PathBuf::from(super::super::cri::CRIO_SOCKET);
+        assert_eq!(
+            cri_sockets(&[Kind::Cri]),
+            [crio.clone(), containerd.clone()]
+        );
+        assert_eq!(cri_sockets(&[Kind::Containerd, Kind::Cri]), [crio]);
+        assert!(cri_sockets(&[Kind::Containerd]).is_empty());
+        // Sockets that may be absent are not insisted on (CRI-O or containerd, not both).
+        assert!(candidates(&[Kind::Cri], true).iter().all(|c| !c.insist));
+    }
+}

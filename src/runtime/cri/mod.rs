@@ -41,6 +41,10 @@ pub const CRIO_SOCKET: &str = "/var/run/crio/crio.sock";
 pub const CONTAINERD_NAMESPACE: &str = "k8s.io";
 /// How often a runtime without the event stream is re-listed.
 pub const POLL: Duration = Duration::from_secs(1);
+/// Without the event stream, a container that runs but could not be served (it changed while
+/// being acquired, its root could not be opened) is asked about again every this many re-lists,
+/// not every [`POLL`] (each failure logs a line).
+const RETRY_EVERY: u32 = 3;
 /// `ContainerEventType` DELETED (api.proto).
 const DELETED: i32 = 3;
 
@@ -93,7 +97,7 @@ async fn follow(registry: &Arc<Registry>, socket: &Path, resync: Duration) -> Re
     let _abort = AbortOnDrop(reader);
     tokio::task::yield_now().await;
     let mut last: HashMap<String, i32> = HashMap::new();
-    sync_all(&cri, registry, &mut last)
+    sync_all(&cri, registry, &mut last, true)
         .await
         .map_err(|s| s.to_string())?;
     info!(
@@ -101,6 +105,7 @@ async fn follow(registry: &Arc<Registry>, socket: &Path, resync: Duration) -> Re
         cri.scope, v.runtime_name, v.runtime_version, v.runtime_api_version
     );
     let mut streaming = true;
+    let mut polls: u32 = 0;
     let mut tick = tokio::time::interval(resync);
     tick.tick().await;
     loop {
@@ -129,9 +134,13 @@ async fn follow(registry: &Arc<Registry>, socket: &Path, resync: Duration) -> Re
                         .map_err(|s| s.to_string())?;
                 }
             },
-            _ = tick.tick() => sync_all(&cri, registry, &mut last)
-                .await
-                .map_err(|s| s.to_string())?,
+            _ = tick.tick() => {
+                polls = polls.wrapping_add(1);
+                let retry = streaming || polls.is_multiple_of(RETRY_EVERY);
+                sync_all(&cri, registry, &mut last, retry)
+                    .await
+                    .map_err(|s| s.to_string())?
+            },
         }
     }
 }
@@ -228,12 +237,14 @@ impl Inspect for Cri {
     }
 }
 
-/// Full re-list: every container whose state changed since the last list (`last`), or that is
-/// not served, is asked about again; what the runtime no longer lists is dropped.
+/// Full re-list: every container whose state changed since the last list (`last`) is asked
+/// about again, and, if `retry`, every one not served; what the runtime no longer lists is
+/// dropped.
 async fn sync_all(
     cri: &Cri,
     registry: &Arc<Registry>,
     last: &mut HashMap<String, i32>,
+    retry: bool,
 ) -> Result<(), Status> {
     let containers = cri.client.containers().await?;
     let mut seen: HashSet<String> = HashSet::new();
@@ -245,9 +256,10 @@ async fn sync_all(
         }
         seen.insert(c.id.clone());
         let fresh = last.get(&c.id) == Some(&c.state)
-            && registry
-                .find(&cri.key(&c.id))
-                .is_some_and(|i| i.is_current());
+            && (!retry
+                || registry
+                    .find(&cri.key(&c.id))
+                    .is_some_and(|i| i.is_current()));
         if !fresh {
             reconcile(cri, registry, &c.id).await?;
         }

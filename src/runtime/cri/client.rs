@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 use super::proto;
 
 /// No single call may hold the watcher longer than this.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection to a CRI runtime.
 #[derive(Clone)]

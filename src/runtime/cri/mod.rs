@@ -32,7 +32,7 @@ use super::{Found, Inspect, containerd};
 use crate::container::{Identity, Runtime};
 use crate::layers::Storage;
 use crate::registry::Registry;
-pub use client::Client;
+pub use client::{CALL_TIMEOUT, Client};
 use parse::{RUNNING, details, identity, running, stopped};
 
 /// CRI-O's socket.

@@ -5,7 +5,8 @@
 #   gcc + libc6-dev (a static test program),
 #   docker.io, and a Docker engine with no network:
 #   dockerd --bridge=none --iptables=false --ip-masq=false
-#   containerd (its own daemon on /run/containerd/containerd.sock, with ctr),
+#   containerd (its own daemon on /run/containerd/containerd.sock, with ctr), its CRI plugin set
+#   up for pods without a network or a registry (see below),
 #   podman + uidmap + runc: a rootful API service on /run/podman/podman.sock and a rootless one
 #   for the test user ctrfsd-test on /run/user/<uid>/podman/podman.sock.
 # Idempotent: installs only what is missing and starts each daemon only if none answers.
@@ -42,6 +43,46 @@ if ! ctr version >/dev/null 2>&1; then
   ctr version >/dev/null 2>&1 || { echo "setup: containerd did not start; see $log" >&2; tail -20 "$log" >&2; exit 1; }
 fi
 
+# containerd's CRI plugin, for the tests that act as the kubelet (tests/cri.rs): this VM forbids
+# lowering oom_score_adj, so runc fails every pod sandbox unless restrict_oom_score_adj is set,
+# and the sandbox ("pause") image is a local busybox image that sleeps, imported into the k8s.io
+# namespace below (no registry). The config is rewritten, and containerd restarted, only when it
+# lacks these settings: a restart disturbs whatever uses containerd at that moment.
+PAUSE_IMAGE=localhost/ctrfsd-pause:1
+conf=/etc/containerd/config.toml
+if ! grep -q '^ *restrict_oom_score_adj = true' "$conf" 2>/dev/null \
+   || ! grep -q "^ *sandbox_image = \"$PAUSE_IMAGE\"" "$conf" 2>/dev/null; then
+  echo "setup: configuring containerd's CRI plugin (restrict_oom_score_adj, sandbox_image); restarting containerd"
+  mkdir -p /etc/containerd
+  [ -s "$conf" ] || printf 'version = 2\n\n[plugins]\n' >"$conf"
+  python3 - "$conf" "$PAUSE_IMAGE" <<'PY'
+import re, sys
+path, image = sys.argv[1], sys.argv[2]
+text = open(path).read()
+text = re.sub(r'(?m)^\s*(restrict_oom_score_adj|sandbox_image)\s*=.*\n', '', text)
+head = '[plugins."io.containerd.grpc.v1.cri"]'
+keys = f'    restrict_oom_score_adj = true\n    sandbox_image = "{image}"\n'
+if head in text:
+    i = text.index('\n', text.index(head)) + 1
+    text = text[:i] + keys + text[i:]
+else:
+    text += f'\n  {head}\n' + keys
+open(path, 'w').write(text)
+PY
+  old=$(pidof containerd || true)
+  if [ -n "$old" ]; then
+    kill $old
+    for _ in $(seq 1 60); do kill -0 $old 2>/dev/null || break; sleep 0.25; done
+  fi
+  log=${TMPDIR:-/tmp}/ctrfsd-containerd.log
+  nohup containerd >>"$log" 2>&1 &
+  for _ in $(seq 1 60); do
+    ctr version >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  ctr version >/dev/null 2>&1 || { echo "setup: containerd did not start again; see $log" >&2; tail -20 "$log" >&2; exit 1; }
+fi
+
 if ! docker info >/dev/null 2>&1; then
   echo "setup: starting dockerd (no bridge, no iptables: containers get no network)"
   log=${TMPDIR:-/tmp}/ctrfsd-dockerd.log
@@ -51,6 +92,16 @@ if ! docker info >/dev/null 2>&1; then
     sleep 0.5
   done
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start; see $log" >&2; tail -20 "$log" >&2; exit 1; }
+fi
+# The pod sandbox image of containerd's CRI plugin (sandbox_image above): busybox, sleeping.
+if ! ctr -n k8s.io images ls -q | grep -qx "$PAUSE_IMAGE"; then
+  echo "setup: importing $PAUSE_IMAGE into containerd's k8s.io namespace"
+  dir=$(mktemp -d)
+  mkdir -p "$dir/bin"
+  cp /bin/busybox "$dir/bin/busybox"
+  tar -C "$dir" -cf - . | docker import -c 'CMD ["/bin/busybox", "sleep", "2147483647"]' - "$PAUSE_IMAGE" >/dev/null
+  docker save "$PAUSE_IMAGE" | ctr -n k8s.io images import - >/dev/null
+  rm -rf "$dir"
 fi
 # Podman's API services. runc, not crun: crun refuses cgroup v1/v2 hybrid hosts.
 podman_up() { curl -sf --unix-socket "$1" http://d/_ping >/dev/null 2>&1; }

@@ -30,8 +30,8 @@ pub struct Args {
     pub mountpoint: Option<PathBuf>,
 
     /// Watch only these runtimes (repeatable): docker, podman (rootful and every user's
-    /// rootless), containerd, or none. Default: every runtime found, looked for again as
-    /// sockets appear
+    /// rootless), containerd, cri (CRI-O, or containerd through its CRI plugin), or none.
+    /// Default: every runtime found, looked for again as sockets appear
     #[arg(long = "runtime", value_name = "NAME")]
     pub runtimes: Vec<RuntimeArg>,
 
@@ -99,6 +99,8 @@ pub enum RuntimeArg {
     Podman,
     /// containerd, every namespace (Kubernetes too)
     Containerd,
+    /// A Kubernetes node's runtime through the CRI: CRI-O, or containerd's CRI plugin
+    Cri,
     /// No runtime: only `--container` entries and `/MOUNTPOINT/.pid/<PID>/`.
     #[value(help = "No runtime: only --container entries and /MOUNTPOINT/.pid/<PID>/")]
     None,
@@ -198,7 +200,10 @@ impl Args {
 /// The runtimes `--runtime` selects, and whether the user named any.
 pub fn runtime_kinds(args: &[RuntimeArg]) -> Result<(Vec<Kind>, bool), StartError> {
     if args.is_empty() {
-        return Ok((vec![Kind::Docker, Kind::Podman, Kind::Containerd], false));
+        return Ok((
+            vec![Kind::Docker, Kind::Podman, Kind::Containerd, Kind::Cri],
+            false,
+        ));
     }
     if args.contains(&RuntimeArg::None) && args.len() > 1 {
         return Err(StartError::Other(
@@ -211,6 +216,7 @@ pub fn runtime_kinds(args: &[RuntimeArg]) -> Result<(Vec<Kind>, bool), StartErro
             RuntimeArg::Docker => Kind::Docker,
             RuntimeArg::Podman => Kind::Podman,
             RuntimeArg::Containerd => Kind::Containerd,
+            RuntimeArg::Cri => Kind::Cri,
             RuntimeArg::None => continue,
         };
         if !kinds.contains(&k) {

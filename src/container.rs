@@ -19,6 +19,9 @@ pub enum Runtime {
     Podman,
     /// containerd, every namespace but Docker's `moby`.
     Containerd,
+    /// A Kubernetes node's runtime through the CRI (`runtime.v1.RuntimeService`): CRI-O, or
+    /// containerd's CRI plugin when containerd's own API is not watched.
+    Cri,
     /// Rootless Podman of one user.
     PodmanRootless,
     /// `/ctr/.pid/<PID>/`.
@@ -33,6 +36,7 @@ impl Runtime {
             Runtime::Docker => "docker",
             Runtime::Podman => "podman",
             Runtime::Containerd => "containerd",
+            Runtime::Cri => "cri",
             Runtime::PodmanRootless => "podman-rootless",
             Runtime::Pid => "pid",
         }
@@ -45,7 +49,7 @@ impl Runtime {
         match self {
             Runtime::Static | Runtime::Docker | Runtime::Podman => true,
             Runtime::Containerd => scope == "default",
-            Runtime::PodmanRootless | Runtime::Pid => false,
+            Runtime::Cri | Runtime::PodmanRootless | Runtime::Pid => false,
         }
     }
 
@@ -92,6 +96,10 @@ pub struct Identity {
     /// Creation time (Unix seconds): of two containers wanting one Kubernetes path, the newer
     /// (a restart) gets it.
     pub created: i64,
+    /// The container's log file on the host, where the runtime writes its stdout and stderr
+    /// (CRI: `ContainerStatus.log_path`, under `/var/log/pods/`); `None` if the runtime does
+    /// not say.
+    pub log_path: Option<std::path::PathBuf>,
 }
 
 impl Identity {
@@ -105,6 +113,7 @@ impl Identity {
             image: String::new(),
             k8s: None,
             created: 0,
+            log_path: None,
         }
     }
 

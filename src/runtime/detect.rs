@@ -28,6 +28,9 @@ pub enum Kind {
     Podman,
     /// containerd, every namespace.
     Containerd,
+    /// The CRI of a Kubernetes node: CRI-O, and containerd's CRI plugin when containerd's own
+    /// API is not watched (it reports the same containers, with more detail).
+    Cri,
 }
 
 /// One API endpoint where a runtime may answer.
@@ -101,15 +104,29 @@ pub fn candidates(kinds: &[Kind], named: bool) -> Vec<Candidate> {
             push(Runtime::PodmanRootless, user, socket, false);
         }
     }
+    let containerd = PathBuf::from(
+        std::env::var("CONTAINERD_ADDRESS")
+            .unwrap_or_else(|_| super::containerd::SOCKET.to_string()),
+    );
     if kinds.contains(&Kind::Containerd) {
-        let socket = std::env::var("CONTAINERD_ADDRESS")
-            .unwrap_or_else(|_| super::containerd::SOCKET.to_string());
         push(
             Runtime::Containerd,
             String::new(),
-            PathBuf::from(socket),
+            containerd.clone(),
             named,
         );
+    }
+    if kinds.contains(&Kind::Cri) {
+        push(
+            Runtime::Cri,
+            String::new(),
+            super::cri::CRIO_SOCKET.into(),
+            false,
+        );
+        // One container, one entry: through CRI only if containerd's own API is not watched.
+        if !kinds.contains(&Kind::Containerd) {
+            push(Runtime::Cri, String::new(), containerd, false);
+        }
     }
     out
 }
@@ -128,6 +145,9 @@ pub async fn watch_all(registry: Arc<Registry>, kinds: Vec<Kind>, named: bool, r
             match c.runtime {
                 Runtime::Containerd => {
                     tokio::spawn(super::containerd::watch(reg, c.socket, resync));
+                }
+                Runtime::Cri => {
+                    tokio::spawn(super::cri::watch(reg, c.socket, resync));
                 }
                 runtime => {
                     let ep = Endpoint {
@@ -155,7 +175,7 @@ pub async fn report(kinds: &[Kind]) -> String {
             "no user has a runtime directory under /run/user".to_string(),
         ));
     }
-    for c in cands {
+    for c in cands.iter().cloned() {
         let state = if !c.socket.exists() {
             match c.runtime {
                 Runtime::Podman | Runtime::PodmanRootless => {
@@ -170,6 +190,18 @@ pub async fn report(kinds: &[Kind]) -> String {
             probe(&c).await
         };
         lines.push((c.label(), c.socket.display().to_string(), state));
+    }
+    if kinds.contains(&Kind::Cri) && kinds.contains(&Kind::Containerd) {
+        lines.push((
+            "cri".to_string(),
+            cands
+                .iter()
+                .find(|c| c.runtime == Runtime::Containerd)
+                .map(|c| c.socket.display().to_string())
+                .unwrap_or_default(),
+            "served through containerd's own API (`--runtime cri` alone uses its CRI plugin)"
+                .to_string(),
+        ));
     }
     let w0 = lines.iter().map(|l| l.0.len()).max().unwrap_or(0);
     let w1 = lines.iter().map(|l| l.1.len()).max().unwrap_or(0);
@@ -197,6 +229,20 @@ async fn probe(c: &Candidate) -> String {
                     parts.push(format!("{ns}: {n} running{note}"));
                 }
                 Ok::<_, String>(format!("ok; namespaces {}", parts.join(", ")))
+            }
+            Runtime::Cri => {
+                let client = super::cri::Client::connect(&c.socket).await?;
+                let v = client.version().await.map_err(|s| s.to_string())?;
+                let pods = client.sandboxes().await.map_err(|s| s.to_string())?;
+                let ctrs = client.containers().await.map_err(|s| s.to_string())?;
+                let running = ctrs.iter().filter(|c| c.state == 1).count();
+                Ok(format!(
+                    "ok; {} {} (CRI {}), {} pods, {running} running containers",
+                    v.runtime_name,
+                    v.runtime_version,
+                    v.runtime_api_version,
+                    pods.len()
+                ))
             }
             runtime => {
                 let ep = Endpoint {
@@ -226,5 +272,35 @@ async fn probe(c: &Candidate) -> String {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => format!("not answering: {e}"),
         Err(_) => format!("not answering within {timeout:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cri_sockets(kinds: &[Kind]) -> Vec<PathBuf> {
+        candidates(kinds, true)
+            .into_iter()
+            .filter(|c| c.runtime == Runtime::Cri)
+            .map(|c| c.socket)
+            .collect()
+    }
+
+    #[test]
+    fn containerd_through_cri_only_when_its_own_api_is_not_watched() {
+        let containerd = PathBuf::from(
+            std::env::var("CONTAINERD_ADDRESS")
+                .unwrap_or_else(|_| super::super::containerd::SOCKET.to_string()),
+        );
+        let crio = PathBuf::from(super::super::cri::CRIO_SOCKET);
+        assert_eq!(
+            cri_sockets(&[Kind::Cri]),
+            [crio.clone(), containerd.clone()]
+        );
+        assert_eq!(cri_sockets(&[Kind::Containerd, Kind::Cri]), [crio]);
+        assert!(cri_sockets(&[Kind::Containerd]).is_empty());
+        // Sockets that may be absent are not insisted on (CRI-O or containerd, not both).
+        assert!(candidates(&[Kind::Cri], true).iter().all(|c| !c.insist));
     }
 }

@@ -3,6 +3,7 @@
 //! - [`docker`]: Docker and Podman (rootful and rootless), through the Docker API: the events
 //!   stream with a periodic full re-list behind it.
 //! - [`containerd`]: every containerd namespace, Kubernetes pods among them.
+//! - [`cri`]: a Kubernetes node's runtime through the CRI (CRI-O, or containerd's CRI plugin).
 //! - [`static_pids`]: `--container NAME=PID` entries.
 //! - [`detect`]: which runtimes exist on this host, looked for again as sockets come and go.
 //!
@@ -12,6 +13,7 @@
 //! whose main process dies disappears at once, even if the runtime's event is late or lost.
 
 pub mod containerd;
+pub mod cri;
 pub mod detect;
 pub mod docker;
 pub mod static_pids;

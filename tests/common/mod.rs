@@ -2,13 +2,15 @@
 //! hold ctrfsd to (here); a real "container" (a process in its own mount namespace, chrooted
 //! into a temporary root) and the tree most tests serve in it ([`fake`]); a real ctrfsd daemon
 //! mounted on a temporary directory and what it reports ([`daemon`]); test images built from
-//! local files ([`images`]); Docker containers removed on drop ([`docker`]).
+//! local files ([`images`]); Docker containers removed on drop ([`docker`]); pods made as the
+//! kubelet makes them, through containerd's CRI plugin ([`cri`]).
 //!
 //! Nothing here skips: a missing prerequisite (root, /dev/fuse, busybox) fails the test with
 //! a message saying what to install; `scripts/test.sh` installs everything.
 
 #![allow(dead_code)]
 
+mod cri;
 mod daemon;
 mod docker;
 mod fake;
@@ -17,7 +19,7 @@ mod marker;
 
 // Every test binary compiles all of `common` and uses part of it.
 #[allow(unused_imports)]
-pub use {daemon::*, docker::*, fake::*, images::*, marker::*};
+pub use {cri::*, daemon::*, docker::*, fake::*, images::*, marker::*};
 
 use std::fs;
 use std::path::Path;

@@ -23,19 +23,9 @@ pub struct Client {
 impl Client {
     /// Connects to the socket (the connection is made at once, so a dead socket fails here).
     pub async fn connect(socket: &Path) -> Result<Client, String> {
-        let path: PathBuf = socket.to_path_buf();
-        let channel = GrpcEndpoint::from_static("http://containerd")
-            .connect_timeout(CALL_TIMEOUT)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    let s = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(s))
-                }
-            }))
-            .await
-            .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
-        Ok(Client { channel })
+        Ok(Client {
+            channel: unix_channel(socket).await?,
+        })
     }
 
     /// One unary call of method `path`, in namespace `ns` if given, bounded by
@@ -193,6 +183,23 @@ impl Client {
         let path = PathAndQuery::from_static("/containerd.services.events.v1.Events/Subscribe");
         Ok(grpc.server_streaming(req, path, codec).await?.into_inner())
     }
+}
+
+/// A gRPC channel over the Unix socket `socket`, connected at once (a dead socket fails
+/// here, within [`CALL_TIMEOUT`]); shared with the CRI client.
+pub(crate) async fn unix_channel(socket: &Path) -> Result<Channel, String> {
+    let path: PathBuf = socket.to_path_buf();
+    GrpcEndpoint::from_static("http://localhost")
+        .connect_timeout(CALL_TIMEOUT)
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(s))
+            }
+        }))
+        .await
+        .map_err(|e| format!("{e}: {}", source_chain(&e)))
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

@@ -27,6 +27,7 @@ use crate::container::{Identity, Runtime};
 use crate::layers::Storage;
 use crate::registry::Registry;
 pub use client::Client;
+pub(crate) use client::unix_channel;
 use parse::{identity, live, stopped, storage_of};
 
 /// containerd's default socket.
@@ -207,6 +208,27 @@ async fn storage(client: &Client, ns: &str, c: &proto::Container) -> Result<Stor
     }
     let mounts = client.mounts(ns, &c.snapshotter, &c.snapshot_key).await?;
     Ok(storage_of(c, Some(mounts)))
+}
+
+/// Where the layers of container snapshot `key` of `snapshotter` in namespace `ns` are: what
+/// containerd's CRI plugin names in a container's verbose status (`snapshotKey`,
+/// `snapshotter`), asked of containerd's own snapshot service on the same socket.
+///
+/// # Errors
+///
+/// The call's status (a missing snapshot is [`Storage::Unavailable`], not an error).
+pub async fn snapshot_storage(
+    client: &Client,
+    ns: &str,
+    snapshotter: &str,
+    key: &str,
+) -> Result<Storage, Status> {
+    let c = proto::Container {
+        snapshotter: snapshotter.into(),
+        snapshot_key: key.into(),
+        ..Default::default()
+    };
+    storage(client, ns, &c).await
 }
 
 /// One connected containerd, as the shared acquisition step asks it.

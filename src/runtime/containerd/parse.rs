@@ -33,7 +33,21 @@ pub(super) fn identity(ns: &str, c: &proto::Container) -> Option<Identity> {
     ident.image = c.image.clone();
     ident.k8s = k8s;
     ident.created = c.created_at.as_ref().map_or(0, |t| t.seconds);
+    ident.log_path = cri_log_path(c);
     Some(ident)
+}
+
+/// The extension in which containerd's CRI plugin records a Kubernetes container.
+const CRI_METADATA: &str = "io.cri-containerd.container.metadata";
+
+/// Where containerd's CRI plugin writes a Kubernetes container's output (under
+/// `/var/log/pods/`): `Metadata.LogPath` of its CRI record; `None` for other containers, or
+/// if the record cannot be read.
+fn cri_log_path(c: &proto::Container) -> Option<std::path::PathBuf> {
+    let any = c.extensions.get(CRI_METADATA)?;
+    let v: serde_json::Value = serde_json::from_slice(&any.value).ok()?;
+    let path = v.get("Metadata")?.get("LogPath")?.as_str()?;
+    Some(std::path::PathBuf::from(path)).filter(|p| p.is_absolute())
 }
 
 /// How a container without a live task ended, from its task (no I/O).
@@ -136,6 +150,7 @@ mod tests {
                 seconds: 1_795_341_906,
                 nanos: 5,
             }),
+            extensions: Default::default(),
         }
     }
 
@@ -182,6 +197,37 @@ mod tests {
             ("io.kubernetes.pod.name", "p"),
         ];
         assert_eq!(identity("k8s.io", &container(&sandbox)), None);
+        assert_eq!(k.log_path, None);
+    }
+
+    #[test]
+    fn cri_log_paths() {
+        // As containerd 1.6's CRI plugin records a container (abridged).
+        let record = |json: &str| {
+            let mut c = container(&[]);
+            c.extensions.insert(
+                CRI_METADATA.into(),
+                proto::Any {
+                    type_url: "github.com/containerd/cri/pkg/store/container/Metadata".into(),
+                    value: json.as_bytes().to_vec(),
+                },
+            );
+            identity("k8s.io", &c).unwrap().log_path
+        };
+        assert_eq!(
+            record(
+                r#"{"Version":"v1","Metadata":{"ID":"c1","SandboxID":"s1","LogPath":"/var/log/pods/ns_p_u/app/0.log","StopSignal":""}}"#
+            ),
+            Some("/var/log/pods/ns_p_u/app/0.log".into())
+        );
+        for odd in [
+            r#"{"Version":"v1","Metadata":{"LogPath":""}}"#,
+            r#"{"Version":"v1","Metadata":{"LogPath":"relative/0.log"}}"#,
+            r#"{"Version":"v1","Metadata":{}}"#,
+            "not json",
+        ] {
+            assert_eq!(record(odd), None, "{odd}");
+        }
     }
 
     #[test]

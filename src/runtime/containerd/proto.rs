@@ -45,6 +45,11 @@ pub struct Container {
     pub snapshot_key: String,
     #[prost(message, optional, tag = "8")]
     pub created_at: Option<Timestamp>,
+    /// containerd's CRI plugin keeps its own record of a Kubernetes container here, under
+    /// `io.cri-containerd.container.metadata` (JSON: `{"Version":"v1","Metadata":{...,
+    /// "LogPath":...}}`).
+    #[prost(map = "string, message", tag = "10")]
+    pub extensions: HashMap<String, Any>,
 }
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ListContainersRequest {

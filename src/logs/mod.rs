@@ -1,0 +1,125 @@
+//! Container logs as files: what a container wrote to stdout and stderr, decoded from the
+//! runtime's log store (README, "Logs").
+//!
+//! - [`LogSource`]: where a runtime keeps one container's output and in which format; the
+//!   runtime watchers fill it in ([`docker_source`], [`cri_source`]) and it travels in the
+//!   container's [`crate::instance::Identity`].
+//! - [`decode`]: the store formats (Docker `json-file` and `local`, CRI / Podman `k8s-file`),
+//!   one record at a time, pure.
+//! - [`open`]: opening host log files without following symlinks, checking type and owner.
+//! - [`store`]: one container's rotated files as one growing text per stream, through an index
+//!   of offsets (never a decoded copy), so a 1 GiB log costs a few hundred KiB.
+
+pub mod decode;
+pub mod open;
+mod scan;
+pub mod store;
+
+use std::path::PathBuf;
+
+/// How a store frames and wraps each line the container wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Docker `json-file` (and nerdctl's JSON logs): one `{"log":..,"stream":..,"time":..}`
+    /// object per line; a `log` without a trailing newline is a piece of a longer line.
+    JsonFile,
+    /// Docker `local` (and the dual-logging cache): length-prefixed protobuf `LogEntry`.
+    Local,
+    /// CRI (`<RFC3339> <stream> <P|F> <text>`), also Podman `k8s-file`.
+    Cri,
+}
+
+/// Where one container's output is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSource {
+    /// The live file at `path`; rotations are `path.N` / `path.N.gz` / `path.<suffix>` beside it.
+    Files {
+        format: Format,
+        path: PathBuf,
+        /// The uid the runtime creates these files as (0, or the rootless Podman user): a file
+        /// or directory owned by anyone else is refused.
+        owner: u32,
+    },
+    /// The runtime keeps no readable store; the reason, shown to the user.
+    Unavailable(String),
+}
+
+/// One view of a container's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout = 0,
+    Stderr = 1,
+    /// Both, in the order the store recorded them (as `docker logs 2>&1` prints them).
+    All = 2,
+}
+
+/// The Docker-API inspect facts that locate a container's log store.
+///
+/// `driver` is `HostConfig.LogConfig.Type`; `log_path` is `LogPath` (empty for `local`);
+/// `container_dir` is the directory of `HostnamePath` (Docker's per-container directory);
+/// `dual_cache` is true for Docker itself (Podman keeps no cache for other drivers).
+/// Sources: moby `daemon/logger/local` (`local-logs/container.log`) and
+/// `daemon/logger/loggerutils/cache` (`container-cached.log`, the dual-logging cache that
+/// Docker 20.10+ keeps for every other driver unless `cache-disabled` is set).
+pub fn docker_source(
+    driver: &str,
+    log_path: &str,
+    container_dir: &str,
+    owner: u32,
+    dual_cache: bool,
+) -> LogSource {
+    let files = |format, path: PathBuf| LogSource::Files {
+        format,
+        path,
+        owner,
+    };
+    match driver {
+        "json-file" if !log_path.is_empty() => files(Format::JsonFile, log_path.into()),
+        // Podman's compatible API reports its own driver names.
+        "k8s-file" if !log_path.is_empty() => files(Format::Cri, log_path.into()),
+        "none" => LogSource::Unavailable("the container runs with log driver \"none\"".into()),
+        "passthrough" | "passthrough-tty" => LogSource::Unavailable(format!(
+            "log driver \"{driver}\" hands the output to the caller; nothing is kept"
+        )),
+        _ if container_dir.is_empty() => LogSource::Unavailable(format!(
+            "log driver \"{driver}\": the runtime reports no log file"
+        )),
+        "local" => files(
+            Format::Local,
+            PathBuf::from(container_dir).join("local-logs/container.log"),
+        ),
+        _ if !dual_cache => LogSource::Unavailable(format!(
+            "log driver \"{driver}\" keeps no file this runtime lets us read"
+        )),
+        _ => files(
+            Format::Local,
+            PathBuf::from(container_dir).join("container-cached.log"),
+        ),
+    }
+}
+
+/// The CRI log file of a Kubernetes container: `/var/log/pods/<ns>_<pod>_<uid>/<container>/`
+/// `<attempt>.log` (kubelet's layout, `pkg/kubelet/kuberuntime/helpers.go` `BuildContainerLogsDirectory`).
+/// `attempt` is the restart count the container's metadata carries.
+pub fn cri_source(
+    namespace: &str,
+    pod: &str,
+    uid: &str,
+    container: &str,
+    attempt: u32,
+) -> LogSource {
+    let bad = |s: &str| s.is_empty() || s.contains('/') || s == "." || s == "..";
+    if [namespace, pod, uid, container].iter().any(|s| bad(s)) {
+        return LogSource::Unavailable("the pod's metadata does not name a log directory".into());
+    }
+    LogSource::Files {
+        format: Format::Cri,
+        path: PathBuf::from(format!(
+            "/var/log/pods/{namespace}_{pod}_{uid}/{container}/{attempt}.log"
+        )),
+        owner: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

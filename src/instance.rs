@@ -115,6 +115,8 @@ pub struct Identity {
     /// Creation time (Unix seconds): of two containers wanting one Kubernetes path, the newer
     /// (a restart) gets it.
     pub created: i64,
+    /// Where its stdout and stderr are kept (`/ctr/.logs`); `None`: the runtime names none.
+    pub logs: Option<crate::logs::LogSource>,
 }
 
 impl Identity {
@@ -128,6 +130,7 @@ impl Identity {
             image: String::new(),
             k8s: None,
             created: 0,
+            logs: None,
         }
     }
 

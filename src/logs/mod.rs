@@ -15,6 +15,7 @@ pub mod open;
 mod scan;
 pub mod store;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// How a store frames and wraps each line the container wrote.
@@ -96,6 +97,22 @@ pub fn docker_source(
             PathBuf::from(container_dir).join("container-cached.log"),
         ),
     }
+}
+
+/// The CRI log file a Kubernetes container's labels name (kubelet's
+/// `io.kubernetes.pod.{namespace,name,uid}` and `io.kubernetes.container.name`; the attempt from
+/// `io.kubernetes.container.restartCount` when a runtime copies it into labels, else 0).
+/// `None`: not a Kubernetes container.
+pub fn kubernetes_source(labels: &HashMap<String, String>) -> Option<LogSource> {
+    let get = |k: &str| labels.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let ns = get("io.kubernetes.pod.namespace")?;
+    let pod = get("io.kubernetes.pod.name")?;
+    let container = get("io.kubernetes.container.name")?;
+    let uid = get("io.kubernetes.pod.uid").unwrap_or("");
+    let attempt = get("io.kubernetes.container.restartCount")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    Some(cri_source(ns, pod, uid, container, attempt))
 }
 
 /// The CRI log file of a Kubernetes container: `/var/log/pods/<ns>_<pod>_<uid>/<container>/`

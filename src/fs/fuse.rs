@@ -16,7 +16,9 @@ use fuser::{
 use log::{debug, warn};
 
 use super::CtrFs;
+use super::logview::{LOGS_DIR, is_log};
 use super::stats::Op;
+use crate::registry::ROOT_INO;
 
 impl CtrFs {
     /// The errno for an error reply, counted.
@@ -69,7 +71,11 @@ impl Filesystem for CtrFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.stats.op(Op::Lookup);
-        let r = self.do_lookup(parent.0, name);
+        let r = if is_log(parent.0) || parent.0 == ROOT_INO && name == LOGS_DIR {
+            self.log_lookup(parent.0, name)
+        } else {
+            self.do_lookup(parent.0, name)
+        };
         debug!(
             "lookup {} {name:?}: {:?}",
             parent.0,
@@ -91,12 +97,19 @@ impl Filesystem for CtrFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.stats.op(Op::Forget);
+        if is_log(ino.0) {
+            return self.log_forget(ino.0, nlookup);
+        }
         self.do_forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.stats.op(Op::Getattr);
-        let r = self.getattr_ttl(ino.0);
+        let r = if is_log(ino.0) {
+            self.log_getattr(ino.0)
+        } else {
+            self.getattr_ttl(ino.0)
+        };
         debug!(
             "getattr {}: {}",
             ino.0,
@@ -110,6 +123,9 @@ impl Filesystem for CtrFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         self.stats.op(Op::Readlink);
+        if is_log(ino.0) {
+            return reply.error(self.errno(Errno::EINVAL));
+        }
         let r = self.do_readlink(ino.0);
         debug!(
             "readlink {}: {:?}",
@@ -129,6 +145,16 @@ impl Filesystem for CtrFs {
             // it keeps its page cache across opens, and reads arrive with fh 0.
             debug!("open {}: ENOSYS (no-open mode)", ino.0);
             return reply.error(self.errno(Errno::ENOSYS));
+        }
+        if is_log(ino.0) {
+            // Decoded views have no backing file: reads come through ctrfsd.
+            return match self.log_getattr(ino.0) {
+                Ok(_) if flags.0 & libc::O_ACCMODE != libc::O_RDONLY => {
+                    reply.error(self.errno(Errno::EROFS))
+                }
+                Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Err(e) => reply.error(self.err(&e)),
+            };
         }
         let fd = match self.open_file(ino.0, flags.0) {
             Ok(fd) => fd,
@@ -183,7 +209,12 @@ impl Filesystem for CtrFs {
             if buf.len() < size as usize {
                 buf.resize(size as usize, 0);
             }
-            match self.do_read(ino.0, fh.0, offset, &mut buf[..size as usize]) {
+            let r = if is_log(ino.0) {
+                self.log_read(ino.0, offset, &mut buf[..size as usize])
+            } else {
+                self.do_read(ino.0, fh.0, offset, &mut buf[..size as usize])
+            };
+            match r {
                 Ok(n) => reply.data(&buf[..n]),
                 Err(e) => reply.error(self.err(&e)),
             }
@@ -220,6 +251,15 @@ impl Filesystem for CtrFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.stats.op(Op::Opendir);
+        if is_log(ino.0) {
+            return match self.log_getattr(ino.0) {
+                Ok((a, _)) if a.kind == fuser::FileType::Directory => {
+                    reply.opened(FileHandle(0), FopenFlags::empty())
+                }
+                Ok(_) => reply.error(self.errno(Errno::ENOTDIR)),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        }
         let r = self.do_opendir(ino.0);
         debug!(
             "opendir {}: {:?}",
@@ -248,9 +288,14 @@ impl Filesystem for CtrFs {
     ) {
         self.stats.op(Op::Readdir);
         debug!("readdir {} fh {} from {offset}", ino.0, fh.0);
-        let r = self.do_readdir(ino.0, fh.0, offset, false, |e, _| {
+        let add = |e: super::dirs::DirEntry<'_>, _: Option<&fuser::FileAttr>| {
             reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
-        });
+        };
+        let r = if is_log(ino.0) {
+            self.log_readdir(ino.0, offset, false, add)
+        } else {
+            self.do_readdir(ino.0, fh.0, offset, false, add)
+        };
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(&e)),
@@ -267,7 +312,7 @@ impl Filesystem for CtrFs {
     ) {
         self.stats.op(Op::Readdirplus);
         debug!("readdirplus {} fh {} from {offset}", ino.0, fh.0);
-        let r = self.do_readdir(ino.0, fh.0, offset, true, |e, attr| match attr {
+        let add = |e: super::dirs::DirEntry<'_>, attr: Option<&fuser::FileAttr>| match attr {
             Some(attr) => reply.add(
                 INodeNo(e.ino),
                 e.offset,
@@ -277,7 +322,12 @@ impl Filesystem for CtrFs {
                 Generation(0),
             ),
             None => false,
-        });
+        };
+        let r = if is_log(ino.0) {
+            self.log_readdir(ino.0, offset, true, add)
+        } else {
+            self.do_readdir(ino.0, fh.0, offset, true, add)
+        };
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(&e)),
@@ -299,7 +349,7 @@ impl Filesystem for CtrFs {
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         self.stats.op(Op::Statfs);
-        if crate::registry::is_virtual(ino.0) || self.is_placeholder(ino.0) {
+        if crate::registry::is_virtual(ino.0) || is_log(ino.0) || self.is_placeholder(ino.0) {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         }
         match self.do_statfs(ino.0) {
@@ -319,7 +369,15 @@ impl Filesystem for CtrFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.stats.op(Op::Getxattr);
-        let r = self.do_getxattr(ino.0, name, size);
+        let r = if is_log(ino.0) {
+            self.log_xattrs(ino.0)
+                .into_iter()
+                .find(|(k, _)| OsStr::new(k) == name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODATA))
+        } else {
+            self.do_getxattr(ino.0, name, size)
+        };
         debug!(
             "getxattr {} {name:?}: {:?}",
             ino.0,
@@ -330,14 +388,26 @@ impl Filesystem for CtrFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.stats.op(Op::Listxattr);
-        let r = self.do_listxattr(ino.0);
+        let r = if is_log(ino.0) {
+            let list = self.log_xattrs(ino.0).into_iter();
+            Ok(list
+                .flat_map(|(k, _)| [k.as_bytes(), b"\0"].concat())
+                .collect())
+        } else {
+            self.do_listxattr(ino.0)
+        };
         debug!("listxattr {}: {:?}", ino.0, r.as_ref().map(Vec::len));
         xattr_reply(self, r, size, reply);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         self.stats.op(Op::Access);
-        match self.do_access(ino.0, mask.bits()) {
+        let r = if is_log(ino.0) {
+            self.log_access(ino.0, mask.bits())
+        } else {
+            self.do_access(ino.0, mask.bits())
+        };
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(&e)),
         }

@@ -22,6 +22,7 @@ pub mod fdcache;
 mod fuse;
 pub mod handles;
 mod links;
+mod logview;
 pub mod nodes;
 mod ops;
 pub mod stats;
@@ -92,6 +93,8 @@ pub struct CtrFs {
     passthrough_on: bool,
     /// Requests answered, by kind, and errors by errno.
     stats: Arc<stats::Stats>,
+    /// `/ctr/.logs`: the containers' log stores ([`logview`]).
+    logs: logview::LogViews,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -131,6 +134,7 @@ impl CtrFs {
             started: std::time::SystemTime::now(),
             passthrough_on: false,
             stats: Arc::new(stats::Stats::default()),
+            logs: logview::LogViews::default(),
         })
     }
 

@@ -242,6 +242,11 @@ impl LogSet {
         }
     }
 
+    /// Where this set reads from.
+    pub fn source(&self) -> &LogSource {
+        &self.source
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

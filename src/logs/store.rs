@@ -384,6 +384,12 @@ impl LogSet {
             st.segs.insert(insert_at.min(st.segs.len()), seg);
             insert_at += 1;
         }
+        if st.segs.is_empty() {
+            return Err(OpenError::Failed(format!(
+                "{}: no log file (the container has not written one, or its driver keeps none)",
+                path.display()
+            )));
+        }
         if !held {
             st.segs.retain(|s| s.present);
             let ids: Vec<(u64, u64)> = st.segs.iter().map(|s| (s.dev, s.ino)).collect();

@@ -155,12 +155,8 @@ fn local_driver_views_match_docker_logs() {
     wait_exited(&c.0);
     assert!(wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some());
     assert_views_match(&d, &c.0);
-    assert_eq!(
-        ctrfsd_xattr(&view(&d, &c.0), "log_source")
-            .unwrap()
-            .ends_with("/local-logs/container.log"),
-        true
-    );
+    let source = ctrfsd_xattr(&view(&d, &c.0), "log_source").unwrap();
+    assert!(source.ends_with("/local-logs/container.log"), "{source}");
 }
 
 #[test]

@@ -14,10 +14,10 @@
 //! plus 1..=4. File attributes are given with a zero TTL (three files per container), so
 //! `tail -f` sees growth at its next `fstat`.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -37,6 +37,8 @@ pub const LOGS_DIR: &str = ".logs";
 /// Set in every inode number of the log views.
 pub const LOGS_BIT: u64 = 1 << 61;
 const CTR_BIT: u64 = 1 << 60;
+/// Inodes of container links shown as their stream ([`super::stdio_links`]).
+const LINK_BIT: u64 = 1 << 59;
 const FILES: [(&str, u64); 3] = [("stdout", 1), ("stderr", 2), ("all", 3)];
 const UNAVAILABLE: (&str, u64) = ("unavailable", 4);
 
@@ -54,10 +56,26 @@ enum LNode {
     Ctr(u64),
     /// File `kind` (1..=4) of container `seq`.
     File(u64, u64),
+    /// A link inside a container shown as a stream ([`LinkView`]).
+    Link(u64),
+}
+
+/// A link inside a container shown as one of its streams.
+#[derive(Clone)]
+struct LinkView {
+    seq: u64,
+    stream: Stream,
+    /// The link's own text.
+    text: OsString,
+    /// Where it was found: (container directory inode, name), to give one link one inode.
+    at: (u64, OsString),
 }
 
 fn decode(ino: u64) -> LNode {
     let n = ino & !LOGS_BIT;
+    if n & LINK_BIT != 0 {
+        return LNode::Link(ino);
+    }
     if n & CTR_BIT == 0 {
         return LNode::Dir(if n == 0 { ROOT_INO } else { VIRT_BIT | n });
     }
@@ -108,6 +126,11 @@ pub struct LogViews {
     sets: DashMap<u64, Arc<LogSet>>,
     /// File inode -> lookups the kernel holds.
     refs: DashMap<u64, u64>,
+    /// Link inode -> what it shows; entries live while the kernel holds the inode.
+    links: DashMap<u64, LinkView>,
+    /// (container seq, directory inode, name) -> link inode.
+    link_inos: DashMap<(u64, u64, OsString), u64>,
+    next_link: AtomicU64,
 }
 
 impl CtrFs {
@@ -116,6 +139,14 @@ impl CtrFs {
             return Ok(s.clone());
         }
         let (_, inst) = find(&self.registry.view(), seq).ok_or_else(|| errno(libc::ENOENT))?;
+        Ok(self.log_set_of(&inst))
+    }
+
+    /// The log set of `inst` (made on first use).
+    fn log_set_of(&self, inst: &Instance) -> Arc<LogSet> {
+        if let Some(s) = self.logs.sets.get(&inst.seq) {
+            return s.clone();
+        }
         let source = inst.ident.logs.clone().unwrap_or_else(|| {
             LogSource::Unavailable(format!(
                 "{} names no log store for this container",
@@ -123,7 +154,7 @@ impl CtrFs {
             ))
         });
         let set = Arc::new(LogSet::new(source, inst.path().to_string()));
-        Ok(self.logs.sets.entry(seq).or_insert(set).clone())
+        self.logs.sets.entry(inst.seq).or_insert(set).clone()
     }
 
     /// The entries of log directory `ino`: (name, inode, kind), and its parent's inode.
@@ -164,8 +195,54 @@ impl CtrFs {
                     .collect();
                 Ok((parent, list))
             }
-            LNode::File(..) => Err(errno(libc::ENOTDIR)),
+            LNode::File(..) | LNode::Link(_) => Err(errno(libc::ENOTDIR)),
         }
+    }
+
+    /// (container seq, file kind) of a log file or link inode.
+    fn file_of(&self, ino: u64) -> io::Result<(u64, u64)> {
+        match decode(ino) {
+            LNode::File(seq, kind) => Ok((seq, kind)),
+            LNode::Link(ino) => {
+                let l = self
+                    .logs
+                    .links
+                    .get(&ino)
+                    .ok_or_else(|| errno(libc::ENOENT))?;
+                Ok((l.seq, l.stream as u64 + 1))
+            }
+            _ => Err(errno(libc::EISDIR)),
+        }
+    }
+
+    /// The log inode for link `name` in container directory `parent` of `inst` that leads to
+    /// `stream`; its attributes, counted as one kernel reference. `None`: no log to show
+    /// (then the link is shown as it is).
+    pub(super) fn log_link(
+        &self,
+        inst: &Arc<Instance>,
+        parent: u64,
+        name: &OsStr,
+        stream: Stream,
+        text: OsString,
+    ) -> Option<FileAttr> {
+        let set = self.log_set_of(inst);
+        if set.refresh().is_some() {
+            return None;
+        }
+        let key = (inst.seq, parent, name.to_owned());
+        let ino = *self.logs.link_inos.entry(key).or_insert_with(|| {
+            LOGS_BIT | LINK_BIT | (self.logs.next_link.fetch_add(1, Ordering::Relaxed) + 1)
+        });
+        self.logs.links.entry(ino).or_insert_with(|| LinkView {
+            seq: inst.seq,
+            stream,
+            text,
+            at: (parent, name.to_owned()),
+        });
+        let (attr, _) = self.log_getattr(ino).ok()?;
+        self.log_ref(ino, 1);
+        Some(attr)
     }
 
     /// The reason text of an `unavailable` file.
@@ -188,7 +265,8 @@ impl CtrFs {
                 self.log_set(seq)?;
                 Ok((synthetic_dir_attr(ino, self.started), TTL))
             }
-            LNode::File(seq, kind) => {
+            LNode::File(..) | LNode::Link(_) => {
+                let (seq, kind) = self.file_of(ino)?;
                 let set = self.log_set(seq)?;
                 let (size, mtime) = if kind == UNAVAILABLE.1 {
                     (Self::unavailable_text(&set).len() as u64, self.started)
@@ -227,7 +305,7 @@ impl CtrFs {
     }
 
     fn log_ref(&self, ino: u64, n: u64) {
-        if let LNode::File(seq, _) = decode(ino)
+        if let Ok((seq, _)) = self.file_of(ino)
             && let Some(set) = self.logs.sets.get(&seq)
         {
             *self.logs.refs.entry(ino).or_insert(0) += n;
@@ -238,7 +316,7 @@ impl CtrFs {
     /// The kernel forgot `n` references to `ino`. A set nobody holds whose container is gone
     /// is dropped (its fds closed).
     pub(super) fn log_forget(&self, ino: u64, n: u64) {
-        let LNode::File(seq, _) = decode(ino) else {
+        let Ok((seq, _)) = self.file_of(ino) else {
             return;
         };
         let Some(mut held) = self.logs.refs.get_mut(&ino) else {
@@ -250,6 +328,9 @@ impl CtrFs {
         drop(held);
         if zero {
             self.logs.refs.remove(&ino);
+            if let Some((_, l)) = self.logs.links.remove(&ino) {
+                self.logs.link_inos.remove(&(l.seq, l.at.0, l.at.1));
+            }
         }
         let unheld = self
             .logs
@@ -263,9 +344,7 @@ impl CtrFs {
 
     /// Reads log file `ino` at `off`.
     pub(super) fn log_read(&self, ino: u64, off: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let LNode::File(seq, kind) = decode(ino) else {
-            return Err(errno(libc::EISDIR));
-        };
+        let (seq, kind) = self.file_of(ino)?;
         let set = self.log_set(seq)?;
         if kind == UNAVAILABLE.1 {
             let text = Self::unavailable_text(&set);
@@ -349,12 +428,19 @@ impl CtrFs {
     pub(super) fn log_xattrs(&self, ino: u64) -> Vec<(String, Vec<u8>)> {
         let seq = match decode(ino) {
             LNode::Ctr(seq) | LNode::File(seq, _) => seq,
+            LNode::Link(i) => match self.logs.links.get(&i) {
+                Some(l) => l.seq,
+                None => return Vec::new(),
+            },
             LNode::Dir(_) => return Vec::new(),
         };
         let Ok(set) = self.log_set(seq) else {
             return Vec::new();
         };
         let mut out = vec![("log_source".to_string(), describe(set.source()))];
+        if let Some(l) = self.logs.links.get(&ino) {
+            out.push(("link".into(), l.text.to_string_lossy().into_owned()));
+        }
         if let Some(why) = set.refresh() {
             out.push(("unavailable".into(), why));
         }

@@ -26,6 +26,7 @@ mod logview;
 pub mod nodes;
 mod ops;
 pub mod stats;
+mod stdio_links;
 mod virt;
 pub mod watch;
 

@@ -220,3 +220,119 @@ fn corrupt_json_store_is_served_around_the_damage() {
         "one warning per file: {log}"
     );
 }
+
+/// An image in the official nginx layout (`access.log -> /dev/stdout`, `error.log ->
+/// /dev/stderr`), plus a chain and a `/proc/self/fd/1` link, and a real file beside them.
+fn nginx_layout_image() -> String {
+    let tag = format!("ctrfsd-logs-nginx:{}", token());
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    busybox_rootfs(
+        r,
+        &["tmp", "var/log/nginx", "var/log/app", "dev", "proc"],
+        &["sh", "echo", "sleep"],
+    );
+    let l = |t: &str, at: &str| std::os::unix::fs::symlink(t, r.join(at)).unwrap();
+    l("/dev/stdout", "var/log/nginx/access.log");
+    l("/dev/stderr", "var/log/nginx/error.log");
+    l("/var/log/nginx/error.log", "var/log/app/chain.log");
+    l("/proc/self/fd/1", "var/log/app/fd1.log");
+    l("/etc/passwd", "var/log/app/other-link");
+    std::fs::write(r.join("var/log/app/real.log"), "a real file\n").unwrap();
+    docker_import(r, &tag);
+    tag
+}
+
+#[test]
+fn links_to_stdout_and_stderr_read_as_the_containers_log() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let image = nginx_layout_image();
+    let name = format!("ctrfsd-logs-{}", token());
+    let c = docker_run_with(
+        &name,
+        &[],
+        &image,
+        &[
+            "sh",
+            "-c",
+            "echo '127.0.0.1 - GET / 200'; \
+             echo '2026/11/30 [error] 7#7: *1 directory index of \"/srv/\" is forbidden' >&2; \
+             sleep 100000",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some());
+    let log = d.path().join(&c.0).join("var/log");
+    assert!(
+        wait_until(Duration::from_secs(5), || !docker_logs(&c.0, "err")
+            .is_empty())
+        .is_some()
+    );
+    // grep -r does not follow links: it finds the error line only because the link is a file.
+    let grep = sh(&format!("grep -r 'directory index' {}", log.display()));
+    let found = stdout(&grep);
+    assert!(
+        found.contains("nginx/error.log:2026/11/30 [error]"),
+        "{found}"
+    );
+    assert!(found.contains("app/chain.log:"), "{found}");
+    assert!(!found.contains("access.log"), "{found}");
+    let err = std::fs::read(log.join("nginx/error.log")).unwrap();
+    assert_eq!(err, docker_logs(&c.0, "err"));
+    let out = std::fs::read(log.join("nginx/access.log")).unwrap();
+    assert_eq!(out, docker_logs(&c.0, "out"));
+    assert_eq!(std::fs::read(log.join("app/fd1.log")).unwrap(), out);
+    let md = std::fs::symlink_metadata(log.join("nginx/access.log")).unwrap();
+    assert!(md.is_file() && md.len() == out.len() as u64 && md.permissions().readonly());
+    assert_eq!(
+        ctrfsd_xattr(&log.join("nginx/error.log"), "link").as_deref(),
+        Some("/dev/stderr")
+    );
+    // Other links stay links; a real file is the file.
+    assert!(
+        std::fs::symlink_metadata(log.join("app/other-link"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(log.join("app/real.log")).unwrap(),
+        "a real file\n"
+    );
+    // The differential check accepts exactly this exception.
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &c.0]);
+    let diff = sh(&format!(
+        "{}/scripts/ctrfsd-diff {} {pid}",
+        env!("CARGO_MANIFEST_DIR"),
+        d.path().join(&c.0).display()
+    ));
+    let report = stdout(&diff);
+    let last = report.lines().last().unwrap_or_default();
+    assert!(
+        last.ends_with("; 0 differences") && !last.contains(" 0 stdio links"),
+        "{report}"
+    );
+    drop(c);
+    let _ = docker(&["rmi", &image]);
+}
+
+#[test]
+fn a_crashed_container_keeps_its_last_words() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let c = run_ctr(
+        &[],
+        "echo working; echo 'fatal: out of cheese' >&2; exit 42",
+    );
+    wait_exited(&c.0);
+    assert!(wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some());
+    let dir = d.path().join(&c.0);
+    assert!(
+        wait_until(Duration::from_secs(5), || ctrfsd_xattr(&dir, "exit_code")
+            .as_deref()
+            == Some("42"))
+        .is_some(),
+        "shown as exited with 42: {:?}",
+        ctrfsd_xattr(&dir, "state")
+    );
+    let all = std::fs::read_to_string(view(&d, &c.0).join("all")).unwrap();
+    assert_eq!(all.lines().last(), Some("fatal: out of cheese"));
+    assert_views_match(&d, &c.0);
+}

@@ -336,3 +336,74 @@ fn a_crashed_container_keeps_its_last_words() {
     assert_eq!(all.lines().last(), Some("fatal: out of cheese"));
     assert_views_match(&d, &c.0);
 }
+
+/// `podman logs NAME` with stdout and stderr as `which` says ("out", "err", "all").
+fn podman_logs(name: &str, which: &str) -> Vec<u8> {
+    let redirect = match which {
+        "out" => "2>/dev/null",
+        "err" => "2>&1 >/dev/null",
+        _ => "2>&1",
+    };
+    sh(&format!("podman logs {name} {redirect}")).stdout
+}
+
+#[test]
+fn podman_k8s_file_views_match_podman_logs() {
+    require_root();
+    let d = Daemon::start(&["--runtime", "podman"]);
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(
+        dir.path(),
+        &["tmp", "proc", "dev"],
+        &["sh", "echo", "printf", "sleep"],
+    );
+    let tag = format!("localhost/ctrfsd-logs-pm:{}", token());
+    let tar = dir.path().with_extension("tar");
+    let out = sh(&format!(
+        "tar -C {} -cf {} . && podman import -q {} {tag}",
+        dir.path().display(),
+        tar.display(),
+        tar.display()
+    ));
+    assert!(out.status.success(), "podman import: {out:?}");
+    let name = format!("ctrfsd-logs-pm-{}", token());
+    struct Rm(String, String);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = sh(&format!(
+                "podman rm -f -t 0 {0}; podman rmi -f {1}",
+                self.0, self.1
+            ));
+        }
+    }
+    let _rm = Rm(name.clone(), tag.clone());
+    let run = sh(&format!(
+        "podman --runtime runc run -d --network none --log-driver k8s-file \
+         --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 --name {name} {tag} /bin/sh -c \
+         'i=0; while [ $i -lt 100 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done; \
+          printf partial; exit 1'"
+    ));
+    assert!(run.status.success(), "podman run: {run:?}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            stdout(&sh(&format!(
+                "podman inspect -f '{{{{.State.Status}}}}' {name}"
+            )))
+            .trim()
+                == "exited"
+        })
+        .is_some()
+    );
+    assert!(wait_until(Duration::from_secs(5), || d.has(&name)).is_some());
+    let view = view(&d, &name);
+    for (file, which) in [("stdout", "out"), ("stderr", "err"), ("all", "all")] {
+        let got = std::fs::read(view.join(file)).unwrap();
+        let want = podman_logs(&name, which);
+        assert!(!want.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{file} of {name} equals podman logs"
+        );
+    }
+}

@@ -58,7 +58,8 @@ pub enum Stream {
 ///
 /// `driver` is `HostConfig.LogConfig.Type`; `log_path` is `LogPath` (empty for `local`);
 /// `container_dir` is the directory of `HostnamePath` (Docker's per-container directory);
-/// `dual_cache` is true for Docker itself (Podman keeps no cache for other drivers).
+/// `podman`: the answer came from Podman's compatible API (whose `json-file` is CRI text, and
+/// which keeps no cache for other drivers).
 /// Sources: moby `daemon/logger/local` (`local-logs/container.log`) and
 /// `daemon/logger/loggerutils/cache` (`container-cached.log`, the dual-logging cache that
 /// Docker 20.10+ keeps for every other driver unless `cache-disabled` is set).
@@ -67,7 +68,7 @@ pub fn docker_source(
     log_path: &str,
     container_dir: &str,
     owner: u32,
-    dual_cache: bool,
+    podman: bool,
 ) -> LogSource {
     let files = |format, path: PathBuf| LogSource::Files {
         format,
@@ -75,9 +76,12 @@ pub fn docker_source(
         owner,
     };
     match driver {
+        // Podman's `json-file` is an alias of its `k8s-file` (podman-run(1), `--log-driver`),
+        // and its compatible API may report either name.
+        "json-file" | "k8s-file" if podman && !log_path.is_empty() => {
+            files(Format::Cri, log_path.into())
+        }
         "json-file" if !log_path.is_empty() => files(Format::JsonFile, log_path.into()),
-        // Podman's compatible API reports its own driver names.
-        "k8s-file" if !log_path.is_empty() => files(Format::Cri, log_path.into()),
         "none" => LogSource::Unavailable("the container runs with log driver \"none\"".into()),
         "passthrough" | "passthrough-tty" => LogSource::Unavailable(format!(
             "log driver \"{driver}\" hands the output to the caller; nothing is kept"
@@ -89,7 +93,7 @@ pub fn docker_source(
             Format::Local,
             PathBuf::from(container_dir).join("local-logs/container.log"),
         ),
-        _ if !dual_cache => LogSource::Unavailable(format!(
+        _ if podman => LogSource::Unavailable(format!(
             "log driver \"{driver}\" keeps no file this runtime lets us read"
         )),
         _ => files(

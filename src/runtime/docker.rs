@@ -263,7 +263,7 @@ fn log_source(
         info.log_path.as_deref().unwrap_or(""),
         &dir,
         owner,
-        ep.runtime == Runtime::Docker,
+        ep.runtime != Runtime::Docker,
     )
 }
 

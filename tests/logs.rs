@@ -407,3 +407,84 @@ fn podman_k8s_file_views_match_podman_logs() {
         );
     }
 }
+
+#[test]
+fn cri_log_at_the_path_a_kubernetes_containers_labels_name() {
+    require_root();
+    let d = Daemon::start(&["--runtime", "containerd", "--resync", "3600"]);
+    let t = token();
+    let (ns, pod, uid) = (
+        format!("logs{}", t.replace('x', "")),
+        format!("web-{t}"),
+        format!("uid-{t}"),
+    );
+    // The kubelet's layout, written as a CRI runtime writes it: a line split in two pieces,
+    // both streams, and one older rotation kept beside it.
+    let dir = PathBuf::from(format!("/var/log/pods/{ns}_{pod}_{uid}/nginx"));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Rm(PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+        }
+    }
+    let _rm = Rm(dir.clone());
+    std::fs::write(
+        dir.join("0.log.20261130-220000"),
+        "2026-11-30T21:59:59.000000001Z stdout F from the rotation\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("0.log"),
+        "2026-11-30T22:00:00.000000001Z stdout P upstream timed out \n\
+         2026-11-30T22:00:00.000000002Z stderr F [error] upstream timed out (110)\n\
+         2026-11-30T22:00:00.000000003Z stdout F while reading response\n",
+    )
+    .unwrap();
+    // Any image of the namespace will do; the one the runtime tests import is used if there.
+    let image = stdout(&sh(
+        "ctr -n k8s.io images ls -q | grep -v '^sha256' | head -1",
+    ));
+    let image = image.trim();
+    assert!(
+        !image.is_empty(),
+        "no image in containerd's k8s.io namespace: run tests/runtimes.rs first or scripts/setup.sh"
+    );
+    let id = format!("logs-app-{t}");
+    let labels = format!(
+        "--label io.kubernetes.pod.namespace={ns} --label io.kubernetes.pod.name={pod} \
+         --label io.kubernetes.pod.uid={uid} --label io.cri-containerd.kind=container \
+         --label io.kubernetes.container.name=nginx"
+    );
+    let run = sh(&format!(
+        "ctr -n k8s.io run -d {labels} {image} {id} /bin/busybox sleep 100000 >/dev/null"
+    ));
+    assert!(run.status.success(), "ctr run: {run:?}");
+    struct Ctr(String);
+    impl Drop for Ctr {
+        fn drop(&mut self) {
+            let id = &self.0;
+            let _ = sh(&format!(
+                "ctr -n k8s.io task kill -s KILL {id}; sleep 0.2; ctr -n k8s.io task delete -f {id}; \
+                 ctr -n k8s.io containers delete {id}"
+            ));
+        }
+    }
+    let _c = Ctr(id.clone());
+    let rel = format!("k8s/{ns}/{pod}/nginx");
+    assert!(wait_until(Duration::from_secs(10), || d.path().join(&rel).exists()).is_some());
+    let v = d.path().join(".logs").join(&rel);
+    assert_eq!(
+        std::fs::read_to_string(v.join("stdout")).unwrap(),
+        "from the rotation\nupstream timed out while reading response\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(v.join("stderr")).unwrap(),
+        "[error] upstream timed out (110)\n"
+    );
+    let grep = stdout(&sh(&format!(
+        "grep -r 'upstream timed out' {}",
+        d.path().join(".logs").display()
+    )));
+    assert!(grep.contains(&format!("{rel}/stderr:[error]")), "{grep}");
+}

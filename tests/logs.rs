@@ -488,3 +488,93 @@ fn cri_log_at_the_path_a_kubernetes_containers_labels_name() {
     )));
     assert!(grep.contains(&format!("{rel}/stderr:[error]")), "{grep}");
 }
+
+const USER: &str = "ctrfsd-test";
+
+/// `cmd` run as the rootless test user, in its own environment.
+fn as_user(cmd: &str) -> String {
+    let uid = stdout(&sh(&format!("id -u {USER}"))).trim().to_string();
+    format!(
+        "cd /home/{USER} && setpriv --reuid={uid} --regid={uid} --init-groups env -i \
+         HOME=/home/{USER} USER={USER} XDG_RUNTIME_DIR=/run/user/{uid} PATH=/usr/bin:/bin {cmd}"
+    )
+}
+
+#[test]
+fn a_rootless_users_symlinked_log_is_refused() {
+    require_root();
+    let d = Daemon::start(&["--runtime", "podman"]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    busybox_rootfs(&root, &["tmp", "proc", "dev"], &["sh", "echo", "sleep"]);
+    let tar = dir.path().join("root.tar");
+    assert!(
+        sh(&format!(
+            "tar -C {} -cf {} .",
+            root.display(),
+            tar.display()
+        ))
+        .status
+        .success()
+    );
+    sh(&format!(
+        "chmod 755 {}; chmod 644 {}",
+        dir.path().display(),
+        tar.display()
+    ));
+    let tag = format!("localhost/ctrfsd-logs-rl:{}", token());
+    let out = sh(&as_user(&format!(
+        "podman import -q {} {tag}",
+        tar.display()
+    )));
+    assert!(out.status.success(), "podman import as {USER}: {out:?}");
+    let name = format!("ctrfsd-logs-rl-{}", token());
+    struct Rm(String, String);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = sh(&as_user(&format!("podman rm -f -t 0 {}", self.0)));
+            let _ = sh(&as_user(&format!("podman rmi -f {}", self.1)));
+        }
+    }
+    let _rm = Rm(name.clone(), tag.clone());
+    let run = sh(&as_user(&format!(
+        "podman --runtime runc run -d --network none --log-driver k8s-file --name {name} {tag} \
+         /bin/sh -c 'echo rootless-line; sleep 100000'"
+    )));
+    assert!(run.status.success(), "podman run as {USER}: {run:?}");
+    let view = d.path().join(".logs").join(format!("{name}@{USER}"));
+    // The user's own files, owned by the user: served.
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(
+            view.join("stdout")
+        )
+        .is_ok_and(|s| s == "rootless-line\n"))
+        .is_some(),
+        "{:?}",
+        listing(&view)
+    );
+    // The user plants a link to a host file where the runtime keeps the log.
+    let path = stdout(&sh(&as_user(&format!(
+        "podman inspect -f '{{{{.HostConfig.LogConfig.Path}}}}' {name}"
+    ))));
+    let path = path.trim();
+    assert!(path.ends_with("ctr.log"), "{path}");
+    let plant = sh(&as_user(&format!(
+        "mv {path} {path}.keep && ln -s /etc/shadow {path}"
+    )));
+    assert!(plant.status.success(), "{plant:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || listing(&view) == ["unavailable"]).is_some(),
+        "{:?}",
+        listing(&view)
+    );
+    let why = std::fs::read_to_string(view.join("unavailable")).unwrap();
+    assert!(
+        why.contains("refused") && why.contains("symbolic link"),
+        "{why}"
+    );
+    assert!(std::fs::read(view.join("stdout")).is_err());
+    let grep = sh(&format!("grep -r 'root:' {}", view.display()));
+    assert!(stdout(&grep).is_empty(), "{}", stdout(&grep));
+    assert!(d.log_text().contains("refused"));
+}

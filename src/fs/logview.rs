@@ -153,8 +153,27 @@ impl CtrFs {
                 inst.ident.runtime.as_str()
             ))
         });
+        self.prune_log_sets();
         let set = Arc::new(LogSet::new(source, inst.path().to_string()));
         self.logs.sets.entry(inst.seq).or_insert(set).clone()
+    }
+
+    /// Drops the sets of containers no longer in the registry that the kernel holds nothing
+    /// of (their fds would otherwise keep deleted stores' disk space).
+    fn prune_log_sets(&self) {
+        let view = self.registry.view();
+        let live: std::collections::HashSet<u64> = view
+            .dirs
+            .values()
+            .flat_map(|d| d.children.values())
+            .filter_map(|e| match e {
+                VEntry::Container(i) => Some(i.seq),
+                VEntry::Dir(_) => None,
+            })
+            .collect();
+        self.logs
+            .sets
+            .retain(|seq, set| live.contains(seq) || set.refs.load(Ordering::Relaxed) > 0);
     }
 
     /// The entries of log directory `ino`: (name, inode, kind), and its parent's inode.

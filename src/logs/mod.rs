@@ -119,6 +119,27 @@ pub fn kubernetes_source(labels: &HashMap<String, String>) -> Option<LogSource> 
     Some(cri_source(ns, pod, uid, container, attempt))
 }
 
+/// The log store a containerd container's labels name: a Kubernetes container's CRI file
+/// ([`kubernetes_source`]), or nerdctl's JSON log, `<nerdctl/state-dir>/<id>-json.log`
+/// (nerdctl `pkg/logging/jsonfile`, written in Docker's `json-file` format). `None`: neither
+/// (a `ctr run` container keeps no log).
+pub fn containerd_source(labels: &HashMap<String, String>, id: &str) -> Option<LogSource> {
+    if let Some(k8s) = kubernetes_source(labels) {
+        return Some(k8s);
+    }
+    let dir = labels
+        .get("nerdctl/state-dir")
+        .filter(|d| d.starts_with('/'))?;
+    if id.is_empty() || id.contains('/') {
+        return None;
+    }
+    Some(LogSource::Files {
+        format: Format::JsonFile,
+        path: PathBuf::from(dir).join(format!("{id}-json.log")),
+        owner: 0,
+    })
+}
+
 /// The CRI log file of a Kubernetes container: `/var/log/pods/<ns>_<pod>_<uid>/<container>/`
 /// `<attempt>.log` (kubelet's layout, `pkg/kubelet/kuberuntime/helpers.go` `BuildContainerLogsDirectory`).
 /// `attempt` is the restart count the container's metadata carries.

@@ -258,3 +258,81 @@ fn symlinked_store_is_refused() {
     let s = set(&linked.path().join("dir"), Format::Cri);
     assert!(s.refresh().expect("refused").contains("symbolic link"));
 }
+
+#[test]
+fn sources_from_runtime_facts() {
+    use std::collections::HashMap;
+    let labels = |kv: &[(&str, &str)]| -> HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let k8s = labels(&[
+        ("io.kubernetes.pod.namespace", "shop"),
+        ("io.kubernetes.pod.name", "api-1"),
+        ("io.kubernetes.pod.uid", "u-1"),
+        ("io.kubernetes.container.name", "app"),
+    ]);
+    assert_eq!(
+        super::containerd_source(&k8s, "c1"),
+        Some(LogSource::Files {
+            format: Format::Cri,
+            path: "/var/log/pods/shop_api-1_u-1/app/0.log".into(),
+            owner: 0
+        })
+    );
+    let nerdctl = labels(&[(
+        "nerdctl/state-dir",
+        "/var/lib/nerdctl/1935db59/containers/default/c2",
+    )]);
+    assert_eq!(
+        super::containerd_source(&nerdctl, "c2"),
+        Some(LogSource::Files {
+            format: Format::JsonFile,
+            path: "/var/lib/nerdctl/1935db59/containers/default/c2/c2-json.log".into(),
+            owner: 0
+        })
+    );
+    assert_eq!(super::containerd_source(&labels(&[]), "c3"), None);
+    let bad = labels(&[
+        ("io.kubernetes.pod.namespace", ".."),
+        ("io.kubernetes.pod.name", "p"),
+        ("io.kubernetes.container.name", "c"),
+    ]);
+    assert!(matches!(
+        super::containerd_source(&bad, "c4"),
+        Some(LogSource::Unavailable(_))
+    ));
+    assert!(matches!(
+        super::docker_source("none", "", "/var/lib/docker/containers/x", 0, false),
+        LogSource::Unavailable(_)
+    ));
+    assert_eq!(
+        super::docker_source("local", "", "/d/x", 0, false),
+        LogSource::Files {
+            format: Format::Local,
+            path: "/d/x/local-logs/container.log".into(),
+            owner: 0
+        }
+    );
+    assert_eq!(
+        super::docker_source("journald", "", "/d/x", 0, false),
+        LogSource::Files {
+            format: Format::Local,
+            path: "/d/x/container-cached.log".into(),
+            owner: 0
+        }
+    );
+    assert!(matches!(
+        super::docker_source("journald", "", "/d/x", 1000, true),
+        LogSource::Unavailable(_)
+    ));
+    assert_eq!(
+        super::docker_source("json-file", "/p/ctr.log", "/p", 1000, true),
+        LogSource::Files {
+            format: Format::Cri,
+            path: "/p/ctr.log".into(),
+            owner: 1000
+        }
+    );
+}

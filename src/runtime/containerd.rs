@@ -395,7 +395,7 @@ fn identity(ns: &str, c: &proto::Container) -> Option<Identity> {
     ident.image = c.image.clone();
     ident.k8s = k8s;
     ident.created = c.created_at.as_ref().map_or(0, |t| t.seconds);
-    ident.logs = crate::logs::kubernetes_source(&c.labels);
+    ident.logs = crate::logs::containerd_source(&c.labels, &c.id);
     Some(ident)
 }
 

@@ -178,6 +178,72 @@ fn truncated(buf: &[u8], eof: bool) -> Step<'static> {
 /// One `json-file` line (without its newline). Invalid UTF-8 (Docker itself never writes it)
 /// passes through with replacement characters.
 fn json(line: &[u8]) -> Result<(Stream, Cow<'_, [u8]>), &'static str> {
+    if let Some(r) = json_fast(line) {
+        return Ok(r);
+    }
+    json_full(line)
+}
+
+/// The shape Docker and nerdctl write (`{"log":"...","stream":"std...",...}`), decoded without
+/// a general JSON parser: about 3x faster, which is most of a first `grep` through a view.
+/// `None`: anything else (other field order, a surrogate pair, invalid UTF-8), left to
+/// [`json_full`], which decodes the same text.
+pub(super) fn json_fast(line: &[u8]) -> Option<(Stream, Cow<'_, [u8]>)> {
+    let rest = line.strip_prefix(br#"{"log":""#)?;
+    let mut out: Option<Vec<u8>> = None;
+    let (mut i, mut start) = (0, 0);
+    loop {
+        let j = i + memchr::memchr2(b'"', b'\\', &rest[i..])?;
+        if rest[j] == b'"' {
+            let after = &rest[j + 1..];
+            let stream = if after.starts_with(br#","stream":"stdout""#) {
+                Stream::Stdout
+            } else if after.starts_with(br#","stream":"stderr""#) {
+                Stream::Stderr
+            } else {
+                return None;
+            };
+            let text = match out {
+                None => Cow::Borrowed(&rest[..j]),
+                Some(mut v) => {
+                    v.extend_from_slice(&rest[start..j]);
+                    Cow::Owned(v)
+                }
+            };
+            std::str::from_utf8(&text).ok()?;
+            return Some((stream, text));
+        }
+        let v = out.get_or_insert_with(|| Vec::with_capacity(j + 64));
+        v.extend_from_slice(&rest[start..j]);
+        let c = *rest.get(j + 1)?;
+        let plain = match c {
+            b'n' => b'\n',
+            b't' => b'\t',
+            b'r' => b'\r',
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 8,
+            b'f' => 12,
+            b'u' => {
+                let hex = std::str::from_utf8(rest.get(j + 2..j + 6)?).ok()?;
+                let ch = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+                let mut enc = [0; 4];
+                v.extend_from_slice(ch.encode_utf8(&mut enc).as_bytes());
+                i = j + 6;
+                start = i;
+                continue;
+            }
+            _ => return None,
+        };
+        v.push(plain);
+        i = j + 2;
+        start = i;
+    }
+}
+
+/// [`json`] through `serde_json`, for every line [`json_fast`] leaves.
+pub(super) fn json_full(line: &[u8]) -> Result<(Stream, Cow<'_, [u8]>), &'static str> {
     let owned = |l: JsonLine<'_>| -> Result<(Stream, Cow<'static, [u8]>), &'static str> {
         let s = stream_of(&l.stream).ok_or("a record of an unknown stream")?;
         Ok((s, Cow::Owned(l.log.into_owned().into_bytes())))

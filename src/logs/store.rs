@@ -39,6 +39,15 @@ const RECHECK: Duration = Duration::from_millis(200);
 /// Bytes hashed to recognise a rotation after compression.
 const HEAD: usize = 4096;
 
+/// A record boundary a read stopped at: in file `id`, raw offset `raw`, `stream` offset `out`.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    id: FileId,
+    stream: Stream,
+    raw: u64,
+    out: u64,
+}
+
 /// (st_dev, st_ino) of a store file.
 type FileId = (u64, u64);
 
@@ -76,6 +85,8 @@ struct State {
     problem: Option<OpenError>,
     /// `.gz` files seen: (dev, ino) -> (decompressed length, head hash).
     gz_seen: HashMap<FileId, (u64, u64)>,
+    /// Where the last read stopped, at a record boundary.
+    cursor: Option<Cursor>,
     /// The decompressed bytes of the one `.gz` segment read last.
     gz_cache: Option<(FileId, Arc<Vec<u8>>)>,
 }
@@ -448,24 +459,43 @@ impl LogSet {
             let rel = want_at - base;
             let k = seg.marks.partition_point(|m| m.out[stream as usize] <= rel);
             let mark = seg.marks[k.saturating_sub(1)];
+            // Where the last read of this stream stopped, if between the mark and here: a
+            // sequential reader then decodes nothing twice.
+            let (start_raw, start_out) = match st.cursor {
+                Some(c)
+                    if c.id == (seg.dev, seg.ino)
+                        && c.stream == stream
+                        && c.out <= rel
+                        && c.out >= mark.out[stream as usize] =>
+                {
+                    (c.raw, c.out)
+                }
+                _ => (mark.raw, mark.out[stream as usize]),
+            };
             let mut src: Box<dyn Read> = match &gz {
-                Some(g) => Box::new(&g[mark.raw as usize..seg.raw_done as usize]),
+                Some(g) => Box::new(&g[start_raw as usize..seg.raw_done as usize]),
                 None => Box::new(PRead {
                     file: &seg.file,
-                    pos: mark.raw,
+                    pos: start_raw,
                     end: seg.raw_done,
                 }),
             };
-            let mut at = mark.out[stream as usize];
+            let mut at = start_out;
             let mut dec = seg.dec.fresh();
-            scan(&mut *src, mark.raw, &mut dec, true, |ev| {
+            // The raw end of the last record seen (a record boundary) and the stream's offset there.
+            let mut boundary = (start_raw, start_out);
+            let id = (seg.dev, seg.ino);
+            scan(&mut *src, start_raw, &mut dec, true, |ev| {
                 let Ev::Rec {
-                    stream: s, text, ..
+                    stream: s,
+                    text,
+                    end,
                 } = ev
                 else {
                     return true;
                 };
                 if stream != Stream::All && s != stream {
+                    boundary = (end, at);
                     return true;
                 }
                 let (a, b) = (at, at + text.len() as u64);
@@ -478,8 +508,19 @@ impl LogSet {
                     buf[filled..filled + n].copy_from_slice(&text[skip..skip + n]);
                     filled += n;
                 }
+                if b <= off + filled as u64 - base {
+                    // This record was used up: the next read starts after it.
+                    boundary = (end, b);
+                }
                 filled < buf.len() && at < len
             })?;
+            drop(src);
+            st.cursor = Some(Cursor {
+                id,
+                stream,
+                raw: boundary.0,
+                out: boundary.1,
+            });
             base += len;
         }
         Ok(filled)

@@ -198,7 +198,27 @@ fn rotations_are_read_oldest_first_with_gz_and_random_offsets() {
     assert_eq!(String::from_utf8(all.clone()).unwrap(), want);
     let err = read_all(&s, Stream::Stderr);
     assert!(err.starts_with(b"two\nline 0\nline 3\n"));
-    // Reads at arbitrary offsets agree with the whole (the index's marks).
+    // Sequential reads in odd-sized pieces, two streams interleaved (the read cursor), and
+    // reads at arbitrary offsets (the index's marks) agree with the whole.
+    let out = read_all(&s, Stream::Stdout);
+    let (mut got_all, mut got_out) = (Vec::new(), Vec::new());
+    let mut b = vec![0; 4093];
+    loop {
+        let n = s.read(Stream::All, got_all.len() as u64, &mut b).unwrap();
+        got_all.extend_from_slice(&b[..n]);
+        let m = s
+            .read(Stream::Stdout, got_out.len() as u64, &mut b[..1000])
+            .unwrap();
+        got_out.extend_from_slice(&b[..m]);
+        if n == 0 && m == 0 {
+            break;
+        }
+    }
+    assert_eq!(got_all, all);
+    assert_eq!(got_out, out);
+    let mut back = vec![0; 50];
+    let n = s.read(Stream::All, 3, &mut back).unwrap();
+    assert_eq!(&back[..n], &all[3..53], "a read behind the cursor");
     for off in [0usize, 1, 7, 65_535, 100_000, all.len() - 5] {
         let mut b = vec![0; 777];
         let n = s.read(Stream::All, off as u64, &mut b).unwrap();
@@ -335,4 +355,40 @@ fn sources_from_runtime_facts() {
             owner: 1000
         }
     );
+}
+
+#[test]
+fn json_fast_path_agrees_with_serde() {
+    let logs = [
+        "plain\n",
+        "tab\tquote\" backslash\\ slash/ <html> & \u{e9}t\u{e9} \u{1F600}\n",
+        "control \u{1} \u{8} \u{c}",
+        "",
+    ];
+    for log in logs {
+        for stream in ["stdout", "stderr"] {
+            let line = json(stream, log);
+            let body = &line.as_bytes()[..line.len() - 1];
+            let fast = super::decode::json_fast(body);
+            let full = super::decode::json_full(body);
+            assert_eq!(
+                fast.as_ref().map(|(s, t)| (*s, t.to_vec())),
+                full.ok().map(|(s, t)| (s, t.to_vec())),
+                "{log:?}"
+            );
+            assert!(fast.is_some(), "{log:?}");
+        }
+    }
+    // Go's encoder escapes <, > and & as \u003c...; a surrogate pair goes to serde.
+    let go = br#"{"log":"\u003ca\u003e \u0026 \ud83d\ude00\n","stream":"stdout","time":"x"}"#;
+    assert!(super::decode::json_fast(go).is_none());
+    let (_, t) = super::decode::json_full(go).unwrap();
+    assert_eq!(&*t, "<a> & \u{1F600}\n".as_bytes());
+    let go = br#"{"log":"\u003ca\u003e\n","stream":"stderr","time":"x"}"#;
+    assert_eq!(
+        super::decode::json_fast(go).map(|(s, t)| (s, t.to_vec())),
+        Some((Stream::Stderr, b"<a>\n".to_vec()))
+    );
+    // Invalid UTF-8 is left to the full decoder (which replaces it).
+    assert!(super::decode::json_fast(b"{\"log\":\"\xff\",\"stream\":\"stdout\"}").is_none());
 }

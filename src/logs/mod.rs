@@ -7,12 +7,13 @@
 //! - [`decode`]: the store formats (Docker `json-file` and `local`, CRI / Podman `k8s-file`),
 //!   one record at a time, pure.
 //! - [`open`]: opening host log files without following symlinks, checking type and owner.
-//! - [`store`]: one container's rotated files as one growing text per stream, through an index
+//! - [`store`] (with `segment`, `scan`): one container's rotated files as one growing text per stream, through an index
 //!   of offsets (never a decoded copy), so a 1 GiB log costs a few hundred KiB.
 
 pub mod decode;
 pub mod open;
 mod scan;
+mod segment;
 pub mod store;
 
 use std::collections::HashMap;

@@ -4,7 +4,7 @@
 //! The store's files (oldest rotation first, the live file last) are *segments*. Each segment
 //! keeps its fd (so a rotated-away file stays readable while the kernel holds the view), how
 //! much of it is decoded (`raw_done`), the decoded length per stream, and a *mark* every
-//! [`MARK_EVERY`] raw bytes: (raw offset, decoded offsets). A read decodes forward from the
+//! 64 KiB of raw bytes (`segment.rs`): (raw offset, decoded offsets). A read decodes forward from the
 //! nearest mark; memory is a few dozen bytes per mark (about 500 KiB for 1 GiB).
 //!
 //! Sizes only ever grow while the kernel holds any of the set's files: segments whose files the
@@ -15,29 +15,23 @@
 //! `read` returns.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::fs::File;
-use std::hash::{DefaultHasher, Hasher};
+use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::warn;
 
-use super::decode::Decoder;
 use super::open::{OpenError, open_dir, open_file};
 use super::scan::{Ev, PRead, decompress, scan};
+use super::segment::{Segment, head_hash};
 use super::{Format, LogSource, Stream};
 
-/// Raw bytes between two marks.
-const MARK_EVERY: u64 = 64 * 1024;
 /// A store is looked at again at most this often (growth shows within a second).
 const RECHECK: Duration = Duration::from_millis(200);
-/// Bytes hashed to recognise a rotation after compression.
-const HEAD: usize = 4096;
 
 /// A record boundary a read stopped at: in file `id`, raw offset `raw`, `stream` offset `out`.
 #[derive(Debug, Clone, Copy)]
@@ -50,32 +44,6 @@ struct Cursor {
 
 /// (st_dev, st_ino) of a store file.
 type FileId = (u64, u64);
-
-#[derive(Debug, Clone, Copy)]
-struct Mark {
-    raw: u64,
-    out: [u64; 3],
-}
-
-struct Segment {
-    file: Arc<File>,
-    gz: bool,
-    name: OsString,
-    dev: u64,
-    ino: u64,
-    /// Still in the store's directory (else held only by our fd).
-    present: bool,
-    live: bool,
-    /// Decoded up to here (raw bytes; decompressed bytes for `.gz`).
-    raw_done: u64,
-    /// No more bytes will come: a trailing partial record was skipped.
-    complete: bool,
-    out: [u64; 3],
-    marks: Vec<Mark>,
-    dec: Decoder,
-    warned: bool,
-    mtime: SystemTime,
-}
 
 #[derive(Default)]
 struct State {
@@ -102,12 +70,6 @@ pub struct LogSet {
     pub refs: AtomicU64,
 }
 
-fn head_hash(b: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    h.write(&b[..b.len().min(HEAD)]);
-    h.finish()
-}
-
 /// Orders the store's file names: rotations oldest first (`x.log.3`, `x.log.2.gz`, `x.log.1`;
 /// timestamped ones ascending), the live file last. `None`: not one of the store's files.
 fn order_key(base: &OsStr, name: &OsStr) -> Option<(u8, i64, Vec<u8>)> {
@@ -126,119 +88,6 @@ fn order_key(base: &OsStr, name: &OsStr) -> Option<(u8, i64, Vec<u8>)> {
     {
         Some(num) => Some((0, -num, Vec::new())),
         None => Some((1, 0, plain.to_vec())),
-    }
-}
-
-impl Segment {
-    fn new(file: File, name: &OsStr, gz: bool, format: Format) -> io::Result<Segment> {
-        let md = file.metadata()?;
-        Ok(Segment {
-            file: Arc::new(file),
-            gz,
-            name: name.to_owned(),
-            dev: md.dev(),
-            ino: md.ino(),
-            present: true,
-            live: false,
-            raw_done: 0,
-            complete: false,
-            out: [0; 3],
-            marks: vec![Mark {
-                raw: 0,
-                out: [0; 3],
-            }],
-            dec: Decoder::new(format),
-            warned: false,
-            mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        })
-    }
-
-    /// Decodes what was added since the last call. `gz`: the decompressed bytes, if compressed.
-    fn extend(&mut self, label: &str, gz: Option<&[u8]>) -> io::Result<()> {
-        if self.complete {
-            return Ok(());
-        }
-        let md = self.file.metadata()?;
-        self.mtime = md.modified().unwrap_or(self.mtime);
-        let len = gz.map_or(md.len(), |g| g.len() as u64);
-        if len < self.raw_done {
-            // Truncated in place (Podman's log-size-max): decode it afresh.
-            warn!(
-                "{label}: log file {} shrank; reading it again from its start",
-                self.name.to_string_lossy()
-            );
-            self.raw_done = 0;
-            self.out = [0; 3];
-            self.marks.truncate(1);
-            self.dec = self.dec.fresh();
-            self.warned = false;
-        }
-        let at_end = !self.live || gz.is_some();
-        if len == self.raw_done && !at_end {
-            return Ok(());
-        }
-        let mut src: Box<dyn Read> = match gz {
-            Some(g) => Box::new(&g[self.raw_done as usize..]),
-            None => Box::new(PRead {
-                file: &self.file,
-                pos: self.raw_done,
-                end: len,
-            }),
-        };
-        let (mut out, mut last) = (
-            self.out,
-            *self.marks.last().unwrap_or(&Mark {
-                raw: 0,
-                out: [0; 3],
-            }),
-        );
-        let mut marks = Vec::new();
-        let mut skipped: Option<(u64, &'static str)> = None;
-        let mut dec = self.dec.clone();
-        let end = scan(&mut *src, self.raw_done, &mut dec, at_end, |ev| {
-            match ev {
-                Ev::Rec { end, stream, text } => {
-                    out[stream as usize] += text.len() as u64;
-                    out[Stream::All as usize] += text.len() as u64;
-                    if end - last.raw >= MARK_EVERY {
-                        last = Mark { raw: end, out };
-                        marks.push(last);
-                    }
-                }
-                Ev::Skip { at, reason } => {
-                    skipped.get_or_insert((at, reason));
-                }
-            }
-            true
-        })?;
-        if dec.in_record() {
-            // A mark inside an over-long record would start a read in its middle.
-            marks.retain(|m| m.raw < end);
-        }
-        if let Some((at, reason)) = skipped
-            && !self.warned
-        {
-            self.warned = true;
-            warn!(
-                "{label}: log file {}: skipped {reason} at byte {at} (and any later bad records \
-                 of this file); serving the rest",
-                self.name.to_string_lossy()
-            );
-        }
-        self.marks.extend(marks);
-        self.out = out;
-        self.raw_done = end;
-        self.dec = dec;
-        self.complete = at_end;
-        Ok(())
-    }
-
-    /// (raw length, head hash) of a plain segment, to match it with its compressed copy.
-    fn fingerprint(&self) -> Option<(u64, u64)> {
-        let len = self.file.metadata().ok()?.len();
-        let mut head = vec![0; HEAD.min(len as usize)];
-        self.file.read_exact_at(&mut head, 0).ok()?;
-        Some((len, head_hash(&head)))
     }
 }
 

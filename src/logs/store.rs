@@ -111,7 +111,7 @@ impl LogSet {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Looks at the store again (at most every [`RECHECK`]) and returns why nothing is served,
+    /// Looks at the store again (at most every 200 ms) and returns why nothing is served,
     /// if nothing is: the runtime keeps no store, or it was refused, or it cannot be read and
     /// nothing was read before.
     pub fn refresh(&self) -> Option<String> {

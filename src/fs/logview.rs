@@ -158,6 +158,11 @@ impl CtrFs {
         self.logs.sets.entry(inst.seq).or_insert(set).clone()
     }
 
+    /// Whether `inst`'s log is served (else its stdout links are shown as links).
+    pub(super) fn log_served(&self, inst: &Instance) -> bool {
+        self.log_set_of(inst).refresh().is_none()
+    }
+
     /// Drops the sets of containers no longer in the registry that the kernel holds nothing
     /// of (their fds would otherwise keep deleted stores' disk space).
     fn prune_log_sets(&self) {

@@ -95,12 +95,13 @@ impl CtrFs {
         self.log_link(inst, parent, name, stream, text)
     }
 
-    /// Whether `name` in `dir` is such a link (for listings that give only a type).
+    /// Whether `name` in `dir` is such a link whose log is served (for listings that give
+    /// only a type; a lookup then shows the same).
     pub(super) fn is_stdio_link(&self, inst: &Instance, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
         let Ok(root) = inst.root() else {
             return false;
         };
-        stdio_target(root.as_fd(), dir, name).is_some()
+        stdio_target(root.as_fd(), dir, name).is_some() && self.log_served(inst)
     }
 }
 

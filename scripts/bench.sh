@@ -170,7 +170,8 @@ for _ in $(seq 1 100); do [ -e "$MNT/.logs/$LOGC/all" ] && break; sleep 0.1; don
 echo "bench: grep -c ERROR over a $LOGMIB MiB json-file log"
 mkdir -p "$OUT/logs"; rm -f "$OUT"/logs/*.json
 for r in $(seq 1 "$ROUNDS"); do
-  hyperfine -N --style none --runs "$RUNS" --warmup 1 --export-json "$OUT/logs/r$r.json" \
+  # --output=pipe: GNU grep stops at the first match when its output is /dev/null.
+  hyperfine -N --output=pipe --style none --runs "$RUNS" --warmup 1 --export-json "$OUT/logs/r$r.json" \
     "grep -c ERROR $LOGRAW" "grep -c ERROR $MNT/.logs/$LOGC/all" \
     "sh -c 'docker logs $LOGC 2>&1 | grep -c ERROR'" >/dev/null
 done

@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use common::*;
 
-/// A busybox image made from the host's busybox (no registry), once per test run.
+/// A busybox image made from the host's busybox (no registry), kept between runs.
 fn image() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| {
         require_docker();
-        let tag = format!("ctrfsd-logs:{}", token());
+        let tag = "ctrfsd-logs:1".to_string();
+        if docker(&["image", "inspect", &tag]).status.success() {
+            return tag;
+        }
         let dir = tempfile::tempdir().unwrap();
         busybox_rootfs(
             dir.path(),
@@ -257,7 +260,14 @@ fn nginx_layout_image() -> String {
 #[test]
 fn links_to_stdout_and_stderr_read_as_the_containers_log() {
     let d = Daemon::start(&["--runtime", "docker"]);
+    struct RmImage(String);
+    impl Drop for RmImage {
+        fn drop(&mut self) {
+            let _ = docker(&["rmi", "-f", &self.0]);
+        }
+    }
     let image = nginx_layout_image();
+    let _rmi = RmImage(image.clone());
     let name = format!("ctrfsd-logs-{}", token());
     let c = docker_run_with(
         &name,
@@ -322,7 +332,6 @@ fn links_to_stdout_and_stderr_read_as_the_containers_log() {
         "{report}"
     );
     drop(c);
-    let _ = docker(&["rmi", &image]);
 }
 
 #[test]

@@ -46,12 +46,17 @@ pub struct Decoder {
 /// (moby `daemon/logger/local/local.go`, `marshal`).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LogEntry {
+    /// `stdout` or `stderr`.
     #[prost(string, tag = "1")]
     pub source: String,
+    /// When it was written, in nanoseconds since the Unix epoch.
     #[prost(int64, tag = "2")]
     pub time_nano: i64,
+    /// The text, without its newline.
     #[prost(bytes = "vec", tag = "3")]
     pub line: Vec<u8>,
+    /// A piece of a longer line: no newline follows it. (Field 5, the partial-line metadata,
+    /// is not needed to join pieces and is skipped.)
     #[prost(bool, tag = "4")]
     pub partial: bool,
 }

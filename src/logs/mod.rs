@@ -10,10 +10,13 @@
 //! - [`store`] (with `segment`, `scan`): one container's rotated files as one growing text per stream, through an index
 //!   of offsets (never a decoded copy), so a 1 GiB log costs a few hundred KiB.
 
+/// The store formats, record by record.
 pub mod decode;
+/// Opening host log files safely.
 pub mod open;
 mod scan;
 mod segment;
+/// One container's store as growing texts.
 pub mod store;
 
 use std::collections::HashMap;
@@ -49,7 +52,9 @@ pub enum LogSource {
 /// One view of a container's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// What the container wrote to fd 1.
     Stdout = 0,
+    /// What the container wrote to fd 2.
     Stderr = 1,
     /// Both, in the order the store recorded them (as `docker logs 2>&1` prints them).
     All = 2,

@@ -150,6 +150,32 @@ if [ "$MANY" -gt 0 ]; then
   echo "ls /ctr with $n running containers (absolute)" > "$OUT/7ls.label"
 fi
 
+# Logs (README, "Logs"): grep -c ERROR over one container's ~100 MiB json-file log, on the
+# raw JSON file, through /ctr/.logs, and through `docker logs`. The log is written once by a
+# container that stays up (its name is reused between runs).
+LOGC=ctrfsd-bench-log
+if [ "$(docker inspect -f '{{.State.Running}}' $LOGC 2>/dev/null)" != true ]; then
+  docker rm -f $LOGC >/dev/null 2>&1 || true
+  echo "bench: writing a ~100 MiB json-file log ($LOGC, once)"
+  docker run -d --network none --name $LOGC $IMAGE /bin/busybox awk 'BEGIN {
+    for (i = 0; i < 800000; i++)
+      printf "2026-11-22T07:00:00Z %s request %d handled in %dms\n", (i % 7 ? "INFO" : "ERROR"), i, i % 999
+    system("exec /bin/sleep 1000000000") }' >/dev/null
+fi
+LOGRAW=$(docker inspect -f '{{.LogPath}}' $LOGC)
+prev=-1
+while [ "$(stat -c %s "$LOGRAW")" != "$prev" ]; do prev=$(stat -c %s "$LOGRAW"); sleep 1; done
+LOGMIB=$(( prev >> 20 ))
+for _ in $(seq 1 100); do [ -e "$MNT/.logs/$LOGC/all" ] && break; sleep 0.1; done
+echo "bench: grep -c ERROR over a $LOGMIB MiB json-file log"
+mkdir -p "$OUT/logs"; rm -f "$OUT"/logs/*.json
+for r in $(seq 1 "$ROUNDS"); do
+  # --output=pipe: GNU grep stops at the first match when its output is /dev/null.
+  hyperfine -N --output=pipe --style none --runs "$RUNS" --warmup 1 --export-json "$OUT/logs/r$r.json" \
+    "grep -c ERROR $LOGRAW" "grep -c ERROR $MNT/.logs/$LOGC/all" \
+    "sh -c 'docker logs $LOGC 2>&1 | grep -c ERROR'" >/dev/null
+done
+
 python3 - "$OUT" "$HAVE_BINDFS" <<'PY'
 import json, os, statistics, sys
 out, have_bindfs = sys.argv[1], sys.argv[2] == "1"
@@ -176,6 +202,19 @@ print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for r in rows:
     print("| " + " | ".join(r[:len(head)]) + " |")
+PY
+python3 - "$OUT/logs" "$LOGMIB" <<'PY'
+import json, os, statistics, sys
+out, mib = sys.argv[1], sys.argv[2]
+times = [[], [], []]
+for f in sorted(os.listdir(out)):
+    for i, r in enumerate(json.load(open(os.path.join(out, f)))["results"]):
+        times[i].extend(r["times"])
+raw, view, dl = (statistics.median(t) for t in times)
+print()
+print("| logs: grep -c ERROR, %s MiB json-file log | raw JSON file | /ctr/.logs view | ratio | docker logs 2>&1 \\| grep | ratio |" % mib)
+print("|---|---|---|---|---|---|")
+print(f"| warm | {raw*1000:.0f} ms | {view*1000:.0f} ms | {view/raw:.2f} | {dl*1000:.0f} ms | {dl/raw:.2f} |")
 PY
 echo "machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); medians of $ROUNDS rounds x $RUNS runs"
 echo "ctrfsd requests during the whole run: $(getfattr --only-values -n user.ctrfsd.requests "$MNT" 2>/dev/null | tr '\n' ' ')"

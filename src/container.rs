@@ -96,10 +96,10 @@ pub struct Identity {
     /// Creation time (Unix seconds): of two containers wanting one Kubernetes path, the newer
     /// (a restart) gets it.
     pub created: i64,
-    /// The container's log file on the host, where the runtime writes its stdout and stderr
-    /// (CRI: `ContainerStatus.log_path`, under `/var/log/pods/`); `None` if the runtime does
-    /// not say.
-    pub log_path: Option<std::path::PathBuf>,
+    /// Where the runtime keeps the container's stdout and stderr (served under `/ctr/.logs`
+    /// and behind links to `/dev/stdout`); `None` if the runtime names no store (CRI:
+    /// `ContainerStatus.log_path`; Docker/Podman: inspect's `LogPath` and log driver).
+    pub logs: Option<crate::logs::LogSource>,
 }
 
 impl Identity {
@@ -113,7 +113,7 @@ impl Identity {
             image: String::new(),
             k8s: None,
             created: 0,
-            log_path: None,
+            logs: None,
         }
     }
 

@@ -28,6 +28,7 @@ pub mod error;
 pub mod fs;
 pub mod instance;
 pub mod layers;
+pub mod logs;
 pub mod mountpoint;
 pub mod mounts;
 pub mod pathsafe;

@@ -11,7 +11,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -241,6 +241,12 @@ impl CtrFs {
                     let off = entry.cookie;
                     let is_dot = name == "." || name == "..";
                     let mut kind = entry.kind;
+                    if kind == FileType::Symlink
+                        && !plus
+                        && self.is_stdio_link(&self.node(ino)?.inst, fd.as_fd(), name)
+                    {
+                        kind = FileType::RegularFile; // as a lookup shows it (stdio_links.rs)
+                    }
                     if kind == FileType::CharDevice
                         && !plus
                         && self.node(ino)?.inst.source == Source::Diff
@@ -282,6 +288,23 @@ impl CtrFs {
                                     }
                                     Err(_) => continue, // gone since getdents: skip it
                                 };
+                                if super::stdio_links::is_link(st.stx_mode)
+                                    && let Some(attr) =
+                                        self.stdio_link_entry(&dnode.inst, ino, fd.as_fd(), name)
+                                {
+                                    let e = DirEntry {
+                                        ino: attr.ino.0,
+                                        offset: off,
+                                        kind: attr.kind,
+                                        name,
+                                        ttl: Duration::ZERO,
+                                    };
+                                    if add(e, Some(&attr)) {
+                                        self.log_forget(attr.ino.0, 1);
+                                        return Ok(());
+                                    }
+                                    continue;
+                                }
                                 self.shown_stat(&dnode.inst, &mut st);
                                 let child = self.child_node(dnode, name, &st);
                                 let attr = to_attr(child.ino, &st);

@@ -7,17 +7,19 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 
 use super::dirs::{Opened, open_dir, read_batch};
+use super::logview::{LOGS_DIR, is_log};
 use super::replies::*;
 use super::stats::Op;
 use super::{CtrFs, FuseFs};
+use crate::registry::ROOT_INO;
 
 impl CtrFs {
     /// The errno for an error reply, counted.
@@ -68,7 +70,11 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.stats.op(Op::Lookup);
-        let r = self.do_lookup(parent.0, name);
+        let r = if is_log(parent.0) || parent.0 == ROOT_INO && name == LOGS_DIR {
+            self.log_lookup(parent.0, name)
+        } else {
+            self.do_lookup(parent.0, name)
+        };
         debug!(
             "lookup {} {name:?}: {:?}",
             parent.0,
@@ -90,12 +96,19 @@ impl Filesystem for FuseFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.stats.op(Op::Forget);
+        if is_log(ino.0) {
+            return self.log_forget(ino.0, nlookup);
+        }
         self.do_forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.stats.op(Op::Getattr);
-        let r = self.getattr_ttl(ino.0);
+        let r = if is_log(ino.0) {
+            self.log_getattr(ino.0)
+        } else {
+            self.getattr_ttl(ino.0)
+        };
         debug!(
             "getattr {}: {}",
             ino.0,
@@ -109,6 +122,9 @@ impl Filesystem for FuseFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         self.stats.op(Op::Readlink);
+        if is_log(ino.0) {
+            return reply.error(self.errno(Errno::EINVAL));
+        }
         let r = self.do_readlink(ino.0);
         debug!(
             "readlink {}: {:?}",
@@ -128,6 +144,16 @@ impl Filesystem for FuseFs {
             // it keeps its page cache across opens, and reads arrive with fh 0.
             debug!("open {}: ENOSYS (no-open mode)", ino.0);
             return reply.error(self.errno(Errno::ENOSYS));
+        }
+        if is_log(ino.0) {
+            // Decoded views have no backing file: reads come through ctrfsd.
+            return match self.log_getattr(ino.0) {
+                Ok(_) if flags.0 & libc::O_ACCMODE != libc::O_RDONLY => {
+                    reply.error(self.errno(Errno::EROFS))
+                }
+                Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Err(e) => reply.error(self.err(&e)),
+            };
         }
         let (opath, seq) = match self.file_to_open(ino.0, flags.0) {
             Ok(o) => o,
@@ -171,6 +197,18 @@ impl Filesystem for FuseFs {
     ) {
         self.stats.op(Op::Read);
         debug!("read {} fh {} at {offset} size {size}", ino.0, fh.0);
+        if is_log(ino.0) {
+            // Log views are host files the runtime writes, read on this worker.
+            return READ_BUF.with_borrow_mut(|buf| {
+                if buf.len() < size as usize {
+                    buf.resize(size as usize, 0);
+                }
+                match self.log_read(ino.0, offset, &mut buf[..size as usize]) {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(self.err(&e)),
+                }
+            });
+        }
         let (from, seq) = match self.read_source(ino.0, fh.0) {
             Ok(r) => r,
             Err(e) => return reply.error(self.err(&e)),
@@ -228,6 +266,15 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.stats.op(Op::Opendir);
+        if is_log(ino.0) {
+            return match self.log_getattr(ino.0) {
+                Ok((a, _)) if a.kind == fuser::FileType::Directory => {
+                    reply.opened(FileHandle(0), FopenFlags::empty())
+                }
+                Ok(_) => reply.error(self.errno(Errno::ENOTDIR)),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        }
         let r = self.do_opendir(ino.0);
         debug!(
             "opendir {}: {:?}",
@@ -272,6 +319,15 @@ impl Filesystem for FuseFs {
     ) {
         self.stats.op(Op::Readdir);
         debug!("readdir {} fh {} from {offset}", ino.0, fh.0);
+        if is_log(ino.0) {
+            let r = self.log_readdir(ino.0, offset, false, |e, _| {
+                reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+            });
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        }
         let (ino, fh) = (ino.0, fh.0);
         let Some(seq) = self.guarded_dir(ino, fh) else {
             let r = self.do_readdir(ino, fh, offset, false, None, |e, _| {
@@ -317,6 +373,13 @@ impl Filesystem for FuseFs {
     ) {
         self.stats.op(Op::Readdirplus);
         debug!("readdirplus {} fh {} from {offset}", ino.0, fh.0);
+        if is_log(ino.0) {
+            let r = self.log_readdir(ino.0, offset, true, |e, attr| add_plus(&mut reply, e, attr));
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        }
         let (ino, fh) = (ino.0, fh.0);
         let Some(seq) = self.guarded_dir(ino, fh) else {
             let r = self.do_readdir(ino, fh, offset, true, None, |e, attr| {
@@ -367,7 +430,7 @@ impl Filesystem for FuseFs {
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         self.stats.op(Op::Statfs);
-        if crate::registry::is_virtual(ino.0) || self.is_placeholder(ino.0) {
+        if crate::registry::is_virtual(ino.0) || is_log(ino.0) || self.is_placeholder(ino.0) {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         }
         match self.do_statfs(ino.0) {
@@ -387,7 +450,15 @@ impl Filesystem for FuseFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.stats.op(Op::Getxattr);
-        let r = self.do_getxattr(ino.0, name, size);
+        let r = if is_log(ino.0) {
+            self.log_xattrs(ino.0)
+                .into_iter()
+                .find(|(k, _)| OsStr::new(k) == name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODATA))
+        } else {
+            self.do_getxattr(ino.0, name, size)
+        };
         debug!(
             "getxattr {} {name:?}: {:?}",
             ino.0,
@@ -398,14 +469,26 @@ impl Filesystem for FuseFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.stats.op(Op::Listxattr);
-        let r = self.do_listxattr(ino.0);
+        let r = if is_log(ino.0) {
+            let list = self.log_xattrs(ino.0).into_iter();
+            Ok(list
+                .flat_map(|(k, _)| [k.as_bytes(), b"\0"].concat())
+                .collect())
+        } else {
+            self.do_listxattr(ino.0)
+        };
         debug!("listxattr {}: {:?}", ino.0, r.as_ref().map(Vec::len));
         xattr_reply(self, r, size, reply);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         self.stats.op(Op::Access);
-        match self.do_access(ino.0, mask.bits()) {
+        let r = if is_log(ino.0) {
+            self.log_access(ino.0, mask.bits())
+        } else {
+            self.do_access(ino.0, mask.bits())
+        };
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.err(&e)),
         }

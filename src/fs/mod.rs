@@ -26,10 +26,12 @@ mod fuse;
 pub mod guard;
 pub mod handles;
 mod links;
+mod logview;
 pub mod nodes;
 mod ops;
 mod replies;
 pub mod stats;
+mod stdio_links;
 mod virt;
 pub mod watch;
 
@@ -103,6 +105,8 @@ pub struct CtrFs {
     passthrough_on: bool,
     /// Requests answered, by kind, and errors by errno.
     stats: Arc<stats::Stats>,
+    /// `/ctr/.logs`: the containers' log stores ([`logview`]).
+    logs: logview::LogViews,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -161,6 +165,7 @@ impl CtrFs {
             started: std::time::SystemTime::now(),
             passthrough_on: false,
             stats: Arc::new(stats::Stats::default()),
+            logs: logview::LogViews::default(),
         })))
     }
 

@@ -102,6 +102,12 @@ impl CtrFs {
                     return Ok((placeholder_attr(node.ino), TTL));
                 }
             };
+            // A link to the container's stdout/stderr is shown as that log (stdio_links.rs).
+            if super::stdio_links::is_link(st.stx_mode)
+                && let Some(attr) = self.stdio_link_entry(&pnode.inst, parent, pfd.as_fd(), name)
+            {
+                return Ok((attr, Duration::ZERO));
+            }
             self.shown_stat(&pnode.inst, &mut st);
             let node = self.child_node(&pnode, name, &st);
             if node.kind == FileType::Directory && node.shown == Shown::Normal {

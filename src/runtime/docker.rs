@@ -197,6 +197,7 @@ fn parse_inspect(
     info: ContainerInspectResponse,
     with_stopped: bool,
 ) -> Found {
+    let logs = log_source(ep, &info);
     let state = info.state.unwrap_or_default();
     let pid = state.pid.unwrap_or(0);
     let runs = state.running == Some(true) && pid > 0;
@@ -218,6 +219,7 @@ fn parse_inspect(
         .to_string();
     ident.image = config.image.unwrap_or_default();
     ident.k8s = k8s;
+    ident.logs = Some(logs);
     ident.created = info
         .created
         .as_deref()
@@ -248,6 +250,53 @@ fn parse_inspect(
             .unwrap_or_default(),
     };
     Found::Stopped(ident, stopped, storage)
+}
+
+/// Where the daemon keeps this container's output (`/ctr/.logs`).
+fn log_source(
+    ep: &Endpoint,
+    info: &bollard::models::ContainerInspectResponse,
+) -> crate::logs::LogSource {
+    let labels = info
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    let driver = info
+        .host_config
+        .as_ref()
+        .and_then(|h| h.log_config.as_ref())
+        .and_then(|l| l.typ.clone())
+        .unwrap_or_default();
+    let dir = info
+        .hostname_path
+        .as_deref()
+        .and_then(|p| std::path::Path::new(p).parent())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A rootless Podman's files belong to its user (the uid in its socket path).
+    let owner = match ep.runtime {
+        Runtime::PodmanRootless => ep
+            .socket
+            .strip_prefix("/run/user")
+            .ok()
+            .and_then(|p| p.iter().next())
+            .and_then(|u| u.to_str()?.parse().ok())
+            .unwrap_or(u32::MAX),
+        _ => 0,
+    };
+    if driver != "json-file"
+        && let Some(k8s) = crate::logs::kubernetes_source(&labels)
+    {
+        return k8s;
+    }
+    crate::logs::docker_source(
+        &driver,
+        info.log_path.as_deref().unwrap_or(""),
+        &dir,
+        owner,
+        ep.runtime != Runtime::Docker,
+    )
 }
 
 /// Brings the registry in line with what the daemon says about `id`. Transport errors are

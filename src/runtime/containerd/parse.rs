@@ -33,7 +33,11 @@ pub(super) fn identity(ns: &str, c: &proto::Container) -> Option<Identity> {
     ident.image = c.image.clone();
     ident.k8s = k8s;
     ident.created = c.created_at.as_ref().map_or(0, |t| t.seconds);
-    ident.log_path = cri_log_path(c);
+    // The CRI plugin's own record names the file (with the right attempt); labels are the
+    // fallback (and name nerdctl's JSON log).
+    ident.logs = cri_log_path(c)
+        .and_then(crate::logs::cri_file)
+        .or_else(|| crate::logs::containerd_source(&c.labels, &c.id));
     Some(ident)
 }
 
@@ -197,7 +201,11 @@ mod tests {
             ("io.kubernetes.pod.name", "p"),
         ];
         assert_eq!(identity("k8s.io", &container(&sandbox)), None);
-        assert_eq!(k.log_path, None);
+        // Labels without the pod's uid name no log directory: said, not guessed.
+        assert!(matches!(
+            k.logs,
+            Some(crate::logs::LogSource::Unavailable(_))
+        ));
     }
 
     #[test]
@@ -212,7 +220,10 @@ mod tests {
                     value: json.as_bytes().to_vec(),
                 },
             );
-            identity("k8s.io", &c).unwrap().log_path
+            match identity("k8s.io", &c).unwrap().logs {
+                Some(crate::logs::LogSource::Files { path, .. }) => Some(path),
+                _ => None,
+            }
         };
         assert_eq!(
             record(

@@ -54,7 +54,7 @@ pub(super) fn details(info: &HashMap<String, String>) -> Details {
 
 /// Who the container is: always a Kubernetes container, named by its pod sandbox's metadata
 /// (namespace, pod name) and its own (container name). `None` if the runtime leaves one of
-/// them empty. `scope` tells apart CRI sockets (their re-lists); `log_path` is where the
+/// them empty. `scope` tells apart CRI sockets (their re-lists); `logs` is where the
 /// runtime writes the container's output (`ContainerStatus.log_path`).
 pub(super) fn identity(
     scope: &str,
@@ -84,7 +84,7 @@ pub(super) fn identity(
         container: container.to_string(),
     });
     ident.created = s.created_at.div_euclid(1_000_000_000);
-    ident.log_path = Some(PathBuf::from(&s.log_path)).filter(|p| p.is_absolute());
+    ident.logs = crate::logs::cri_file(PathBuf::from(&s.log_path));
     Some(ident)
 }
 
@@ -204,14 +204,14 @@ mod tests {
         assert_eq!(i.created, 1_795_341_906);
         assert_eq!(i.image, "sha256:abc");
         assert_eq!(
-            i.log_path,
-            Some(PathBuf::from("/var/log/pods/ns_p_u/app/1.log"))
+            i.logs,
+            crate::logs::cri_file(PathBuf::from("/var/log/pods/ns_p_u/app/1.log"))
         );
         let mut s = status(RUNNING, "app");
         s.image.as_mut().unwrap().user_specified_image = "busybox:1".into();
         s.log_path = String::new();
         let i = identity("x", &s, &pod("ns", "p")).unwrap();
-        assert_eq!((i.image.as_str(), i.log_path), ("busybox:1", None));
+        assert_eq!((i.image.as_str(), i.logs), ("busybox:1", None));
         assert_eq!(identity("x", &status(RUNNING, ""), &pod("ns", "p")), None);
         assert_eq!(identity("x", &status(RUNNING, "a"), &pod("", "p")), None);
         assert_eq!(identity("x", &status(RUNNING, "a"), &pod("ns", "")), None);

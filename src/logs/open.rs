@@ -1,0 +1,97 @@
+//! Opening host log files: a runtime names the path, but the directories may belong to an
+//! unprivileged user (rootless Podman) who could plant `ctr.log -> /etc/shadow`. Every
+//! component is resolved without following symlinks (`openat2` `RESOLVE_NO_SYMLINKS`), files
+//! are opened `O_NOFOLLOW | O_NONBLOCK` relative to the held directory (a FIFO never blocks
+//! us), and each must be a regular file (directory) owned by the runtime's user or root.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, fstat, openat, openat2};
+
+/// Why a log file or directory cannot be served: a sentence for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenError {
+    /// It is not what the runtime makes (a symlink, another owner, not a regular file):
+    /// nothing of this store is served.
+    Refused(String),
+    /// It cannot be opened (gone, permission, I/O): what was already read stays served.
+    Failed(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Refused(s) | OpenError::Failed(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Opens directory `dir` (absolute) as an `O_PATH` fd without following any symlink on the way,
+/// and checks it is a directory owned by root or `owner`.
+pub fn open_dir(dir: &Path, owner: u32) -> Result<OwnedFd, OpenError> {
+    let fd = openat2(
+        rustix::fs::CWD,
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => OpenError::Refused(format!(
+            "{}: refused: a component is a symbolic link",
+            dir.display()
+        )),
+        e => OpenError::Failed(format!("{}: {}", dir.display(), std::io::Error::from(e))),
+    })?;
+    let st = fstat(&fd).map_err(|e| OpenError::Failed(format!("{}: {e}", dir.display())))?;
+    if st.st_uid != 0 && st.st_uid != owner {
+        return Err(OpenError::Refused(format!(
+            "{}: refused: owned by uid {}, not by the runtime (uid {owner})",
+            dir.display(),
+            st.st_uid
+        )));
+    }
+    Ok(fd)
+}
+
+/// Opens `name` in `dir` for reading, never following a symlink, and checks that it is a
+/// regular file owned by `owner`. `Ok(None)`: it does not exist (any more).
+pub fn open_file(dir: &OwnedFd, name: &OsStr, owner: u32) -> Result<Option<File>, OpenError> {
+    let shown = Path::new(name).display();
+    let fd = match openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(OpenError::Refused(format!(
+                "{shown}: refused: it is a symbolic link"
+            )));
+        }
+        Err(e) => {
+            return Err(OpenError::Failed(format!(
+                "{shown}: {}",
+                std::io::Error::from(e)
+            )));
+        }
+    };
+    let st = fstat(&fd).map_err(|e| OpenError::Failed(format!("{shown}: {e}")))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(OpenError::Refused(format!(
+            "{shown}: refused: not a regular file"
+        )));
+    }
+    if st.st_uid != owner {
+        return Err(OpenError::Refused(format!(
+            "{shown}: refused: owned by uid {}, not by the runtime (uid {owner})",
+            st.st_uid
+        )));
+    }
+    Ok(Some(File::from(fd)))
+}

@@ -1,0 +1,170 @@
+//! One store file as a segment of a container's log: its fd, how far it is decoded, its
+//! decoded length per stream, and the marks (raw offset, decoded offsets) a read starts from.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::hash::{DefaultHasher, Hasher};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use log::warn;
+
+use super::decode::Decoder;
+use super::scan::{Ev, PRead, scan};
+use super::{Format, Stream};
+
+/// Raw bytes between two marks.
+const MARK_EVERY: u64 = 64 * 1024;
+/// Bytes hashed to recognise a rotation after compression.
+const HEAD: usize = 4096;
+
+/// Where a read may start: a record boundary at raw offset `raw`, with the decoded offsets
+/// of stdout, stderr and both there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    pub raw: u64,
+    pub out: [u64; 3],
+}
+
+/// One store file.
+pub(super) struct Segment {
+    pub(super) file: Arc<File>,
+    pub(super) gz: bool,
+    pub(super) name: OsString,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    /// Still in the store's directory (else held only by our fd).
+    pub(super) present: bool,
+    pub(super) live: bool,
+    /// Decoded up to here (raw bytes; decompressed bytes for `.gz`).
+    pub(super) raw_done: u64,
+    /// No more bytes will come: a trailing partial record was skipped.
+    pub(super) complete: bool,
+    pub(super) out: [u64; 3],
+    pub(super) marks: Vec<Mark>,
+    pub(super) dec: Decoder,
+    pub(super) warned: bool,
+    pub(super) mtime: SystemTime,
+}
+
+/// A hash of the first bytes of a file, to recognise its compressed copy.
+pub(super) fn head_hash(b: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    h.write(&b[..b.len().min(HEAD)]);
+    h.finish()
+}
+
+impl Segment {
+    pub(super) fn new(file: File, name: &OsStr, gz: bool, format: Format) -> io::Result<Segment> {
+        let md = file.metadata()?;
+        Ok(Segment {
+            file: Arc::new(file),
+            gz,
+            name: name.to_owned(),
+            dev: md.dev(),
+            ino: md.ino(),
+            present: true,
+            live: false,
+            raw_done: 0,
+            complete: false,
+            out: [0; 3],
+            marks: vec![Mark {
+                raw: 0,
+                out: [0; 3],
+            }],
+            dec: Decoder::new(format),
+            warned: false,
+            mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        })
+    }
+
+    /// Decodes what was added since the last call. `gz`: the decompressed bytes, if compressed.
+    pub(super) fn extend(&mut self, label: &str, gz: Option<&[u8]>) -> io::Result<()> {
+        if self.complete {
+            return Ok(());
+        }
+        let md = self.file.metadata()?;
+        self.mtime = md.modified().unwrap_or(self.mtime);
+        let len = gz.map_or(md.len(), |g| g.len() as u64);
+        if len < self.raw_done {
+            // Truncated in place (Podman's log-size-max): decode it afresh.
+            warn!(
+                "{label}: log file {} shrank; reading it again from its start",
+                self.name.to_string_lossy()
+            );
+            self.raw_done = 0;
+            self.out = [0; 3];
+            self.marks.truncate(1);
+            self.dec = self.dec.fresh();
+            self.warned = false;
+        }
+        let at_end = !self.live || gz.is_some();
+        if len == self.raw_done && !at_end {
+            return Ok(());
+        }
+        let mut src: Box<dyn Read> = match gz {
+            Some(g) => Box::new(&g[self.raw_done as usize..]),
+            None => Box::new(PRead {
+                file: &self.file,
+                pos: self.raw_done,
+                end: len,
+            }),
+        };
+        let (mut out, mut last) = (
+            self.out,
+            *self.marks.last().unwrap_or(&Mark {
+                raw: 0,
+                out: [0; 3],
+            }),
+        );
+        let mut marks = Vec::new();
+        let mut skipped: Option<(u64, &'static str)> = None;
+        let mut dec = self.dec.clone();
+        let end = scan(&mut *src, self.raw_done, &mut dec, at_end, |ev| {
+            match ev {
+                Ev::Rec { end, stream, text } => {
+                    out[stream as usize] += text.len() as u64;
+                    out[Stream::All as usize] += text.len() as u64;
+                    if end - last.raw >= MARK_EVERY {
+                        last = Mark { raw: end, out };
+                        marks.push(last);
+                    }
+                }
+                Ev::Skip { at, reason } => {
+                    skipped.get_or_insert((at, reason));
+                }
+            }
+            true
+        })?;
+        if dec.in_record() {
+            // A mark inside an over-long record would start a read in its middle.
+            marks.retain(|m| m.raw < end);
+        }
+        if let Some((at, reason)) = skipped
+            && !self.warned
+        {
+            self.warned = true;
+            warn!(
+                "{label}: log file {}: skipped {reason} at byte {at} (and any later bad records \
+                 of this file); serving the rest",
+                self.name.to_string_lossy()
+            );
+        }
+        self.marks.extend(marks);
+        self.out = out;
+        self.raw_done = end;
+        self.dec = dec;
+        self.complete = at_end;
+        Ok(())
+    }
+
+    /// (raw length, head hash) of a plain segment, to match it with its compressed copy.
+    pub(super) fn fingerprint(&self) -> Option<(u64, u64)> {
+        let len = self.file.metadata().ok()?.len();
+        let mut head = vec![0; HEAD.min(len as usize)];
+        self.file.read_exact_at(&mut head, 0).ok()?;
+        Some((len, head_hash(&head)))
+    }
+}

@@ -1,0 +1,398 @@
+//! One container's log store as three growing texts (stdout, stderr, both), read through an
+//! index of offsets.
+//!
+//! The store's files (oldest rotation first, the live file last) are *segments*. Each segment
+//! keeps its fd (so a rotated-away file stays readable while the kernel holds the view), how
+//! much of it is decoded (`raw_done`), the decoded length per stream, and a *mark* every
+//! 64 KiB of raw bytes (`segment.rs`): (raw offset, decoded offsets). A read decodes forward from the
+//! nearest mark; memory is a few dozen bytes per mark (about 500 KiB for 1 GiB).
+//!
+//! Sizes only ever grow while the kernel holds any of the set's files: segments whose files the
+//! runtime deleted stay (their fds held) and new ones are appended, so a follower neither
+//! repeats nor loses lines across a rotation. A `.gz` rotation whose content is a segment
+//! already held (Docker compresses `x.log.1` after renaming it) replaces that segment's backing
+//! instead of adding one. Decoded sizes count only complete records, so `stat` agrees with what
+//! `read` returns.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use log::warn;
+
+use super::open::{OpenError, open_dir, open_file};
+use super::scan::{Ev, PRead, decompress, scan};
+use super::segment::{Segment, head_hash};
+use super::{Format, LogSource, Stream};
+
+/// A store is looked at again at most this often (growth shows within a second).
+const RECHECK: Duration = Duration::from_millis(200);
+
+/// A record boundary a read stopped at: in file `id`, raw offset `raw`, `stream` offset `out`.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    id: FileId,
+    stream: Stream,
+    raw: u64,
+    out: u64,
+}
+
+/// (st_dev, st_ino) of a store file.
+type FileId = (u64, u64);
+
+#[derive(Default)]
+struct State {
+    segs: Vec<Segment>,
+    checked: Option<Instant>,
+    /// Why nothing (more) is served, if so.
+    problem: Option<OpenError>,
+    /// `.gz` files seen: (dev, ino) -> (decompressed length, head hash).
+    gz_seen: HashMap<FileId, (u64, u64)>,
+    /// Where the last read stopped, at a record boundary.
+    cursor: Option<Cursor>,
+    /// The decompressed bytes of the one `.gz` segment read last.
+    gz_cache: Option<(FileId, Arc<Vec<u8>>)>,
+}
+
+/// One container's log views.
+pub struct LogSet {
+    source: LogSource,
+    /// Shown in warnings: the container's path under the mount.
+    label: String,
+    state: Mutex<State>,
+    /// Kernel references to this set's files, kept by the FUSE side: while any is held, a
+    /// segment the runtime deleted is kept (its offsets must not move).
+    pub refs: AtomicU64,
+}
+
+/// Orders the store's file names: rotations oldest first (`x.log.3`, `x.log.2.gz`, `x.log.1`;
+/// timestamped ones ascending), the live file last. `None`: not one of the store's files.
+fn order_key(base: &OsStr, name: &OsStr) -> Option<(u8, i64, Vec<u8>)> {
+    let (b, n) = (base.as_bytes(), name.as_bytes());
+    if n == b {
+        return Some((2, 0, Vec::new()));
+    }
+    let suffix = n.strip_prefix(b)?.strip_prefix(b".")?;
+    let plain = suffix.strip_suffix(b".gz").unwrap_or(suffix);
+    if plain.is_empty() || plain.ends_with(b".tmp") {
+        return None;
+    }
+    match std::str::from_utf8(plain)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
+        Some(num) => Some((0, -num, Vec::new())),
+        None => Some((1, 0, plain.to_vec())),
+    }
+}
+
+impl LogSet {
+    /// The views of `source`; `label` names the container in warnings.
+    pub fn new(source: LogSource, label: String) -> LogSet {
+        LogSet {
+            source,
+            label,
+            state: Mutex::new(State::default()),
+            refs: AtomicU64::new(0),
+        }
+    }
+
+    /// Where this set reads from.
+    pub fn source(&self) -> &LogSource {
+        &self.source
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Looks at the store again (at most every 200 ms) and returns why nothing is served,
+    /// if nothing is: the runtime keeps no store, or it was refused, or it cannot be read and
+    /// nothing was read before.
+    pub fn refresh(&self) -> Option<String> {
+        let (format, path, owner) = match &self.source {
+            LogSource::Unavailable(why) => return Some(why.clone()),
+            LogSource::Files {
+                format,
+                path,
+                owner,
+            } => (*format, path, *owner),
+        };
+        let mut st = self.lock();
+        if st.checked.is_none_or(|t| t.elapsed() >= RECHECK) {
+            st.checked = Some(Instant::now());
+            let held = self.refs.load(Ordering::Relaxed) > 0;
+            if let Err(e) = self.rescan(&mut st, format, path, owner, held) {
+                if matches!(e, OpenError::Refused(_)) || st.problem.is_none() {
+                    warn!("{}: log store not served: {e}", self.label);
+                }
+                if matches!(e, OpenError::Refused(_)) {
+                    st.segs.clear();
+                    st.gz_cache = None;
+                }
+                st.problem = Some(e);
+            } else {
+                st.problem = None;
+            }
+        }
+        match &st.problem {
+            Some(OpenError::Refused(why)) => Some(why.clone()),
+            Some(OpenError::Failed(why)) if st.segs.is_empty() => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    fn rescan(
+        &self,
+        st: &mut State,
+        format: Format,
+        path: &std::path::Path,
+        owner: u32,
+        held: bool,
+    ) -> Result<(), OpenError> {
+        let failed = |e: io::Error| OpenError::Failed(format!("{}: {e}", path.display()));
+        let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+            return Err(OpenError::Failed(format!(
+                "{}: not a file path",
+                path.display()
+            )));
+        };
+        let dfd = match open_dir(dir, owner) {
+            Ok(d) => d,
+            Err(OpenError::Failed(why)) => {
+                // Removed with its container: what is held stays readable.
+                for s in &mut st.segs {
+                    s.present = false;
+                }
+                return Err(OpenError::Failed(why));
+            }
+            Err(e) => return Err(e),
+        };
+        let list = rustix::fs::openat(
+            &dfd,
+            ".",
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| failed(e.into()))?;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&list).map_err(|e| failed(e.into()))? {
+            let entry = entry.map_err(|e| failed(e.into()))?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes()).to_owned();
+            if let Some(key) = order_key(base, &name) {
+                names.push((key, name));
+            }
+        }
+        names.sort();
+        for s in &mut st.segs {
+            s.present = false;
+        }
+        let mut insert_at = 0;
+        for (_, name) in names {
+            let Some(file) = open_file(&dfd, &name, owner)? else {
+                continue;
+            };
+            let md = file.metadata().map_err(failed)?;
+            let id = (md.dev(), md.ino());
+            let live = name.as_os_str() == base;
+            if let Some(i) = st.segs.iter().position(|s| (s.dev, s.ino) == id) {
+                let s = &mut st.segs[i];
+                (s.present, s.live, s.name) = (true, live, name);
+                insert_at = i + 1;
+                continue;
+            }
+            let gz = name.as_bytes().ends_with(b".gz");
+            if gz {
+                let fp = match st.gz_seen.get(&id) {
+                    Some(fp) => *fp,
+                    None => match decompress(&file) {
+                        Ok(bytes) => {
+                            let fp = (bytes.len() as u64, head_hash(&bytes));
+                            st.gz_seen.insert(id, fp);
+                            st.gz_cache = Some((id, Arc::new(bytes)));
+                            fp
+                        }
+                        // Still being written by the runtime: next time.
+                        Err(_) => continue,
+                    },
+                };
+                if let Some(i) = st
+                    .segs
+                    .iter()
+                    .position(|s| !s.gz && s.fingerprint() == Some(fp))
+                {
+                    // The compressed copy of a segment held: it becomes the backing once the
+                    // plain file is gone.
+                    let s = &mut st.segs[i];
+                    if !s.present {
+                        (s.file, s.gz, s.dev, s.ino, s.present, s.name) =
+                            (Arc::new(file), true, id.0, id.1, true, name);
+                    }
+                    insert_at = i + 1;
+                    continue;
+                }
+            }
+            let mut seg = Segment::new(file, &name, gz, format).map_err(failed)?;
+            seg.live = live;
+            st.segs.insert(insert_at.min(st.segs.len()), seg);
+            insert_at += 1;
+        }
+        if st.segs.is_empty() {
+            return Err(OpenError::Failed(format!(
+                "{}: no log file (the container has not written one, or its driver keeps none)",
+                path.display()
+            )));
+        }
+        if !held {
+            st.segs.retain(|s| s.present);
+            let ids: Vec<(u64, u64)> = st.segs.iter().map(|s| (s.dev, s.ino)).collect();
+            st.gz_seen.retain(|id, _| ids.contains(id));
+        }
+        for i in 0..st.segs.len() {
+            let gz = if st.segs[i].gz && !st.segs[i].complete {
+                Some(gz_bytes(st, i).map_err(failed)?)
+            } else {
+                None
+            };
+            if !st.segs[i].present {
+                st.segs[i].live = false;
+            }
+            st.segs[i]
+                .extend(&self.label, gz.as_deref().map(|v| v.as_slice()))
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// The decoded size of `stream`, and the newest modification time of the store's files.
+    pub fn size(&self, stream: Stream) -> (u64, SystemTime) {
+        let st = self.lock();
+        let size = st.segs.iter().map(|s| s.out[stream as usize]).sum();
+        let mtime = st
+            .segs
+            .iter()
+            .map(|s| s.mtime)
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        (size, mtime)
+    }
+
+    /// Reads `stream` from decoded offset `off` into `buf`; returns how many bytes were read.
+    pub fn read(&self, stream: Stream, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut st = self.lock();
+        let mut filled = 0;
+        let mut base = 0;
+        for i in 0..st.segs.len() {
+            let len = st.segs[i].out[stream as usize];
+            let want_at = off + filled as u64;
+            if filled == buf.len() {
+                break;
+            }
+            if want_at >= base + len {
+                base += len;
+                continue;
+            }
+            let gz = if st.segs[i].gz {
+                Some(gz_bytes(&mut st, i)?)
+            } else {
+                None
+            };
+            let seg = &st.segs[i];
+            let rel = want_at - base;
+            let k = seg.marks.partition_point(|m| m.out[stream as usize] <= rel);
+            let mark = seg.marks[k.saturating_sub(1)];
+            // Where the last read of this stream stopped, if between the mark and here: a
+            // sequential reader then decodes nothing twice.
+            let (start_raw, start_out) = match st.cursor {
+                Some(c)
+                    if c.id == (seg.dev, seg.ino)
+                        && c.stream == stream
+                        && c.out <= rel
+                        && c.out >= mark.out[stream as usize] =>
+                {
+                    (c.raw, c.out)
+                }
+                _ => (mark.raw, mark.out[stream as usize]),
+            };
+            let mut src: Box<dyn Read> = match &gz {
+                Some(g) => Box::new(&g[start_raw as usize..seg.raw_done as usize]),
+                None => Box::new(PRead {
+                    file: &seg.file,
+                    pos: start_raw,
+                    end: seg.raw_done,
+                }),
+            };
+            let mut at = start_out;
+            let mut dec = seg.dec.fresh();
+            // The raw end of the last record seen (a record boundary) and the stream's offset there.
+            let mut boundary = (start_raw, start_out);
+            let id = (seg.dev, seg.ino);
+            scan(&mut *src, start_raw, &mut dec, true, |ev| {
+                let Ev::Rec {
+                    stream: s,
+                    text,
+                    end,
+                } = ev
+                else {
+                    return true;
+                };
+                if stream != Stream::All && s != stream {
+                    boundary = (end, at);
+                    return true;
+                }
+                let (a, b) = (at, at + text.len() as u64);
+                at = b;
+                // Where the caller's next byte lies, relative to this segment.
+                let from = off + filled as u64 - base;
+                if b > from {
+                    let skip = from.saturating_sub(a) as usize;
+                    let n = (text.len() - skip).min(buf.len() - filled);
+                    buf[filled..filled + n].copy_from_slice(&text[skip..skip + n]);
+                    filled += n;
+                }
+                if b <= off + filled as u64 - base {
+                    // This record was used up: the next read starts after it.
+                    boundary = (end, b);
+                }
+                filled < buf.len() && at < len
+            })?;
+            drop(src);
+            st.cursor = Some(Cursor {
+                id,
+                stream,
+                raw: boundary.0,
+                out: boundary.1,
+            });
+            base += len;
+        }
+        Ok(filled)
+    }
+}
+
+/// The decompressed bytes of `.gz` segment `i` (one is cached per set).
+fn gz_bytes(st: &mut State, i: usize) -> io::Result<Arc<Vec<u8>>> {
+    let id = (st.segs[i].dev, st.segs[i].ino);
+    if let Some((cid, bytes)) = &st.gz_cache
+        && *cid == id
+    {
+        return Ok(bytes.clone());
+    }
+    let bytes = Arc::new(decompress(&st.segs[i].file)?);
+    st.gz_cache = Some((id, bytes.clone()));
+    Ok(bytes)
+}
+
+/// The path to show for a source in messages.
+pub fn describe(source: &LogSource) -> String {
+    match source {
+        LogSource::Files { path, .. } => path.display().to_string(),
+        LogSource::Unavailable(why) => why.clone(),
+    }
+}

@@ -1,0 +1,394 @@
+//! Unit tests of the log decoders and the store index, on byte fixtures.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use super::decode::{Decoder, LogEntry, Step};
+use super::store::LogSet;
+use super::{Format, LogSource, Stream};
+
+fn json(stream: &str, log: &str) -> String {
+    format!(
+        "{}\n",
+        serde_json::json!({"log": log, "stream": stream, "time": "2026-11-30T22:00:00.000000000Z"})
+    )
+}
+
+fn local(stream: &str, line: &[u8], partial: bool) -> Vec<u8> {
+    let e = LogEntry {
+        source: stream.into(),
+        time_nano: 1,
+        line: line.to_vec(),
+        partial,
+    };
+    let body = prost::Message::encode_to_vec(&e);
+    let n = (body.len() as u32).to_be_bytes();
+    [&n[..], &body, &n].concat()
+}
+
+/// Every record's (stream, text) and every skip reason, decoding `buf` to its end.
+fn decode_all(format: Format, buf: &[u8]) -> (Vec<(Stream, Vec<u8>)>, Vec<&'static str>) {
+    let mut d = Decoder::new(format);
+    let (mut recs, mut skips, mut at) = (Vec::new(), Vec::new(), 0);
+    loop {
+        match d.next(&buf[at..], true) {
+            Step::More => break,
+            Step::Rec { used, stream, text } => {
+                recs.push((stream, text.into_owned()));
+                at += used;
+            }
+            Step::Skip { used, reason } => {
+                skips.push(reason);
+                at += used;
+            }
+        }
+    }
+    (recs, skips)
+}
+
+#[test]
+fn json_file_records_and_split_lines() {
+    let buf = [
+        json("stdout", "hello\n"),
+        json("stderr", "oops \"quoted\"\n"),
+        json("stdout", "first half "),
+        json("stdout", "second half\n"),
+    ]
+    .concat();
+    let (recs, skips) = decode_all(Format::JsonFile, buf.as_bytes());
+    assert!(skips.is_empty());
+    let out: Vec<u8> = recs
+        .iter()
+        .filter(|r| r.0 == Stream::Stdout)
+        .flat_map(|r| r.1.clone())
+        .collect();
+    assert_eq!(out, b"hello\nfirst half second half\n");
+    assert_eq!(recs[1], (Stream::Stderr, b"oops \"quoted\"\n".to_vec()));
+}
+
+#[test]
+fn json_file_corruption_is_skipped_or_passed_through() {
+    let mut buf = json("stdout", "a\n").into_bytes();
+    buf.extend_from_slice(&[0; 300]);
+    buf.extend_from_slice(json("stdout", "b\n").as_bytes());
+    buf.extend_from_slice(b"{\"log\":\"bad \xff byte\\n\",\"stream\":\"stdout\"}\n");
+    buf.extend_from_slice(b"not json at all\n");
+    buf.extend_from_slice(json("stdout", "c\n").as_bytes());
+    buf.extend_from_slice(b"{\"log\":\"cut sho");
+    let (recs, skips) = decode_all(Format::JsonFile, &buf);
+    let texts: Vec<_> = recs
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.1).into_owned())
+        .collect();
+    assert_eq!(texts, ["a\n", "b\n", "bad \u{fffd} byte\n", "c\n"]);
+    assert_eq!(
+        skips,
+        [
+            "a run of NUL bytes",
+            "a line that is not a JSON log record",
+            "a truncated last record"
+        ]
+    );
+    // Not at the end of the file: the cut-short record is waited for.
+    let mut d = Decoder::new(Format::JsonFile);
+    assert_eq!(d.next(b"{\"log\":\"cut sho", false), Step::More);
+}
+
+#[test]
+fn oversize_records_are_skipped_whole() {
+    let mut buf = vec![b'x'; super::decode::MAX_RECORD + 10];
+    buf.push(b'\n');
+    buf.extend_from_slice(json("stdout", "after\n").as_bytes());
+    let (recs, skips) = decode_all(Format::JsonFile, &buf);
+    assert_eq!(recs, [(Stream::Stdout, b"after\n".to_vec())]);
+    assert!(
+        skips.iter().all(|s| *s == "a record over 1 MiB"),
+        "{skips:?}"
+    );
+}
+
+#[test]
+fn cri_records_partials_and_empty_lines() {
+    let buf = b"2026-11-30T22:00:00.1Z stdout P part one \n\
+2026-11-30T22:00:00.2Z stdout F and two\n\
+2026-11-30T22:00:00.3Z stderr F err line\n\
+2026-11-30T22:00:00.4Z stdout F\n\
+garbage\n\
+2026-11-30T22:00:00.5Z stdout F raw \xff kept\n";
+    let (recs, skips) = decode_all(Format::Cri, buf);
+    assert_eq!(skips, ["a line that is not a CRI log record"]);
+    let out: Vec<u8> = recs
+        .iter()
+        .filter(|r| r.0 == Stream::Stdout)
+        .flat_map(|r| r.1.clone())
+        .collect();
+    assert_eq!(out, b"part one and two\n\nraw \xff kept\n");
+    assert_eq!(recs[2], (Stream::Stderr, b"err line\n".to_vec()));
+}
+
+#[test]
+fn local_records_partials_and_corruption() {
+    let mut buf = [
+        local("stdout", b"out1", false),
+        local("stderr", b"err1", false),
+        local("stdout", b"half ", true),
+        local("stdout", b"done", false),
+    ]
+    .concat();
+    buf.extend_from_slice(&[0; 64]);
+    buf.extend_from_slice(&local("stdout", b"after nuls", false));
+    let cut = local("stdout", b"truncated", false);
+    buf.extend_from_slice(&cut[..cut.len() - 3]);
+    let (recs, skips) = decode_all(Format::Local, &buf);
+    let all: Vec<u8> = recs.iter().flat_map(|r| r.1.clone()).collect();
+    assert_eq!(all, b"out1\nerr1\nhalf done\nafter nuls\n");
+    assert_eq!(skips, ["a run of NUL bytes", "a truncated last record"]);
+    assert!(matches!(
+        Decoder::new(Format::Local).next(&[0, 0, 0, 5, 1], false),
+        Step::More
+    ));
+}
+
+fn set(dir: &Path, format: Format) -> LogSet {
+    LogSet::new(
+        LogSource::Files {
+            format,
+            path: dir.join("c.log"),
+            owner: rustix::process::geteuid().as_raw(),
+        },
+        "test".into(),
+    )
+}
+
+fn read_all(s: &LogSet, stream: Stream) -> Vec<u8> {
+    let (size, _) = s.size(stream);
+    let mut buf = vec![0; size as usize + 10];
+    let n = s.read(stream, 0, &mut buf).unwrap();
+    buf.truncate(n);
+    assert_eq!(n as u64, size, "stat size equals what read returns");
+    buf
+}
+
+#[test]
+fn rotations_are_read_oldest_first_with_gz_and_random_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(json("stdout", "one\n").as_bytes()).unwrap();
+    fs::write(d.join("c.log.2.gz"), gz.finish().unwrap()).unwrap();
+    fs::write(d.join("c.log.1"), json("stderr", "two\n")).unwrap();
+    let mut live = String::new();
+    for i in 0..20000 {
+        live.push_str(&json(
+            if i % 3 == 0 { "stderr" } else { "stdout" },
+            &format!("line {i}\n"),
+        ));
+    }
+    live.push_str("{\"log\":\"incomplete"); // being written
+    fs::write(d.join("c.log"), &live).unwrap();
+    fs::write(d.join("other.log"), json("stdout", "not ours\n")).unwrap();
+    let s = set(d, Format::JsonFile);
+    assert_eq!(s.refresh(), None);
+    let all = read_all(&s, Stream::All);
+    let mut want = String::from("one\ntwo\n");
+    for i in 0..20000 {
+        want.push_str(&format!("line {i}\n"));
+    }
+    assert_eq!(String::from_utf8(all.clone()).unwrap(), want);
+    let err = read_all(&s, Stream::Stderr);
+    assert!(err.starts_with(b"two\nline 0\nline 3\n"));
+    // Sequential reads in odd-sized pieces, two streams interleaved (the read cursor), and
+    // reads at arbitrary offsets (the index's marks) agree with the whole.
+    let out = read_all(&s, Stream::Stdout);
+    let (mut got_all, mut got_out) = (Vec::new(), Vec::new());
+    let mut b = vec![0; 4093];
+    loop {
+        let n = s.read(Stream::All, got_all.len() as u64, &mut b).unwrap();
+        got_all.extend_from_slice(&b[..n]);
+        let m = s
+            .read(Stream::Stdout, got_out.len() as u64, &mut b[..1000])
+            .unwrap();
+        got_out.extend_from_slice(&b[..m]);
+        if n == 0 && m == 0 {
+            break;
+        }
+    }
+    assert_eq!(got_all, all);
+    assert_eq!(got_out, out);
+    let mut back = vec![0; 50];
+    let n = s.read(Stream::All, 3, &mut back).unwrap();
+    assert_eq!(&back[..n], &all[3..53], "a read behind the cursor");
+    for off in [0usize, 1, 7, 65_535, 100_000, all.len() - 5] {
+        let mut b = vec![0; 777];
+        let n = s.read(Stream::All, off as u64, &mut b).unwrap();
+        assert_eq!(&b[..n], &all[off..(off + 777).min(all.len())], "at {off}");
+    }
+}
+
+#[test]
+fn growth_and_rotation_keep_offsets_for_a_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("c.log"), json("stdout", "a\n")).unwrap();
+    let s = set(d, Format::JsonFile);
+    s.refs.store(1, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(s.refresh(), None);
+    assert_eq!(read_all(&s, Stream::Stdout), b"a\n");
+    // The runtime rotates: c.log -> c.log.1 (then compressed), a new c.log, the old one deleted.
+    fs::rename(d.join("c.log"), d.join("c.log.1")).unwrap();
+    fs::write(d.join("c.log"), json("stdout", "b\n")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    s.refresh();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(json("stdout", "a\n").as_bytes()).unwrap();
+    fs::write(d.join("c.log.1.gz"), gz.finish().unwrap()).unwrap();
+    fs::remove_file(d.join("c.log.1")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    s.refresh();
+    assert_eq!(
+        read_all(&s, Stream::Stdout),
+        b"a\nb\n",
+        "no repeat, no loss"
+    );
+    fs::remove_file(d.join("c.log.1.gz")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    s.refresh();
+    assert_eq!(
+        read_all(&s, Stream::Stdout),
+        b"a\nb\n",
+        "held while referenced"
+    );
+}
+
+#[test]
+fn symlinked_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::os::unix::fs::symlink("/etc/passwd", d.join("c.log")).unwrap();
+    let s = set(d, Format::Cri);
+    let why = s.refresh().expect("refused");
+    assert!(
+        why.contains("refused") && why.contains("symbolic link"),
+        "{why}"
+    );
+    assert_eq!(s.size(Stream::All).0, 0);
+    let linked = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(d, linked.path().join("dir")).unwrap();
+    let s = set(&linked.path().join("dir"), Format::Cri);
+    assert!(s.refresh().expect("refused").contains("symbolic link"));
+}
+
+#[test]
+fn sources_from_runtime_facts() {
+    use std::collections::HashMap;
+    let labels = |kv: &[(&str, &str)]| -> HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let k8s = labels(&[
+        ("io.kubernetes.pod.namespace", "shop"),
+        ("io.kubernetes.pod.name", "api-1"),
+        ("io.kubernetes.pod.uid", "u-1"),
+        ("io.kubernetes.container.name", "app"),
+    ]);
+    assert_eq!(
+        super::containerd_source(&k8s, "c1"),
+        Some(LogSource::Files {
+            format: Format::Cri,
+            path: "/var/log/pods/shop_api-1_u-1/app/0.log".into(),
+            owner: 0
+        })
+    );
+    let nerdctl = labels(&[(
+        "nerdctl/state-dir",
+        "/var/lib/nerdctl/1935db59/containers/default/c2",
+    )]);
+    assert_eq!(
+        super::containerd_source(&nerdctl, "c2"),
+        Some(LogSource::Files {
+            format: Format::JsonFile,
+            path: "/var/lib/nerdctl/1935db59/containers/default/c2/c2-json.log".into(),
+            owner: 0
+        })
+    );
+    assert_eq!(super::containerd_source(&labels(&[]), "c3"), None);
+    let bad = labels(&[
+        ("io.kubernetes.pod.namespace", ".."),
+        ("io.kubernetes.pod.name", "p"),
+        ("io.kubernetes.container.name", "c"),
+    ]);
+    assert!(matches!(
+        super::containerd_source(&bad, "c4"),
+        Some(LogSource::Unavailable(_))
+    ));
+    assert!(matches!(
+        super::docker_source("none", "", "/var/lib/docker/containers/x", 0, false),
+        LogSource::Unavailable(_)
+    ));
+    assert_eq!(
+        super::docker_source("local", "", "/d/x", 0, false),
+        LogSource::Files {
+            format: Format::Local,
+            path: "/d/x/local-logs/container.log".into(),
+            owner: 0
+        }
+    );
+    assert_eq!(
+        super::docker_source("journald", "", "/d/x", 0, false),
+        LogSource::Files {
+            format: Format::Local,
+            path: "/d/x/container-cached.log".into(),
+            owner: 0
+        }
+    );
+    assert!(matches!(
+        super::docker_source("journald", "", "/d/x", 1000, true),
+        LogSource::Unavailable(_)
+    ));
+    assert_eq!(
+        super::docker_source("json-file", "/p/ctr.log", "/p", 1000, true),
+        LogSource::Files {
+            format: Format::Cri,
+            path: "/p/ctr.log".into(),
+            owner: 1000
+        }
+    );
+}
+
+#[test]
+fn json_fast_path_agrees_with_serde() {
+    let logs = [
+        "plain\n",
+        "tab\tquote\" backslash\\ slash/ <html> & \u{e9}t\u{e9} \u{1F600}\n",
+        "control \u{1} \u{8} \u{c}",
+        "",
+    ];
+    for log in logs {
+        for stream in ["stdout", "stderr"] {
+            let line = json(stream, log);
+            let body = &line.as_bytes()[..line.len() - 1];
+            let fast = super::decode::json_fast(body);
+            let full = super::decode::json_full(body);
+            assert_eq!(
+                fast.as_ref().map(|(s, t)| (*s, t.to_vec())),
+                full.ok().map(|(s, t)| (s, t.to_vec())),
+                "{log:?}"
+            );
+            assert!(fast.is_some(), "{log:?}");
+        }
+    }
+    // Go's encoder escapes <, > and & as \u003c...; a surrogate pair goes to serde.
+    let go = br#"{"log":"\u003ca\u003e \u0026 \ud83d\ude00\n","stream":"stdout","time":"x"}"#;
+    assert!(super::decode::json_fast(go).is_none());
+    let (_, t) = super::decode::json_full(go).unwrap();
+    assert_eq!(&*t, "<a> & \u{1F600}\n".as_bytes());
+    let go = br#"{"log":"\u003ca\u003e\n","stream":"stderr","time":"x"}"#;
+    assert_eq!(
+        super::decode::json_fast(go).map(|(s, t)| (s, t.to_vec())),
+        Some((Stream::Stderr, b"<a>\n".to_vec()))
+    );
+    // Invalid UTF-8 is left to the full decoder (which replaces it).
+    assert!(super::decode::json_fast(b"{\"log\":\"\xff\",\"stream\":\"stdout\"}").is_none());
+}

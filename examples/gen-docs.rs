@@ -1,0 +1,81 @@
+//! Writes the man page and the shell completions from the same clap definitions as
+//! `ctrfsd --help`, so they cannot disagree with it:
+//!
+//! ```text
+//! cargo run --example gen-docs -- OUTDIR
+//! ```
+//!
+//! OUTDIR gets `ctrfsd.1` (roff, for `man -l`), `ctrfsd.1.gz` (what packages install),
+//! `ctrfsd.bash`, `_ctrfsd` (zsh) and `ctrfsd.fish`. An example rather than a build script or a
+//! subcommand: `cargo install --path .` neither runs nor installs it, and clap_mangen and
+//! clap_complete stay dev-dependencies. scripts/package.sh runs it; tests/docs.rs includes this
+//! file to check that every long option of `--help` appears in each output.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+
+/// The file names written, in the order [`generate`] writes them.
+pub const OUTPUTS: [&str; 5] = [
+    "ctrfsd.1",
+    "ctrfsd.1.gz",
+    "ctrfsd.bash",
+    "_ctrfsd",
+    "ctrfsd.fish",
+];
+
+/// Writes every output into `out` (created if missing). Errors: `out` cannot be created or
+/// written, or `gzip` (for the compressed man page) is missing or fails.
+pub fn generate(out: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let cmd = ctrfsd::cli::Args::command();
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .date(build_date())
+        .render(&mut roff)?;
+    std::fs::write(out.join("ctrfsd.1"), &roff)?;
+    // gzip -n: no name or time stamp inside, so the same page always gives the same bytes.
+    let mut gz = std::process::Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(out.join("ctrfsd.1.gz"))?)
+        .spawn()?;
+    gz.stdin.take().expect("piped stdin").write_all(&roff)?;
+    let status = gz.wait()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("gzip: {status}")));
+    }
+    for (shell, name) in [
+        (Shell::Bash, "ctrfsd.bash"),
+        (Shell::Zsh, "_ctrfsd"),
+        (Shell::Fish, "ctrfsd.fish"),
+    ] {
+        let mut file = std::fs::File::create(out.join(name))?;
+        clap_complete::generate(shell, &mut cmd.clone(), "ctrfsd", &mut file);
+    }
+    Ok(())
+}
+
+/// The man page's date: `SOURCE_DATE_EPOCH` (reproducible builds) as YYYY-MM-DD, else empty.
+fn build_date() -> String {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .and_then(|t| jiff::Timestamp::from_second(t).ok())
+        .map(|t| t.strftime("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+#[allow(dead_code)]
+fn main() {
+    let Some(out) = std::env::args_os().nth(1) else {
+        eprintln!("usage: gen-docs OUTDIR");
+        std::process::exit(2);
+    };
+    if let Err(e) = generate(Path::new(&out)) {
+        eprintln!("gen-docs: {}: {e}", Path::new(&out).display());
+        std::process::exit(1);
+    }
+}

@@ -61,6 +61,22 @@ fn man_page_and_completions_name_every_option_of_help() {
             "fish completion lacks {long}"
         );
     }
+    // Every exit code ctrfsd uses is explained.
+    use ctrfsd::error::exit;
+    for code in [
+        exit::OK,
+        exit::FAILURE,
+        exit::USAGE,
+        exit::MOUNTPOINT,
+        exit::PRIVILEGE,
+        exit::ALREADY_MOUNTED,
+        exit::MOUNT_FAILED,
+    ] {
+        assert!(
+            man.contains(&format!(".TP\n\\fB{code}\\fR\n")),
+            "man page: exit code {code} is not explained"
+        );
+    }
     // The compressed page is the same page, and `man` can read it.
     let out = Command::new("man")
         .arg("-l")

@@ -17,18 +17,9 @@ use std::path::Path;
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-/// The file names written, in the order [`generate`] writes them.
-pub const OUTPUTS: [&str; 5] = [
-    "ctrfsd.1",
-    "ctrfsd.1.gz",
-    "ctrfsd.bash",
-    "_ctrfsd",
-    "ctrfsd.fish",
-];
-
 /// Writes every output into `out` (created if missing). Errors: `out` cannot be created or
 /// written, or `gzip` (for the compressed man page) is missing or fails.
-pub fn generate(out: &Path) -> io::Result<()> {
+pub(crate) fn generate(out: &Path) -> io::Result<()> {
     std::fs::create_dir_all(out)?;
     let cmd = ctrfsd::cli::Args::command();
     let mut roff = Vec::new();

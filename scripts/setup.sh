@@ -3,6 +3,8 @@
 #   fuse3 (fusermount3, for completeness), busybox-static (test images and fake containers),
 #   attr (getfattr/setfattr), debootstrap (a Debian tree for the differential check),
 #   gcc + libc6-dev (a static test program),
+#   systemd (systemd-analyze verify, offline: no systemd needs to run), man-db (man -w),
+#   for tests/service.rs and scripts/test-package.sh,
 #   docker.io, and a Docker engine with no network:
 #   dockerd --bridge=none --iptables=false --ip-masq=false
 #   containerd (its own daemon on /run/containerd/containerd.sock, with ctr), its CRI plugin set
@@ -15,7 +17,8 @@ set -euo pipefail
 need=()
 for pair in fusermount3:fuse3 busybox:busybox-static getfattr:attr dockerd:docker.io debootstrap:debootstrap \
             unshare:util-linux setpriv:util-linux python3:python3 containerd:containerd ctr:containerd \
-            podman:podman newuidmap:uidmap runc:runc curl:curl socat:socat; do
+            podman:podman newuidmap:uidmap runc:runc curl:curl socat:socat \
+            findmnt:util-linux systemd-analyze:systemd man:man-db gzip:gzip dpkg-deb:dpkg; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: formatting, lints, unit tests, and integration tests that mount
-# FUSE for real against real processes and a real Docker engine. Run as root:
+# Runs the whole test suite: formatting, lints, unit tests, integration tests that mount FUSE
+# for real against real processes and a real Docker engine, then the Debian package installed
+# and removed with dpkg (scripts/test-package.sh). Run as root:
 #   sudo scripts/test.sh
 # It installs and starts what the tests need (scripts/setup.sh). No test is skipped: a test
 # whose prerequisite is missing fails.
@@ -17,3 +18,5 @@ cargo clippy --all-targets --locked -- -D warnings
 # Every public item documented, and no broken doc links.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
 cargo test --locked --no-fail-fast -- --test-threads=4
+# The Debian package: build it (static binary), install, check, remove; no mount left behind.
+scripts/test-package.sh

@@ -11,11 +11,14 @@ use crate::error::StartError;
 use crate::runtime::detect::Kind;
 pub use crate::runtime::static_pids::{StaticContainer, parse_container};
 
-/// The command line as clap parses it; [`Args::into_config`] checks it.
+/// `ctrfsd --version`: the crate version and the commit it was built from (see build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CTRFSD_COMMIT"), ")");
+
+/// The command line as clap parses it; [`Args::check`] and [`Args::into_config`] check it.
 #[derive(Debug, Parser)]
 #[command(
     name = "ctrfsd",
-    version,
+    version = VERSION,
     about = "Mount every container's filesystem, by name, under one read-only directory",
     long_about = "Mount every container's filesystem, by name, under one read-only directory.\n\n\
         /MOUNTPOINT/<name>/ is the container's root as its main process sees it (image, writable \
@@ -44,7 +47,8 @@ pub struct Args {
     pub containers: Vec<String>,
 
     /// Seconds between full re-lists of the runtime, a safety net behind the event stream
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = at_least_one::<u64>)]
     pub resync: u64,
 
     /// Show only running containers. By default stopped ones (created, exited, dead) are shown
@@ -55,7 +59,8 @@ pub struct Args {
     /// Most stopped-container views (each a detached overlay mount and one fd) held at once;
     /// the least recently assembled is released and assembled again when next used (default:
     /// 256, or an eighth of RLIMIT_NOFILE if that is less)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N",
+          value_parser = at_least_one::<usize>)]
     pub max_detached: Option<usize>,
 
     /// Serve extended attributes (getfattr, ACLs, capabilities). Off by default: `ls -l` asks
@@ -73,7 +78,8 @@ pub struct Args {
     /// once, so this bounds only what no event reports (writes through a shared memory map,
     /// mounts changed inside a running container). 1 turns watching off: everything is then
     /// asked again after a second
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub cache_ttl: u64,
 
     /// Most directories watched at once (default: a quarter of fs.inotify.max_user_watches,
@@ -81,13 +87,26 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_watches: Option<usize>,
 
-    /// FUSE worker threads (default: number of CPUs, at least 2)
-    #[arg(long, value_name = "N")]
+    /// FUSE worker threads, 1 to 64 (default: number of CPUs, at least 2)
+    #[arg(long, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub threads: Option<usize>,
 
     /// Log level when RUST_LOG is not set: error, warn, info, debug, trace
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// Parses a count or a number of seconds that must be at least 1, so that `--resync 0` is a
+/// usage error with a message that says why.
+fn at_least_one<T: std::str::FromStr<Err = std::num::ParseIntError> + PartialEq + From<u8>>(
+    s: &str,
+) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(n) if n == T::from(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A value of `--runtime`.
@@ -136,44 +155,38 @@ pub struct Config {
 }
 
 impl Args {
-    /// Checks the arguments and fills in defaults.
+    /// Checks what clap's per-option parsers cannot see (combinations), as a usage error
+    /// that exits 2 like every other bad option value.
+    pub fn check(&self) -> Result<(), clap::Error> {
+        if self.runtimes.contains(&RuntimeArg::None) && self.runtimes.len() > 1 {
+            return Err(<Args as clap::CommandFactory>::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--runtime none cannot be combined with other runtimes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The validated settings (expects [`Args::check`] to have passed).
     ///
     /// # Errors
     ///
-    /// [`StartError`] naming the argument and what is wrong with it.
+    /// [`StartError`] naming the argument and what is wrong with it: a bad `--container`
+    /// entry, or a missing MOUNTPOINT.
     pub fn into_config(self) -> Result<Config, StartError> {
         let containers = self
             .containers
             .iter()
             .map(|arg| parse_container(arg))
             .collect::<Result<Vec<_>, _>>()?;
+        // Ranges of --threads, --resync, --cache-ttl and --max-detached are checked by clap
+        // (usage errors, exit 2); --runtime by `Args::check`.
         let threads = self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
-                .max(2)
+                .clamp(2, 64)
         });
-        if threads == 0 || threads > 64 {
-            return Err(StartError::Other(format!(
-                "--threads {threads}: must be between 1 and 64"
-            )));
-        }
-        if self.resync == 0 {
-            return Err(StartError::Other(
-                "--resync 0: must be at least 1 second".into(),
-            ));
-        }
-        if !(1..=3600).contains(&self.cache_ttl) {
-            return Err(StartError::Other(format!(
-                "--cache-ttl {}: must be between 1 and 3600 seconds",
-                self.cache_ttl
-            )));
-        }
-        if self.max_detached == Some(0) {
-            return Err(StartError::Other(
-                "--max-detached 0: must be at least 1".into(),
-            ));
-        }
         let mountpoint = self
             .mountpoint
             .ok_or_else(|| StartError::Other("MOUNTPOINT is required".into()))?;

@@ -128,6 +128,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .start(session.notifier())
         .map_err(|e| StartError::Other(format!("starting the watch thread: {e}")))?;
     let mut unmounter = session.unmount_callable();
+    let notifier = crate::notify::Notifier::from_env();
     info!(
         "mounted at {} ({} threads, RLIMIT_NOFILE {nofile})",
         mountpoint.display(),
@@ -139,8 +140,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
             let _ = tx.send(Event::SessionEnded(session.run()));
         })
         .map_err(|e| StartError::Other(format!("starting the FUSE session: {e}")))?;
+    crate::notify::ready_when_listed(notifier.clone(), mountpoint.clone());
 
-    match rx.recv() {
+    let event = rx.recv();
+    notifier.send_logged("STOPPING=1");
+    match event {
         Ok(Event::Signal(sig)) => {
             info!("{sig}: unmounting {}", mountpoint.display());
             // fuser's own unmounter, so its session does not try again when it ends.

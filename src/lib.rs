@@ -16,6 +16,7 @@
 //!   container's filesystem from its layers.
 //! - [`runtime`] feeds the registry: Docker, Podman, containerd, and static `NAME=PID` entries.
 //! - [`fs`] is the FUSE filesystem; [`pathsafe`] holds the containment and link-rewriting rules.
+//! - [`notify`] tells systemd (`Type=notify`) when the mount is ready and when it stops.
 //! - [`error`] maps start-up failures to exit codes; [`sys`] holds the only `unsafe`.
 
 #![deny(unsafe_code)]
@@ -31,6 +32,7 @@ pub mod layers;
 pub mod logs;
 pub mod mountpoint;
 pub mod mounts;
+pub mod notify;
 pub mod pathsafe;
 pub mod pidfd;
 pub mod registry;

@@ -9,7 +9,7 @@ use ctrfsd::cli::Args;
 use ctrfsd::error::exit;
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match Args::try_parse().and_then(|a| a.check().map(|()| a)) {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();

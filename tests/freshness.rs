@@ -301,10 +301,11 @@ fn cache_ttl_1_turns_watching_off_and_still_serves_changes() {
         .args(["--cache-ttl", "0", "/nonexistent"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    // A usage error (exit 2), like every bad option value.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--cache-ttl 0") && err.contains("between 1 and 3600"),
+        err.contains("'--cache-ttl <SECS>'") && err.contains("0 is not in 1..=3600"),
         "{err}"
     );
 }

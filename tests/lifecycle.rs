@@ -31,7 +31,61 @@ fn help_and_version() {
     );
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, Some(0));
-    assert_eq!(out.trim(), format!("ctrfsd {}", env!("CARGO_PKG_VERSION")));
+    // "ctrfsd 0.1.0 (commit 0123456789ab)", "-dirty" appended for uncommitted changes.
+    let version = out.trim();
+    let rest = version
+        .strip_prefix(&format!("ctrfsd {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{version}"));
+    let hash = rest.trim_end_matches(')').trim_end_matches("-dirty");
+    assert!(
+        hash.len() >= 7 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{version}"
+    );
+}
+
+#[test]
+fn bad_option_values_are_usage_errors() {
+    for (args, want) in [
+        (
+            &["--cache-ttl", "0"][..],
+            "--cache-ttl <SECS>': 0 is not in 1..=3600",
+        ),
+        (
+            &["--cache-ttl", "3601"],
+            "--cache-ttl <SECS>': 3601 is not in 1..=3600",
+        ),
+        (&["--threads", "0"], "--threads <N>': 0 is not in 1..=64"),
+        (&["--threads", "65"], "--threads <N>': 65 is not in 1..=64"),
+        (&["--resync", "0"], "--resync <SECS>': must be at least 1"),
+        (
+            &["--max-detached", "0"],
+            "--max-detached <N>': must be at least 1",
+        ),
+        (
+            &["--max-detached", "x"],
+            "--max-detached <N>': invalid digit",
+        ),
+        (
+            &["--runtime", "none", "--runtime", "docker"],
+            "--runtime none cannot be combined with other runtimes",
+        ),
+        (
+            &["--runtime", "lxc"],
+            "invalid value 'lxc' for '--runtime <NAME>'",
+        ),
+    ] {
+        // The mountpoint does not exist: parsing must fail before it is looked at.
+        let mut argv = args.to_vec();
+        argv.push("/nonexistent-ctrfsd-mountpoint");
+        let (code, out, err) = run(&argv);
+        assert_eq!(code, Some(2), "{argv:?}: {err}");
+        assert!(err.contains(want), "{argv:?}: {err}");
+        assert!(out.is_empty(), "{argv:?}: {out}");
+        // --list-runtimes checks the same values.
+        argv.pop();
+        argv.push("--list-runtimes");
+        assert_eq!(run(&argv).0, Some(2), "{argv:?}");
+    }
 }
 
 #[test]

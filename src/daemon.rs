@@ -56,6 +56,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.runtimes_named,
         config.resync,
     );
+    // The runtimes whose socket exists now: readiness waits for their first full list.
+    let first_lists = runtime::detect::present(&kinds, named);
     registry.set_runtime(rt.handle().clone());
     std::thread::Builder::new()
         .name("runtime".into())
@@ -140,7 +142,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
             let _ = tx.send(Event::SessionEnded(session.run()));
         })
         .map_err(|e| StartError::Other(format!("starting the FUSE session: {e}")))?;
-    crate::notify::ready_when_listed(notifier.clone(), mountpoint.clone());
+    let (ready_registry, expected) = (registry.clone(), first_lists);
+    crate::notify::ready_when_listed(notifier.clone(), mountpoint.clone(), move || {
+        expected
+            .iter()
+            .filter(|r| !ready_registry.has_listed(**r))
+            .map(|r| r.as_str().to_string())
+            .collect()
+    });
 
     let event = rx.recv();
     notifier.send_logged("STOPPING=1");

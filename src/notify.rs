@@ -66,23 +66,47 @@ impl Notifier {
     }
 }
 
-/// Sends `READY=1` from a thread of its own once `mountpoint` answers a listing of its root.
-/// The `--container` entries are registered before the mount exists, so that first listing
-/// already shows them: a unit ordered `After=ctrfsd.service` finds them there. Retries every
-/// 50 ms without limit: the unit's `TimeoutStartSec` bounds the wait. Nothing is sent if nobody
-/// listens.
-pub fn ready_when_listed(notifier: Notifier, mountpoint: std::path::PathBuf) {
+/// How long readiness waits for the runtimes present at start to finish their first list: a
+/// runtime that is down (its socket exists, nothing answers) must not hold the service in
+/// "activating" for longer.
+pub const FIRST_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sends `READY=1` from a thread of its own once every runtime present at start has finished
+/// its first full list (`pending` returns the names of those that have not; waited for at
+/// most [`FIRST_LIST_WAIT`], then named in `STATUS=`) and `mountpoint` answers a listing of
+/// its root. The `--container` entries are registered before the mount exists. So a unit
+/// ordered `After=ctrfsd.service` finds every running container of a runtime that answers.
+/// The mount listing is retried every 50 ms without limit: the unit's `TimeoutStartSec`
+/// bounds that wait. Nothing is sent if nobody listens.
+pub fn ready_when_listed(
+    notifier: Notifier,
+    mountpoint: std::path::PathBuf,
+    pending: impl Fn() -> Vec<String> + Send + 'static,
+) {
     if !notifier.wanted() {
         return;
     }
     let spawned = std::thread::Builder::new()
         .name("notify".into())
         .spawn(move || {
+            let start = std::time::Instant::now();
+            let mut late = pending();
+            while !late.is_empty() && start.elapsed() < FIRST_LIST_WAIT {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                late = pending();
+            }
             while std::fs::read_dir(&mountpoint).is_err() {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             let where_ = mountpoint.display();
-            notifier.send_logged(&format!("READY=1\nSTATUS=serving {where_}"));
+            let status = if late.is_empty() {
+                format!("serving {where_}")
+            } else {
+                let late = late.join(", ");
+                log::warn!("{late}: no full list after {FIRST_LIST_WAIT:?}; ready without it");
+                format!("serving {where_}; not listed yet: {late}")
+            };
+            notifier.send_logged(&format!("READY=1\nSTATUS={status}"));
             log::info!("{where_}: answering; told the service manager it is ready");
         });
     if let Err(e) = spawned {

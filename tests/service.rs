@@ -205,3 +205,49 @@ fn unit_passes_systemd_analyze_verify() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.trim().is_empty(), "{err}");
 }
+
+/// With a runtime watched, READY=1 waits for its first full list: a Docker container running
+/// before the start is already listed, under its name, when READY arrives.
+#[test]
+fn ready_waits_for_the_first_docker_list() {
+    require_docker();
+    let image = format!("ctrfsd-svc-{}", token());
+    let root = tempfile::tempdir().unwrap();
+    busybox_rootfs(root.path(), &["data"], &["sleep"]);
+    fs::write(root.path().join("data/hello"), "from docker").unwrap();
+    docker_import(root.path(), &image);
+    let name = format!("svcd{}", token());
+    let _ctr = docker_run(&name, &image, &["/bin/sleep", "3600"]);
+    let listener = Listener::at_path();
+    let mnt = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(bin())
+        .args(["--runtime", "docker"])
+        .arg(mnt.path())
+        .env("NOTIFY_SOCKET", &listener.env)
+        .stdin(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let msg = listener.recv(Duration::from_secs(20));
+    // Looked at right after READY arrived, without waiting: that is the promise.
+    let listed = listing(mnt.path());
+    let hello = fs::read_to_string(mnt.path().join(&name).join("data/hello"));
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    );
+    let st = child.wait().unwrap();
+    docker(&["rmi", "-f", &image]);
+    let log = fs::read_to_string(log.path()).unwrap_or_default();
+    let msg = msg.unwrap_or_default();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}; log:\n{log}");
+    assert!(
+        msg.lines()
+            .any(|l| l.starts_with("STATUS=serving ") && !l.contains("not listed")),
+        "{msg:?}"
+    );
+    assert!(listed.contains(&name), "{listed:?}; log:\n{log}");
+    assert_eq!(hello.unwrap(), "from docker");
+    assert!(st.success(), "{st:?}; log:\n{log}");
+}

@@ -109,6 +109,9 @@ pub struct Registry {
     /// Where exit watchers of `.pid` views run, and invalidations that must not run on a FUSE
     /// thread.
     tokio: OnceLock<tokio::runtime::Handle>,
+    /// The runtimes that have finished a full list at least once ([`Registry::retain`] ends
+    /// every full list): readiness (`Type=notify`) waits for the ones present at start.
+    listed: Mutex<std::collections::HashSet<Runtime>>,
 }
 
 impl Registry {
@@ -223,11 +226,26 @@ impl Registry {
     }
 
     /// Drops every container of `runtime` for which `keep` is false (full re-list).
+    /// Every watcher calls it at the end of each full list, which also marks `runtime` as
+    /// listed ([`Registry::has_listed`]).
     pub fn retain(&self, runtime: Runtime, keep: impl Fn(&Identity) -> bool) {
         self.remove_where(
             |e| e.inst.ident.runtime == runtime && !keep(&e.inst.ident),
             "the runtime no longer lists it",
         );
+        self.listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(runtime);
+    }
+
+    /// True once a watcher of `runtime` has finished a full list (its containers are in the
+    /// tree of names).
+    pub fn has_listed(&self, runtime: Runtime) -> bool {
+        self.listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&runtime)
     }
 
     fn remove_where(&self, pred: impl Fn(&Entry) -> bool, why: &str) {

@@ -131,6 +131,19 @@ pub fn candidates(kinds: &[Kind], named: bool) -> Vec<Candidate> {
     out
 }
 
+/// The runtimes whose API socket exists now, among `kinds` (what a first full list can be
+/// expected from at start; `--runtime` names without a socket are left out).
+pub fn present(kinds: &[Kind], named: bool) -> Vec<Runtime> {
+    let mut out: Vec<Runtime> = candidates(kinds, named)
+        .into_iter()
+        .filter(|c| is_socket(&c.socket))
+        .map(|c| c.runtime)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Runs forever: starts a watcher for every endpoint as soon as its socket exists.
 pub async fn watch_all(registry: Arc<Registry>, kinds: Vec<Kind>, named: bool, resync: Duration) {
     let mut started: HashSet<PathBuf> = HashSet::new();

@@ -57,7 +57,9 @@ impl CtrFs {
             let ttl = self.ttl_of(watched, &pnode, &node, &st);
             (node, st, ttl)
         };
-        Ok((to_attr(node.ino, &st), ttl))
+        let mut attr = to_attr(node.ino, &st);
+        self.answer_size(&mut attr);
+        Ok((attr, ttl))
     }
 
     /// Counts a kernel reference to the placeholder of unserved mount `mnt` at `name`.
@@ -159,7 +161,9 @@ impl CtrFs {
             Some(p) => self.ttl_of(watched, p, &node, &st),
             None => TTL,
         };
-        Ok((to_attr(ino, &st), ttl))
+        let mut attr = to_attr(ino, &st);
+        self.answer_size(&mut attr);
+        Ok((attr, ttl))
     }
 
     /// Whether `ino` stands for a mount that is never touched (no system call may reach it).

@@ -6,6 +6,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -87,4 +88,70 @@ fn a_symlinks_size_is_the_length_of_its_answer() {
         "bsdtar stored {:?}, want the whole target {want:?}",
         stdout(&o)
     );
+}
+
+/// Every `SEEK_DATA`/`SEEK_HOLE` answer for `path` from `0` to its end, stepping 64 KiB at
+/// a time through each hole and data run, as `offset -> (data, hole)` lines (errno names on
+/// failure): what a sparse-aware tool sees.
+fn seek_map(path: &Path) -> String {
+    let script = r#"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+out = []
+for off in list(range(0, size, 64 << 20)) + [size - 1, size, size + 1]:
+    r = []
+    for w in (os.SEEK_DATA, os.SEEK_HOLE):
+        try:
+            r.append(str(os.lseek(fd, off, w)))
+        except OSError as e:
+            r.append(os.strerror(e.errno))
+    out.append(f"{off} -> {r[0]} {r[1]}")
+print("\n".join(out))
+"#;
+    let o = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    stdout(&o)
+}
+
+#[test]
+fn holes_are_where_the_kernel_says_and_cp_skips_them() {
+    let c = sleeper("holes");
+    // 1 GiB with data at 0, at 300 MiB and in the last 4 KiB: holes between.
+    c.exec(
+        "truncate -s 1G /sparse && echo head | dd of=/sparse conv=notrunc 2>/dev/null \
+         && echo middle | dd of=/sparse bs=1M seek=300 conv=notrunc 2>/dev/null \
+         && echo tail | dd of=/sparse bs=4096 seek=262143 conv=notrunc 2>/dev/null",
+    );
+    let d = serve(&c);
+    let ours = d.path().join(&c.0).join("sparse");
+    let kernel = Path::new(&format!("/proc/{}/root/sparse", c.pid())).to_path_buf();
+    let want = seek_map(&kernel);
+    assert!(
+        want.contains("0 -> 0 4096"),
+        "not sparse underneath:\n{want}"
+    );
+    assert_eq!(
+        seek_map(&ours),
+        want,
+        "SEEK_DATA/SEEK_HOLE differ from the kernel's view"
+    );
+
+    // `cp` skips holes it is told about: far fewer reads than 1 GiB of 128 KiB reads (8192).
+    let before = request_counts(d.path()).get("read").copied().unwrap_or(0);
+    let dst = tempfile::tempdir().unwrap();
+    let o = sh(&format!(
+        "cp --sparse=always {} {}/s && cmp {} {}/s",
+        ours.display(),
+        dst.path().display(),
+        kernel.display(),
+        dst.path().display()
+    ));
+    assert!(o.status.success(), "cp: {o:?}");
+    let reads = request_counts(d.path()).get("read").copied().unwrap_or(0) - before;
+    assert!(reads < 256, "cp read the holes: {reads} reads");
 }

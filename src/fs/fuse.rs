@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 
@@ -188,6 +188,27 @@ impl Filesystem for CtrFs {
                 Err(e) => reply.error(self.err(&e)),
             }
         });
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        self.stats.op(Op::Lseek);
+        let r = self.do_lseek(ino.0, fh.0, offset, whence);
+        debug!(
+            "lseek {} fh {} {offset} whence {whence}: {r:?}",
+            ino.0, fh.0
+        );
+        match r {
+            Ok(at) => reply.offset(at),
+            Err(e) => reply.error(self.err(&e)),
+        }
     }
 
     fn flush(

@@ -10,6 +10,7 @@
 //! - `ops`, `dirs`: the request logic, returning `io::Result`; `fuse`: the thin
 //!   `Filesystem` impl.
 //! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].
+//! - `seek`: `lseek(SEEK_DATA/SEEK_HOLE)` answered from the real file.
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
 //! directory fd with a single-component name and `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, or goes
@@ -24,6 +25,7 @@ pub mod handles;
 mod links;
 pub mod nodes;
 mod ops;
+mod seek;
 pub mod stats;
 mod virt;
 pub mod watch;

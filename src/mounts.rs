@@ -123,10 +123,22 @@ impl MountTable {
     ///
     /// An `io::Error` (EIO, the reason in its message) if `/proc/<pid>/mountinfo` cannot be
     /// read or parsed: the process may be gone or on its way out.
+    /// Read through a live thread (`/proc/<pid>/task/<tid>/mountinfo`) if the main thread has
+    /// exited.
     pub fn read(pid: i32) -> std::io::Result<MountTable> {
-        let infos = procfs::process::Process::new(pid)
-            .and_then(|p| p.mountinfo())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut first = None;
+        let infos = crate::instance::proc_dirs(pid).find_map(|dir| {
+            match procfs::process::Process::new_with_root(dir).and_then(|p| p.mountinfo()) {
+                Ok(infos) => Some(infos),
+                Err(e) => {
+                    first.get_or_insert(e);
+                    None
+                }
+            }
+        });
+        let infos = infos.ok_or_else(|| {
+            std::io::Error::other(first.map_or_else(|| "no such process".into(), |e| e.to_string()))
+        })?;
         let mut t = MountTable::empty();
         for m in infos {
             let kind = classify(&m.fs_type);

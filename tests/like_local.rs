@@ -14,6 +14,18 @@ use common::*;
 
 const IMAGE: &str = "ctrfsd-like-local:1";
 
+/// A process whose main thread exits while a worker thread runs on.
+const LONELY_C: &str = r#"
+#include <pthread.h>
+#include <unistd.h>
+static void *worker(void *arg) { (void)arg; for (;;) pause(); return 0; }
+int main(void) {
+    pthread_t t;
+    if (pthread_create(&t, 0, worker, 0) != 0) return 1;
+    pthread_exit(0);
+}
+"#;
+
 /// Builds the test image once per test binary (busybox and a few links, no registry).
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -40,6 +52,15 @@ fn image() -> &'static str {
         symlink("/usr/share/zoneinfo/UTC", r.join("etc/localtime")).unwrap();
         symlink("../../usr/share/zoneinfo/UTC", r.join("var/log/zone-rel")).unwrap();
         symlink("zoneinfo/UTC", r.join("usr/share/tz")).unwrap();
+        fs::write(r.join("etc/marker"), "IN-THE-CONTAINER\n").unwrap();
+        let src = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("lonely.c"), LONELY_C).unwrap();
+        let out = sh(&format!(
+            "gcc -static -O2 -pthread -o {}/bin/lonely {}/lonely.c",
+            r.display(),
+            src.path().display()
+        ));
+        assert!(out.status.success(), "gcc -static: {out:?}");
         docker_import(r, IMAGE);
     });
     IMAGE
@@ -154,4 +175,49 @@ fn holes_are_where_the_kernel_says_and_cp_skips_them() {
     assert!(o.status.success(), "cp: {o:?}");
     let reads = request_counts(d.path()).get("read").copied().unwrap_or(0) - before;
     assert!(reads < 256, "cp read the holes: {reads} reads");
+}
+
+#[test]
+fn a_container_whose_main_thread_exited_is_served_through_a_live_thread() {
+    image();
+    let name = format!("ctrfsd-ll-lonely-{}", token());
+    let c = docker_run(&name, IMAGE, &["/bin/lonely"]);
+    let pid = c.pid();
+    // The kernel's own view through the main thread is gone; a live thread's remains.
+    within(Duration::from_secs(10), "main thread exited", || {
+        fs::metadata(format!("/proc/{pid}/root/etc/marker")).is_err()
+    });
+    let tid = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|t| *t != pid.to_string())
+        .expect("a worker thread");
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{tid}/root/etc/marker")).unwrap(),
+        "IN-THE-CONTAINER\n"
+    );
+
+    // ctrfsd started after that moment lists it, by name and by either number.
+    let d = serve(&c);
+    for view in [name.clone(), format!(".pid/{pid}"), format!(".pid/{tid}")] {
+        let at = d.path().join(&view);
+        assert_eq!(
+            fs::read_to_string(at.join("etc/marker")).unwrap_or_else(|e| panic!("{view}: {e}")),
+            "IN-THE-CONTAINER\n",
+            "{view}"
+        );
+        // Its mount table was read too (through the thread): /proc shows empty.
+        assert!(
+            listing(&at.join("proc")).is_empty(),
+            "{view}: /proc not empty"
+        );
+    }
+    // And it goes when the process ends (Docker cannot stop it: its main PID is a zombie).
+    let o = sh(&format!("kill -KILL {pid}"));
+    assert!(o.status.success(), "kill: {o:?}");
+    within(
+        Duration::from_secs(10),
+        "stopped container no longer live",
+        || ctrfsd_xattr(&d.path().join(&name), "user.ctrfsd.state").as_deref() != Some("running"),
+    );
 }

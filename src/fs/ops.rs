@@ -43,9 +43,10 @@ impl CtrFs {
                 let node = self.placeholder_node(&pnode, name, mnt);
                 return Ok((placeholder_attr(node.ino), TTL));
             }
-            // Asked before the statx: a watch that exists then reports any later change.
-            let watched = self.watches.is_watched(parent);
             let pfd = self.dir_fd(&pnode)?;
+            // Watched before the statx: a later change (a rename of the file the kernel is
+            // about to hold) is reported.
+            let watched = self.watches.watch(&pnode, &pfd);
             let mut st = statx(
                 &*pfd,
                 name,
@@ -156,7 +157,13 @@ impl CtrFs {
         let watched = parent
             .as_ref()
             .is_some_and(|p| self.watches.is_watched(p.ino));
-        let st = self.stat_node(&node)?;
+        let st = match self.stat_node(&node) {
+            Ok(st) => st,
+            Err(e) => match self.held_stat(&node, &e) {
+                Some(st) => return Ok((to_attr(ino, &st), TTL)),
+                None => return Err(e),
+            },
+        };
         let ttl = match &parent {
             Some(p) => self.ttl_of(watched, p, &node, &st),
             None => TTL,
@@ -164,6 +171,20 @@ impl CtrFs {
         let mut attr = to_attr(ino, &st);
         self.answer_size(&mut attr);
         Ok((attr, ttl))
+    }
+
+    /// Attributes of a regular file that is no longer where it was seen (deleted, or renamed
+    /// where no watch saw it) from the read fd ctrfsd still holds for it, if any: `fstat` on a
+    /// descriptor describes the open file, as `tail -f` expects.
+    fn held_stat(&self, node: &Node, e: &io::Error) -> Option<Statx> {
+        let gone = matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE));
+        if !gone || node.kind != FileType::RegularFile {
+            return None;
+        }
+        let fd = self.files.get(node.ino)?;
+        let st = statx(&*fd, "", AtFlags::EMPTY_PATH, STATX_MASK).ok()?;
+        super::check_same(node, &st).ok()?;
+        Some(st)
     }
 
     /// Whether `ino` stands for a mount that is never touched (no system call may reach it).

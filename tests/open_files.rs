@@ -33,10 +33,15 @@ fn image() -> &'static str {
 
 /// A running container and ctrfsd serving it.
 fn setup(what: &str) -> (DockerCtr, Daemon) {
+    setup_with(what, &[])
+}
+
+/// [`setup`] with ctrfsd options.
+fn setup_with(what: &str, args: &[&str]) -> (DockerCtr, Daemon) {
     image();
     let name = format!("ctrfsd-of-{what}-{}", token());
     let c = docker_run(&name, IMAGE, &["/bin/sh", "-c", "exec sleep 100000"]);
-    let d = Daemon::start(&[]);
+    let d = Daemon::start(args);
     within(Duration::from_secs(10), "container listed", || d.has(&name));
     (c, d)
 }
@@ -102,6 +107,28 @@ fn an_open_file_read_before_survives_delete_and_replace() {
     assert_eq!(rep.metadata().unwrap().len(), 4);
     within(Duration::from_secs(3), "new file at the name", || {
         fs::read_to_string(v.join("t/r")).ok().as_deref() == Some("new\n")
+    });
+}
+
+#[test]
+fn with_passthrough_a_file_never_read_survives_delete_and_a_move_out_of_sight() {
+    // The default mode never hears of an open (that is its speed), so a file neither read nor
+    // renamed where a watch sees it cannot be found again; `--passthrough` opens every file
+    // and holds it while the host does (README, "Open files").
+    let (c, d) = setup_with("pt", &["--passthrough"]);
+    let v = d.path().join(&c.0);
+    c.exec("mkdir -p /t /w; echo gone > /t/a; echo moved > /t/b");
+    let mut a = fs::File::open(v.join("t/a")).unwrap();
+    let mut b = fs::File::open(v.join("t/b")).unwrap();
+    c.exec("rm /t/a; mv /t/b /w/b; echo more >> /w/b");
+    assert_eq!(all(&mut a), "gone\n");
+    assert_eq!(
+        a.metadata().unwrap().nlink(),
+        0,
+        "fstat of the deleted file"
+    );
+    within(Duration::from_secs(3), "moved file read whole", || {
+        all(&mut b) == "moved\nmore\n"
     });
 }
 

@@ -9,6 +9,7 @@
 //!   container root, verifying each step is still the same inode.
 //! - `ops`, `dirs`: the request logic, returning `io::Result`; `fuse`: the thin
 //!   `Filesystem` impl.
+//! - `held`: attributes of an open file no longer at its name, from the fd held for it.
 //! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].
 //! - `seek`: `lseek(SEEK_DATA/SEEK_HOLE)` answered from the real file.
 //!
@@ -22,6 +23,7 @@ mod dirs;
 pub mod fdcache;
 mod fuse;
 pub mod handles;
+mod held;
 mod links;
 pub mod nodes;
 mod ops;

@@ -173,20 +173,6 @@ impl CtrFs {
         Ok((attr, ttl))
     }
 
-    /// Attributes of a regular file that is no longer where it was seen (deleted, or renamed
-    /// where no watch saw it) from the read fd ctrfsd still holds for it, if any: `fstat` on a
-    /// descriptor describes the open file, as `tail -f` expects.
-    fn held_stat(&self, node: &Node, e: &io::Error) -> Option<Statx> {
-        let gone = matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE));
-        if !gone || node.kind != FileType::RegularFile {
-            return None;
-        }
-        let fd = self.files.get(node.ino)?;
-        let st = statx(&*fd, "", AtFlags::EMPTY_PATH, STATX_MASK).ok()?;
-        super::check_same(node, &st).ok()?;
-        Some(st)
-    }
-
     /// Whether `ino` stands for a mount that is never touched (no system call may reach it).
     pub(super) fn is_placeholder(&self, ino: u64) -> bool {
         self.nodes

@@ -221,3 +221,40 @@ fn a_container_whose_main_thread_exited_is_served_through_a_live_thread() {
         || ctrfsd_xattr(&d.path().join(&name), "user.ctrfsd.state").as_deref() != Some("running"),
     );
 }
+
+#[test]
+fn a_link_answer_follows_the_entries_it_was_computed_from_within_a_second() {
+    let c = sleeper("derived");
+    c.exec(
+        "mkdir -p /e1/in /e2/in /a /p/q && echo one > /e1/x && echo two > /e2/x \
+         && ln -s /e1/in /d && ln -s ../d/../x /a/l && ln -s ../../x /p/q/up",
+    );
+    let d = serve(&c);
+    let v = d.path().join(&c.0);
+    let answer = |p: &str| fs::read_link(v.join(p)).ok();
+    let want = |p: &str| Some(v.join(p));
+    // Answered through the link /d (`..` after it climbs from where it leads), and through
+    // the path of the link's own directory.
+    for _ in 0..2 {
+        assert_eq!(answer("a/l"), want("e1/x"));
+        assert_eq!(answer("p/q/up"), want("x"));
+        assert_eq!(fs::read_to_string(v.join("a/l")).unwrap(), "one\n");
+    }
+    // The link they were resolved through changes; nothing happens to the links themselves.
+    c.exec("ln -sfn /e2/in /d && mkdir /p2 && mv /p/q /p2/q");
+    let took = within(
+        Duration::from_secs(1),
+        "answer through the changed link",
+        || answer("a/l") == want("e2/x"),
+    );
+    eprintln!("derived answer renewed after {took:?}");
+    assert_eq!(fs::read_to_string(v.join("a/l")).unwrap(), "two\n");
+    within(
+        Duration::from_secs(1),
+        "answer from the moved directory",
+        || answer("p2/q/up") == want("x"),
+    );
+    // Its size follows its answer.
+    let size = fs::symlink_metadata(v.join("a/l")).unwrap().len();
+    assert_eq!(size, v.join("e2/x").as_os_str().len() as u64);
+}

@@ -56,10 +56,14 @@ impl CtrFs {
         }
         prefix.push(b'/');
         prefix.extend_from_slice(node.inst.path().as_bytes());
-        pathsafe::rewrite(target.as_bytes(), &link_dir, &prefix, |stack, name| {
+        let answer = pathsafe::rewrite(target.as_bytes(), &link_dir, &prefix, |stack, name| {
             self.classify(&node.inst, &root, stack, name)
         })
-        .map_err(errno)
+        .map_err(errno)?;
+        if super::derived::is_derived(target.as_bytes()) {
+            self.derived.given(ino);
+        }
+        Ok(answer)
     }
 
     /// What `name` is inside directory `stack` of the container, never following anything:

@@ -10,7 +10,8 @@
 //! - `ops`, `dirs`: the request logic, returning `io::Result`; `fuse`: the thin
 //!   `Filesystem` impl.
 //! - `held`: attributes of an open file no longer at its name, from the fd held for it.
-//! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].
+//! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`]; `derived`: taking back
+//!   from the kernel, within half a second, answers that depend on other entries.
 //! - `seek`: `lseek(SEEK_DATA/SEEK_HOLE)` answered from the real file.
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
@@ -19,6 +20,7 @@
 //! container root. No `/proc/<pid>/root/...` path string is ever built for I/O.
 
 pub mod attr;
+mod derived;
 mod dirs;
 pub mod fdcache;
 mod fuse;
@@ -86,6 +88,8 @@ pub struct Core {
     /// container (so a swapped-in FIFO or device is never opened).
     proc_fd: OwnedFd,
     watches: Arc<watch::Watches>,
+    /// Link answers the kernel holds that depend on other entries ([`derived`]).
+    derived: Arc<derived::DerivedLinks>,
 }
 
 /// The FUSE filesystem: the registry's tree of names, and every container's files below it.
@@ -137,6 +141,7 @@ impl CtrFs {
                 files,
                 proc_fd,
                 watches,
+                derived: Arc::default(),
             }),
             handles: Handles::default(),
             opts,
@@ -162,6 +167,7 @@ impl CtrFs {
             watches: self.watches.clone(),
             nodes: self.nodes.clone(),
             fds: self.core.clone(),
+            derived: self.core.derived.clone(),
         }
     }
 

@@ -88,11 +88,17 @@ pub struct Starter {
     pub(super) watches: Arc<Watches>,
     pub(super) nodes: Arc<Nodes>,
     pub(super) fds: Arc<dyn DirFds>,
+    /// Takes back derived link answers ([`super::derived`]), watching or not.
+    pub(super) derived: Arc<super::derived::DerivedLinks>,
 }
 
 impl Starter {
-    /// No thread when watching is off.
+    /// No watch thread when watching is off; the derived-answer sweep runs always.
     pub fn start(self, notifier: Notifier) -> std::io::Result<()> {
+        let (derived, n) = (self.derived.clone(), notifier.clone());
+        std::thread::Builder::new()
+            .name("derived-links".into())
+            .spawn(move || derived.run(n))?;
         if !self.watches.enabled() {
             return Ok(());
         }

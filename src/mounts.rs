@@ -98,6 +98,10 @@ pub struct MountTable {
     unserved: HashMap<Vec<u8>, u64>,
     /// When it was read: re-read when older than [`REFRESH`].
     pub read_at: Instant,
+    /// Every mountpoint but the root's, as paths below the container root with a leading
+    /// `/`, in mount order: where a walk leaves the container's own filesystem (every entry
+    /// shows the one `st_dev` of the FUSE mount, so `find -xdev` cannot tell).
+    pub points: Vec<Vec<u8>>,
 }
 
 impl MountTable {
@@ -107,6 +111,7 @@ impl MountTable {
             by_id: HashMap::new(),
             unserved: HashMap::new(),
             read_at: Instant::now(),
+            points: Vec::new(),
         }
     }
 
@@ -143,6 +148,10 @@ impl MountTable {
         for m in infos {
             let kind = classify(&m.fs_type);
             t.by_id.insert(m.mnt_id as u64, kind);
+            let point = m.mount_point.as_os_str().as_bytes();
+            if point != b"/" {
+                t.points.push(point.to_vec());
+            }
             if kind == MountKind::Unserved {
                 let point = m.mount_point.as_os_str().as_bytes();
                 let rel = point.strip_prefix(b"/").unwrap_or(point);

@@ -258,3 +258,128 @@ fn a_link_answer_follows_the_entries_it_was_computed_from_within_a_second() {
     let size = fs::symlink_metadata(v.join("a/l")).unwrap().len();
     assert_eq!(size, v.join("e2/x").as_os_str().len() as u64);
 }
+
+/// A running `inotifywait -m` on `dir`, its output gathered; ready once it said so.
+struct Watcher(
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<String>>,
+);
+
+impl Watcher {
+    fn start(dir: &Path) -> Watcher {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new("inotifywait")
+            .args(["-m", "-e", "create,modify,moved_to,delete"])
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run inotifywait (scripts/setup.sh installs inotify-tools)");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (o, ready) = (
+            out.clone(),
+            std::sync::Arc::new(std::sync::Mutex::new(false)),
+        );
+        let r = ready.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if l.contains("Watches established") {
+                    *r.lock().unwrap() = true;
+                }
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                o.lock().unwrap().push_str(&(l + "\n"));
+            }
+        });
+        within(Duration::from_secs(5), "inotifywait ready", || {
+            *ready.lock().unwrap()
+        });
+        Watcher(child, out)
+    }
+
+    fn events(&self) -> String {
+        self.1.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn inotify_on_the_mount_sees_no_change_made_inside_the_container() {
+    // A kernel limit (README, Limitations): FUSE has no way to send fsnotify events, and the
+    // kernel raises them only for changes made through the mount, which is read-only.
+    let c = sleeper("inotify");
+    let d = serve(&c);
+    let ours = Watcher::start(&d.path().join(&c.0).join("tmp"));
+    let kernel = Watcher::start(Path::new(&format!("/proc/{}/root/tmp", c.pid())));
+    c.exec("echo x > /tmp/new; echo y >> /tmp/new; mv /tmp/new /tmp/moved; rm /tmp/moved");
+    within(
+        Duration::from_secs(5),
+        "events through /proc/<pid>/root",
+        || kernel.events().contains("DELETE moved"),
+    );
+    assert_eq!(ours.events(), "", "events through the mount");
+}
+
+#[test]
+fn one_st_dev_for_all_and_the_mounts_attribute_to_stay_on_the_root_filesystem() {
+    image();
+    let vol = tempfile::tempdir().unwrap();
+    fs::write(vol.path().join("in-volume"), "v\n").unwrap();
+    let name = format!("ctrfsd-ll-xdev-{}", token());
+    let c = docker_run_with(
+        &name,
+        &[
+            "-v",
+            &format!("{}:/data", vol.path().display()),
+            "--tmpfs",
+            "/scratch",
+        ],
+        image(),
+        &[
+            "/bin/sh",
+            "-c",
+            "echo s > /scratch/in-tmpfs; exec sleep 100000",
+        ],
+    );
+    let d = serve(&c);
+    let v = d.path().join(&name);
+    let k = format!("/proc/{}/root", c.pid());
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| fs::metadata(p).unwrap().dev();
+    // The kernel's view tells the volume apart; every entry under the mount has one st_dev.
+    assert_ne!(
+        dev(&Path::new(&k).join("etc")),
+        dev(&Path::new(&k).join("data"))
+    );
+    assert_eq!(dev(&v.join("etc")), dev(&v.join("data")));
+    assert_eq!(dev(&v.join("etc")), dev(&v.join("scratch")));
+
+    let mounts = ctrfsd_xattr(&v, "mounts").expect("user.ctrfsd.mounts");
+    let points: Vec<&str> = mounts.lines().collect();
+    for p in ["/data", "/scratch", "/proc"] {
+        assert!(points.contains(&p), "{p} not in {points:?}");
+    }
+    // The README's way to walk the container's own filesystem only.
+    let o = sh(&format!(
+        "m={}; find \"$m\" $(getfattr --only-values -n user.ctrfsd.mounts \"$m\" | \
+         sed \"s|.*|-path $m& -prune -o|\") -type f -print",
+        v.display()
+    ));
+    assert!(o.status.success(), "{o:?}");
+    let found = stdout(&o);
+    assert!(found.contains("/etc/marker"), "{found}");
+    assert!(
+        !found.contains("in-volume") && !found.contains("in-tmpfs"),
+        "{found}"
+    );
+}

@@ -2,7 +2,8 @@
 # Installs and starts what the test suite needs on a fresh Debian machine, as root:
 #   fuse3 (fusermount3, for completeness), busybox-static (test images and fake containers),
 #   attr (getfattr/setfattr), debootstrap (a Debian tree for the differential check),
-#   gcc + libc6-dev (a static test program),
+#   gcc + libc6-dev (a static test program), libarchive-tools (bsdtar) and inotify-tools
+#   (inotifywait): tools whose view of /ctr the tests compare with the kernel's,
 #   systemd (systemd-analyze verify, offline: no systemd needs to run), man-db (man -w),
 #   for tests/service.rs and scripts/test-package.sh,
 #   docker.io, and a Docker engine with no network:
@@ -18,7 +19,8 @@ need=()
 for pair in fusermount3:fuse3 busybox:busybox-static getfattr:attr dockerd:docker.io debootstrap:debootstrap \
             unshare:util-linux setpriv:util-linux python3:python3 containerd:containerd ctr:containerd \
             podman:podman newuidmap:uidmap runc:runc curl:curl socat:socat \
-            findmnt:util-linux systemd-analyze:systemd man:man-db gzip:gzip dpkg-deb:dpkg; do
+            findmnt:util-linux systemd-analyze:systemd man:man-db gzip:gzip dpkg-deb:dpkg \
+            bsdtar:libarchive-tools inotifywait:inotify-tools; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

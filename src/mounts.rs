@@ -100,6 +100,10 @@ pub struct MountTable {
     unserved: HashMap<Vec<u8>, u64>,
     /// When it was read: re-read when older than [`REFRESH`].
     pub read_at: Instant,
+    /// Every mountpoint but the root's, as paths below the container root with a leading
+    /// `/`, in mount order: where a walk leaves the container's own filesystem (every entry
+    /// shows the one `st_dev` of the FUSE mount, so `find -xdev` cannot tell).
+    pub points: Vec<Vec<u8>>,
 }
 
 impl MountTable {
@@ -109,6 +113,7 @@ impl MountTable {
             by_id: HashMap::new(),
             unserved: HashMap::new(),
             read_at: Instant::now(),
+            points: Vec::new(),
         }
     }
 
@@ -123,11 +128,20 @@ impl MountTable {
     ///
     /// # Errors
     ///
-    /// An `io::Error` (EIO, the reason in its message) if `/proc/<pid>/mountinfo` cannot be
-    /// read or parsed: the process may be gone or on its way out.
+    /// What reading `/proc/<pid>/mountinfo` answered (ENOENT, ESRCH, ...) when no thread's
+    /// mount table can be read: the process may be gone or on its way out. Read through a live
+    /// thread (`/proc/<pid>/task/<tid>/mountinfo`) if the main thread has exited.
     pub fn read(pid: i32) -> std::io::Result<MountTable> {
-        let text = std::fs::read(format!("/proc/{pid}/mountinfo"))?;
-        Ok(MountTable::parse(&text))
+        let mut first = None;
+        for dir in crate::pidfd::proc_dirs(pid) {
+            match std::fs::read(dir.join("mountinfo")) {
+                Ok(text) => return Ok(MountTable::parse(&text)),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH)))
     }
 
     /// The table from the text of a `mountinfo` file (proc(5)). An overlay is served only if
@@ -144,6 +158,9 @@ impl MountTable {
             let slot = t.by_id.entry(m.id).or_insert(kind);
             if kind != MountKind::Served {
                 *slot = kind;
+            }
+            if m.point != b"/" {
+                t.points.push(m.point.clone());
             }
             if kind == MountKind::Unserved {
                 let rel = m.point.strip_prefix(b"/").unwrap_or(&m.point);

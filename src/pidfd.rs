@@ -26,6 +26,24 @@ pub fn pin(pid: i32) -> io::Result<OwnedFd> {
     Ok(pidfd_open(pid, PidfdFlags::empty())?)
 }
 
+/// Pins thread `tid` of any process (`PIDFD_THREAD`, Linux 6.9+): the pidfd polls readable
+/// when that thread exits. For `.pid/<tid>` views of threads that are not a process's main
+/// thread (their PID cannot be pinned by [`pin`]).
+///
+/// # Errors
+///
+/// As [`pin`]; EINVAL on kernels without `PIDFD_THREAD`.
+pub fn pin_thread(tid: i32) -> io::Result<OwnedFd> {
+    let esrch = || io::Error::from_raw_os_error(libc::ESRCH);
+    if tid <= 0 {
+        return Err(esrch());
+    }
+    let tid = Pid::from_raw(tid).ok_or_else(esrch)?;
+    // PIDFD_THREAD is O_EXCL (include/uapi/linux/pidfd.h); rustix has no name for it yet.
+    let thread = PidfdFlags::from_bits_retain(libc::O_EXCL as _);
+    Ok(pidfd_open(tid, thread)?)
+}
+
 /// True once the process behind `pidfd` has exited (the pidfd polls readable). Does not
 /// block. A failing poll counts as exited: nothing it pins can be trusted then.
 pub fn has_exited(pidfd: BorrowedFd<'_>) -> bool {
@@ -55,6 +73,18 @@ pub async fn wait_exit(pidfd: Arc<OwnedFd>, cancel: &tokio::sync::Notify) -> boo
         _ = afd.readable() => true,
         _ = cancel.notified() => false,
     }
+}
+
+/// The `/proc` directories through which process `pid` may be reached: its own, then each of
+/// its threads' (`/proc/<pid>/task/<tid>`, main thread excluded).
+pub fn proc_dirs(pid: i32) -> impl Iterator<Item = std::path::PathBuf> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(move |e| e.file_name().to_str() != Some(pid.to_string().as_str()))
+        .map(|e| e.path());
+    std::iter::once(std::path::PathBuf::from(format!("/proc/{pid}"))).chain(tasks)
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ struct Meta {
     nlink: u64,
 }
 
-/// Every entry's metadata, keyed by relative path, read with lstat (links not followed).
+/// Every entry's metadata, keyed by relative path, read with lstat (links not followed); for
+/// a symlink, `size` is how far its `st_size` is from its answer's length (0 when they agree).
 fn snapshot(base: &Path) -> BTreeMap<PathBuf, Meta> {
     let mut out = BTreeMap::new();
     let mut stack = vec![PathBuf::new()];
@@ -33,9 +34,17 @@ fn snapshot(base: &Path) -> BTreeMap<PathBuf, Meta> {
             let e = e.unwrap();
             let r = rel.join(e.file_name());
             let m = fs::symlink_metadata(base.join(&r)).unwrap();
+            // A link's size is the length of what `readlink` answers there: through the mount
+            // that is the rewritten answer, so each side is checked against its own answer.
+            let size = if m.is_symlink() {
+                let answer = fs::read_link(base.join(&r)).unwrap();
+                m.size().abs_diff(answer.as_os_str().len() as u64)
+            } else {
+                m.size()
+            };
             let meta = Meta {
                 mode: m.mode(),
-                size: m.size(),
+                size,
                 mtime: (m.mtime(), m.mtime_nsec()),
                 owner: (m.uid(), m.gid()),
                 nlink: m.nlink(),

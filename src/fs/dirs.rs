@@ -307,7 +307,8 @@ impl CtrFs {
                                 }
                                 self.shown_stat(&dnode.inst, &mut st);
                                 let child = self.child_node(dnode, name, &st);
-                                let attr = to_attr(child.ino, &st);
+                                let mut attr = to_attr(child.ino, &st);
+                                self.answer_size(&mut attr);
                                 let ttl = self.ttl_of(watched, dnode, &child, &st);
                                 (child, attr, ttl)
                             };

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 
@@ -230,6 +230,43 @@ impl Filesystem for FuseFs {
                     Err(e) => reply.error(counted(&stats, &e)),
                 }
             })
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        self.stats.op(Op::Lseek);
+        debug!("lseek {} fh {} {offset} whence {whence}", ino.0, fh.0);
+        let pos = match super::seek::seek_target(offset, whence) {
+            Ok(pos) => pos,
+            Err(e) => return reply.error(self.err(&e)),
+        };
+        let (from, seq) = match self.read_source(ino.0, fh.0) {
+            Ok(r) => r,
+            Err(e) => return reply.error(self.err(&e)),
+        };
+        // Opening the file may wait on the container (a fanotify listener), as a read does:
+        // off the FUSE workers, with the same deadline (`guard`).
+        let (core, stats) = (self.core.clone(), self.stats.clone());
+        let r = self.guard.run(seq, reply, expired_lseek, move |claim| {
+            let r = core.seek_at(from, seq, pos);
+            let Some(reply) = claim.take() else {
+                return;
+            };
+            match r {
+                Ok(at) => reply.offset(at),
+                Err(e) => reply.error(counted(&stats, &e)),
+            }
         });
         if let Err(reply) = r {
             reply.error(self.errno(Errno::EAGAIN));

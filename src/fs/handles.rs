@@ -48,6 +48,17 @@ impl Handles {
         self.map.get(&fh).map(|h| h.clone())
     }
 
+    /// The fds of every open file handle (their count is what host processes hold open).
+    pub fn file_fds(&self) -> Vec<Arc<OwnedFd>> {
+        self.map
+            .iter()
+            .filter_map(|h| match &**h {
+                Handle::File { fd, .. } => Some(fd.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Releases the handle `fh`.
     pub fn remove(&self, fh: u64) {
         self.map.remove(&fh);

@@ -17,6 +17,19 @@ use crate::pathsafe::{self, Kind};
 use crate::registry::is_virtual;
 
 impl CtrFs {
+    /// Sets a symlink's `st_size` to the length of the answer `readlink` gives through the
+    /// mount (the rewritten text), not of the container's link text: tools size their buffer
+    /// from `st_size` (libarchive's `bsdtar` stores a target cut to that length). Where no
+    /// answer can be computed (ELOOP, a race), the container's own size stays.
+    pub(super) fn answer_size(&self, attr: &mut fuser::FileAttr) {
+        if attr.kind == FileType::Symlink
+            && !is_virtual(attr.ino.0)
+            && let Ok(t) = self.do_readlink(attr.ino.0)
+        {
+            attr.size = t.len() as u64;
+        }
+    }
+
     pub(super) fn do_readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
         if is_virtual(ino) {
             return self.virtual_readlink(ino);
@@ -43,10 +56,14 @@ impl CtrFs {
         }
         prefix.push(b'/');
         prefix.extend_from_slice(node.inst.path().as_bytes());
-        pathsafe::rewrite(target.as_bytes(), &link_dir, &prefix, |stack, name| {
+        let answer = pathsafe::rewrite(target.as_bytes(), &link_dir, &prefix, |stack, name| {
             self.classify(&node.inst, &root, stack, name)
         })
-        .map_err(errno)
+        .map_err(errno)?;
+        if super::derived::is_derived(target.as_bytes()) {
+            self.derived.given(ino);
+        }
+        Ok(answer)
     }
 
     /// What `name` is inside directory `stack` of the container, never following anything:

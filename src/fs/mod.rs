@@ -11,8 +11,11 @@
 //!   mount that is not served (`Core::child_at`).
 //! - `ops`, `dirs`: the request logic, returning `io::Result`; `fuse`: the thin
 //!   `Filesystem` impl.
-//! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].
+//! - `held`: attributes of an open file no longer at its name, from the fd held for it.
+//! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`]; `derived`: taking back
+//!   from the kernel, within half a second, answers that depend on other entries.
 //! - `replies`: what the helper threads of [`guard`] need to answer requests themselves.
+//! - `seek`: `lseek(SEEK_DATA/SEEK_HOLE)` answered from the real file.
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
 //! directory fd with a single-component name and `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, or goes
@@ -20,16 +23,19 @@
 //! container root. No `/proc/<pid>/root/...` path string is ever built for I/O.
 
 pub mod attr;
+mod derived;
 mod dirs;
 pub mod fdcache;
 mod fuse;
 pub mod guard;
 pub mod handles;
+mod held;
 mod links;
 mod logview;
 pub mod nodes;
 mod ops;
 mod replies;
+mod seek;
 pub mod stats;
 mod stdio_links;
 mod virt;
@@ -90,6 +96,8 @@ pub struct Core {
     /// container (so a swapped-in FIFO or device is never opened).
     proc_fd: OwnedFd,
     watches: Arc<watch::Watches>,
+    /// Link answers the kernel holds that depend on other entries ([`derived`]).
+    derived: Arc<derived::DerivedLinks>,
 }
 
 /// The FUSE filesystem: the registry's tree of names, and every container's files below it.
@@ -158,6 +166,7 @@ impl CtrFs {
                 files,
                 proc_fd,
                 watches,
+                derived: Arc::default(),
             }),
             handles: Arc::new(Handles::default()),
             guard: guard::Guard::new()?,
@@ -185,6 +194,7 @@ impl CtrFs {
             watches: self.watches.clone(),
             nodes: self.nodes.clone(),
             fds: self.core.clone(),
+            derived: self.core.derived.clone(),
         }
     }
 

@@ -98,6 +98,18 @@ impl Node {
         self.loc.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Records that it is now found as `name` in directory `parent` (a rename or a new link
+    /// reported by a watch): an open file is the file, not its old name.
+    pub fn seen_at(&self, parent: u64, name: &[u8]) {
+        let mut loc = self.loc.lock().unwrap_or_else(|e| e.into_inner());
+        if loc.parent != parent || loc.name.as_slice() != name {
+            *loc = Loc {
+                parent,
+                name: Name::from_slice(name),
+            };
+        }
+    }
+
     /// True for the root directory of a container instance.
     pub fn is_instance_root(&self) -> bool {
         is_virtual(self.loc().parent)

@@ -57,15 +57,21 @@ impl Core {
         offset: u64,
         buf: &mut [u8],
     ) -> io::Result<usize> {
-        let fd = match from {
+        let fd = self.fd_for(from, seq)?;
+        Ok(rustix::io::pread(&*fd, buf, offset)?)
+    }
+
+    /// The fd open for reading that `from` names, opened (and kept in the read-fd LRU) first
+    /// if needed. May wait on the container (a fanotify listener): call it under `guard`.
+    pub(super) fn fd_for(&self, from: ReadFrom, seq: u64) -> io::Result<Arc<OwnedFd>> {
+        Ok(match from {
             ReadFrom::Fd(fd) => fd,
             ReadFrom::Open(opath, ino) => {
                 let fd = Arc::new(self.reopen(&opath)?);
                 self.files.put(ino, seq, fd.clone());
                 fd
             }
-        };
-        Ok(rustix::io::pread(&*fd, buf, offset)?)
+        })
     }
 }
 
@@ -92,9 +98,10 @@ impl CtrFs {
                 let node = self.placeholder_node(&pnode, name, mnt);
                 return Ok((placeholder_attr(node.ino), TTL));
             }
-            // Asked before the statx: a watch that exists then reports any later change.
-            let watched = self.watches.is_watched(parent);
             let pfd = self.dir_fd(&pnode)?;
+            // Watched before the statx: a later change (a rename of the file the kernel is
+            // about to hold) is reported.
+            let watched = self.watches.watch(&pnode, &pfd);
             let (fd, mut st) = match self.child_at(&pnode.inst, pfd.as_fd(), name)? {
                 Reached::Here(fd, st) => (fd, st),
                 Reached::Unserved(mnt) => {
@@ -117,7 +124,9 @@ impl CtrFs {
             let ttl = self.ttl_of(watched, &pnode, &node, &st);
             (node, st, ttl)
         };
-        Ok((to_attr(node.ino, &st), ttl))
+        let mut attr = to_attr(node.ino, &st);
+        self.answer_size(&mut attr);
+        Ok((attr, ttl))
     }
 
     /// Counts a kernel reference to the placeholder of unserved mount `mnt` at `name`.
@@ -214,12 +223,20 @@ impl CtrFs {
         let watched = parent
             .as_ref()
             .is_some_and(|p| self.watches.is_watched(p.ino));
-        let st = self.stat_node(&node)?;
+        let st = match self.stat_node(&node) {
+            Ok(st) => st,
+            Err(e) => match self.held_stat(&node, &e) {
+                Some(st) => return Ok((to_attr(ino, &st), TTL)),
+                None => return Err(e),
+            },
+        };
         let ttl = match &parent {
             Some(p) => self.ttl_of(watched, p, &node, &st),
             None => TTL,
         };
-        Ok((to_attr(ino, &st), ttl))
+        let mut attr = to_attr(ino, &st);
+        self.answer_size(&mut attr);
+        Ok((attr, ttl))
     }
 
     /// Whether `ino` stands for a mount that is never touched (no system call may reach it).

@@ -85,6 +85,11 @@ pub(super) fn expired_data(reply: ReplyData) {
     reply.error(Errno::EIO);
 }
 
+/// A seek past the deadline (opening the file waits on the container): EIO.
+pub(super) fn expired_lseek(reply: fuser::ReplyLseek) {
+    reply.error(Errno::EIO);
+}
+
 /// Answers an open with `fd`: kernel passthrough where the file can back it, else reads
 /// through ctrfsd.
 pub(super) fn answer_open(

@@ -39,9 +39,11 @@ pub enum Op {
     Access,
     /// Anything that would write (answered EROFS).
     Write,
+    /// `lseek` (`SEEK_DATA`/`SEEK_HOLE`).
+    Lseek,
 }
 
-const OPS: [(Op, &str); 15] = [
+const OPS: [(Op, &str); 16] = [
     (Op::Lookup, "lookup"),
     (Op::Forget, "forget"),
     (Op::Getattr, "getattr"),
@@ -57,6 +59,7 @@ const OPS: [(Op, &str); 15] = [
     (Op::Listxattr, "listxattr"),
     (Op::Access, "access"),
     (Op::Write, "write-refused"),
+    (Op::Lseek, "lseek"),
 ];
 
 /// Errnos above this are counted together.

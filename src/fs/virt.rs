@@ -177,6 +177,11 @@ impl CtrFs {
         if let Some(why) = i.unavailable() {
             out.push(("unavailable", why));
         }
+        if i.has_process() {
+            // Where the container's own filesystem ends (README, "Staying on one filesystem").
+            let points = i.mounts(false).points.join(&b'\n');
+            out.push(("mounts", String::from_utf8_lossy(&points).into_owned()));
+        }
         if !i.ident.image.is_empty() {
             out.push(("image", i.ident.image.clone()));
         }

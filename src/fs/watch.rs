@@ -17,8 +17,10 @@
 //! - never a regular file with more than one link (a write through another link reports to
 //!   the other directory).
 //!
-//! Directories are watched when first opened (`opendir`), before they are read, so no change
-//! between the read and the watch can be missed. Watches end when the kernel forgets the
+//! Directories are watched when first opened (`opendir`) or first looked up in, before they
+//! are read, so no change between the read and the watch can be missed. A file that a watch
+//! sees renamed into (or linked into) a watched directory is found there from then on: a host
+//! tool holding it open keeps reading the file, not its old name. Watches end when the kernel forgets the
 //! directory (then it holds nothing below it either), when the container is retired, or when
 //! the directory is deleted; there are at most `--max-watches`, and past that directories are
 //! served with the short TTL, as without watches.
@@ -86,11 +88,17 @@ pub struct Starter {
     pub(super) watches: Arc<Watches>,
     pub(super) nodes: Arc<Nodes>,
     pub(super) fds: Arc<dyn DirFds>,
+    /// Takes back derived link answers ([`super::derived`]), watching or not.
+    pub(super) derived: Arc<super::derived::DerivedLinks>,
 }
 
 impl Starter {
-    /// No thread when watching is off.
+    /// No watch thread when watching is off; the derived-answer sweep runs always.
     pub fn start(self, notifier: Notifier) -> std::io::Result<()> {
+        let (derived, n) = (self.derived.clone(), notifier.clone());
+        std::thread::Builder::new()
+            .name("derived-links".into())
+            .spawn(move || derived.run(n))?;
         if !self.watches.enabled() {
             return Ok(());
         }
@@ -391,6 +399,8 @@ impl Invalidator {
         }
         let now = Instant::now();
         let mut gone = HashSet::new();
+        // Names deleted or moved away: the files last seen there may still be held open.
+        let mut left: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
         for ev in batch {
             if ev.flags.contains(ReadFlags::IGNORED) {
                 for (ino, _) in self.watches.ignored(ev.wd) {
@@ -419,6 +429,8 @@ impl Invalidator {
                             .intersects(ReadFlags::DELETE | ReadFlags::MOVED_FROM)
                         {
                             self.child(dir, name);
+                        } else {
+                            left.entry(dir).or_default().push(name.clone());
                         }
                     }
                 }
@@ -426,6 +438,33 @@ impl Invalidator {
         }
         if !gone.is_empty() {
             self.children(&gone);
+        }
+        if !left.is_empty() {
+            self.left(&left);
+        }
+    }
+
+    /// Invalidates the attributes of files last seen at names that were deleted or moved
+    /// away (`(directory, name)` pairs): a host tool may hold one open, and its `fstat` must
+    /// not describe it from before a write that came just before the delete, for the long TTL.
+    /// A file renamed into a watched directory was already moved there ([`Self::child`]). One
+    /// pass over the table per batch.
+    fn left(&self, names: &HashMap<u64, Vec<Vec<u8>>>) {
+        let mut hit = Vec::new();
+        self.nodes.for_each(|n| {
+            if n.kind == FileType::Directory || !n.inst.is_current() {
+                return;
+            }
+            let loc = n.loc();
+            if names
+                .get(&loc.parent)
+                .is_some_and(|v| v.iter().any(|name| name[..] == loc.name[..]))
+            {
+                hit.push(n.ino);
+            }
+        });
+        for ino in hit {
+            self.inval_inode(ino, false);
         }
     }
 
@@ -454,6 +493,12 @@ impl Invalidator {
             link_parent: if kind == FileType::Symlink { dir } else { 0 },
         };
         if let Some(node) = self.nodes.find(&key) {
+            // Renamed here (or linked here): the file is found at this name from now on, so
+            // a host tool holding it open keeps reading it, not whatever took its old name.
+            // An instance root is never moved (its parent is made up).
+            if kind != FileType::Symlink && !node.is_instance_root() {
+                node.seen_at(dir, name);
+            }
             self.inval_inode(node.ino, false);
         }
     }

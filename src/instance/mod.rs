@@ -5,7 +5,8 @@
 //! Acquisition is race-free against PID reuse: the caller pins the PID with
 //! [`crate::pidfd::pin`], re-checks with its runtime that the PID still belongs to the container
 //! (`runtime::acquire`), then [`Instance::open`] opens `/proc/<pid>/root` and checks the pidfd
-//! again. If the process was still alive after the open,
+//! again (`/proc/<pid>/task/<tid>/root` of a live thread if the main thread has exited,
+//! `proc_root`). If the process was still alive after the open,
 //! the `/proc/<pid>` we opened was that process's, so the root fd is the container's.
 //!
 //! Every instance gets a fresh `seq`, never reused: inode numbers are keyed by it, so a
@@ -23,10 +24,12 @@ use crate::container::{Identity, Stopped, describe, short_id};
 use crate::layers::{Storage, assemble};
 use crate::mounts::{MountKind, MountTable, REFRESH};
 use crate::pidfd::has_exited;
+pub use crate::pidfd::proc_dirs;
 pub use detached::set_max_detached;
 use detached::{RootSlot, track_detached};
 
 mod detached;
+mod proc_root;
 
 /// The next instance's `seq`.
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
@@ -87,11 +90,8 @@ impl Instance {
     /// Opens the root of the pinned process. Call only after re-checking with the runtime that
     /// `pid` is still the container's main process.
     pub fn open(ident: Identity, pid: i32, pidfd: OwnedFd) -> io::Result<Instance> {
-        let root = open(
-            format!("/proc/{pid}/root"),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        // Through a live thread if the main thread has exited (`proc_root`).
+        let root = proc_root::open_root(pid)?;
         let mounts = MountTable::read(pid)?;
         if has_exited(pidfd.as_fd()) {
             // The PID may already name another process: neither the root nor the mount table

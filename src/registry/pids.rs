@@ -111,7 +111,16 @@ pub fn open(pid: i32) -> io::Result<Instance> {
         debug!("process {pid}: not shown at {PID_DIR}/{pid}: {e}");
         gone()
     };
-    let pidfd = pin(pid).map_err(not_shown)?;
+    // A thread that is not its process's main thread (`/proc/<tid>` works for it too) is
+    // pinned as a thread: the view lives as long as that thread.
+    let pidfd = match pin(pid) {
+        // EINVAL on older kernels, ENOENT on newer ones: "not a thread-group leader".
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {
+            crate::pidfd::pin_thread(pid)
+        }
+        r => r,
+    }
+    .map_err(not_shown)?;
     let mut ident = Identity::new(Runtime::Pid, format!("pid:{pid}"), pid.to_string());
     ident.scope = PID_DIR.into();
     Instance::open(ident, pid, pidfd)

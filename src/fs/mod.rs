@@ -112,11 +112,16 @@ impl CtrFs {
         // up in it any more). Its read fds stay until the kernel forgets their inodes: a file a
         // host tool holds open keeps reading, as on a real filesystem after its directory is
         // removed.
-        let (hook_dirs, hook_watches) = (dirs.clone(), watches.clone());
+        let (hook_dirs, hook_files, hook_watches) = (dirs.clone(), files.clone(), watches.clone());
         registry.set_on_retire(Box::new(move |inst: &Instance| {
             hook_dirs.purge_instance(inst.seq);
             hook_watches.drop_instance(inst.seq);
+            if inst.exited() {
+                hook_files.keep_instance(inst.seq);
+            }
         }));
+        // Idle fds on a container's other mounts go within 1.5 s (see `fdcache`).
+        fdcache::spawn_sweeper(vec![Arc::downgrade(&dirs), Arc::downgrade(&files)])?;
         Ok(CtrFs {
             core: Arc::new(Core {
                 registry,
@@ -221,7 +226,7 @@ impl Core {
             OFlags::PATH | OFlags::DIRECTORY,
         )?;
         let fd = Arc::new(fd);
-        self.dirs.put(node.ino, node.inst.seq, fd.clone());
+        self.dirs.put(node, fd.clone());
         Ok(fd)
     }
 

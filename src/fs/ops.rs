@@ -234,7 +234,7 @@ impl CtrFs {
                 None => {
                     let node = self.node(ino)?;
                     let fd = Arc::new(self.open_node(&node)?);
-                    self.files.put(ino, node.inst.seq, fd.clone());
+                    self.files.put(&node, fd.clone());
                     fd
                 }
             }

@@ -44,6 +44,8 @@ pub enum StartError {
     NoFuseDevice(std::io::Error),
     #[error("--container {arg}: {reason}")]
     BadContainer { arg: String, reason: String },
+    #[error("--allow-group {name}: {reason}")]
+    BadGroup { name: String, reason: String },
     #[error("mounting FUSE at {path}: {source}")]
     Mount {
         path: PathBuf,
@@ -63,7 +65,7 @@ impl StartError {
             | StartError::StaleCleanup { .. } => exit::MOUNTPOINT,
             StartError::AlreadyMounted(_) => exit::ALREADY_MOUNTED,
             StartError::NotRoot(_) | StartError::NoFuseDevice(_) => exit::PRIVILEGE,
-            StartError::BadContainer { .. } => exit::USAGE,
+            StartError::BadContainer { .. } | StartError::BadGroup { .. } => exit::USAGE,
             StartError::Mount { .. } => exit::MOUNT_FAILED,
             StartError::Other(_) => exit::FAILURE,
         }

@@ -68,6 +68,8 @@ pub struct Options {
     pub cache_ttl: Duration,
     /// Most directories watched at once.
     pub max_watches: usize,
+    /// `--allow-group`: the group that owns the mount root (mode 0550); `None`: root's, 0555.
+    pub allow_group: Option<u32>,
 }
 
 /// What the FUSE handlers and the change-notification thread share.

@@ -9,7 +9,9 @@
 # closed after 1 s idle, so the second runs each grep after they were).
 # Env: ROUNDS (default 5) x RUNS (default 3) timed runs per command, MANY (containers for the
 # `ls` row, default 200; 0 skips the row), CTRFSD_ARGS (extra ctrfsd options, e.g.
-# `--passthrough` or `--cache-ttl 1` to measure the other modes), BINDFS=0 (no bindfs column).
+# `--passthrough` or `--cache-ttl 1` to measure the other modes), BINDFS=0 (no bindfs column),
+# CTRFSD_BIN (a ctrfsd binary to measure instead of building this tree's, e.g. an older
+# build for a paired comparison), BENCH_WORK (work directory, default /run/ctrfsd-bench).
 # Each round runs direct, ctrfsd and bindfs one after the other (hyperfine, one warmup each),
 # and the medians are over all rounds: a machine that drifts (this VM's page cache is trimmed
 # by DAMON every few seconds, and its neighbours vary) then weighs on every column alike
@@ -43,8 +45,10 @@ scripts/setup.sh
 for pair in hyperfine:hyperfine fio:fio bindfs:bindfs; do
   command -v "${pair%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair##*:}" >/dev/null 2>&1
 done
-cargo build --release --locked -q
-BIN=$PWD/target/release/ctrfsd
+if [ -n "${CTRFSD_BIN:-}" ]; then BIN=$CTRFSD_BIN; else
+  cargo build --release --locked -q
+  BIN=$PWD/target/release/ctrfsd
+fi
 mkdir -p "$WORK" "$MNT" "$BINDMNT" "$OUT"
 
 # A tree like real log directories: 100 folders x 300 files of 1-6 KiB; one line in 7 says ERROR.

@@ -46,7 +46,10 @@ struct Entry {
     fd: Arc<OwnedFd>,
 }
 
+/// Fds by ctrfsd inode number, at most `capacity` of them, least recently used evicted first.
 pub struct FdCache {
+    /// One lock for lookups and the sweep: each holds it for a hash lookup, or a pass over at
+    /// most 512 entries every [`SWEEP`].
     lru: Mutex<LruCache<u64, Entry>>,
 }
 
@@ -91,10 +94,12 @@ impl FdCache {
         self.lock().put(ino, entry);
     }
 
+    /// Closes the fd of `ino` (the kernel forgot the inode).
     pub fn remove(&self, ino: u64) {
         self.lock().pop(&ino);
     }
 
+    /// Closes every fd of instance `seq` (retired: nothing may be looked up in it any more).
     pub fn purge_instance(&self, seq: u64) {
         let mut lru = self.lock();
         let dead: Vec<u64> = lru

@@ -5,9 +5,13 @@
 #   sudo scripts/bench.sh --scale    # also: walk 1,000,000 files under RLIMIT_NOFILE 1024, RSS,
 #                                    # and list one directory of 1,000,000 entries
 #   sudo scripts/bench.sh --scale-only   # only the two scale checks
+# The grep is also run on the same tree on a Docker volume (rows 8-9: the volume's fds are
+# closed after 1 s idle, so the second runs each grep after they were).
 # Env: ROUNDS (default 5) x RUNS (default 3) timed runs per command, MANY (containers for the
 # `ls` row, default 200; 0 skips the row), CTRFSD_ARGS (extra ctrfsd options, e.g.
-# `--passthrough` or `--cache-ttl 1` to measure the other modes), BINDFS=0 (no bindfs column).
+# `--passthrough` or `--cache-ttl 1` to measure the other modes), BINDFS=0 (no bindfs column),
+# CTRFSD_BIN (a ctrfsd binary to measure instead of building this tree's, e.g. an older
+# build for a paired comparison), BENCH_WORK (work directory, default /run/ctrfsd-bench).
 # Each round runs direct, ctrfsd and bindfs one after the other (hyperfine, one warmup each),
 # and the medians are over all rounds: a machine that drifts (this VM's page cache is trimmed
 # by DAMON every few seconds, and its neighbours vary) then weighs on every column alike
@@ -20,7 +24,7 @@ ROUNDS=${ROUNDS:-5}
 RUNS=${RUNS:-3}
 MANY=${MANY:-200}
 IMAGE=ctrfsd-bench:1
-WORK=/run/ctrfsd-bench
+WORK=${BENCH_WORK:-/run/ctrfsd-bench}
 MNT=$WORK/mnt
 BINDMNT=$WORK/bindfs
 OUT=$WORK/results
@@ -31,6 +35,7 @@ case "${1:-}" in
   --scale) SCALE=1 ;;
   --scale-only) SCALE=1 SCALE_ONLY=1 ;;
   --clean) docker ps -aq --filter name=ctrfsd-bench- | xargs -r docker rm -f >/dev/null
+           docker volume rm -f ctrfsd-bench-vol >/dev/null 2>&1 || true
            docker rmi -f $IMAGE >/dev/null 2>&1 || true; exit 0 ;;
   "") ;;
   *) echo "bench.sh: unknown argument $1 (expected --scale, --scale-only or --clean)" >&2; exit 2 ;;
@@ -40,8 +45,10 @@ scripts/setup.sh
 for pair in hyperfine:hyperfine fio:fio bindfs:bindfs; do
   command -v "${pair%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair##*:}" >/dev/null 2>&1
 done
-cargo build --release --locked -q
-BIN=$PWD/target/release/ctrfsd
+if [ -n "${CTRFSD_BIN:-}" ]; then BIN=$CTRFSD_BIN; else
+  cargo build --release --locked -q
+  BIN=$PWD/target/release/ctrfsd
+fi
 mkdir -p "$WORK" "$MNT" "$BINDMNT" "$OUT"
 
 # A tree like real log directories: 100 folders x 300 files of 1-6 KiB; one line in 7 says ERROR.
@@ -89,6 +96,21 @@ if [ ! -e /proc/$PID/root/wdata/.complete ]; then
   dd if=/dev/urandom of=/proc/$PID/root/wdata/big bs=1M count=1024 status=none
   touch /proc/$PID/root/wdata/.complete
 fi
+# The same tree on a Docker volume (a mount of its own in the container): there ctrfsd closes
+# its cached fds after 1 s idle, so that the volume can be unmounted (README, security model).
+VOL=ctrfsd-bench-vol
+if [ $SCALE_ONLY = 0 ]; then
+  if [ "$(docker inspect -f '{{.State.Running}}' $VOL 2>/dev/null)" != true ]; then
+    docker rm -f $VOL >/dev/null 2>&1 || true
+    docker run -d --network none --name $VOL -v $VOL:/vdata $IMAGE /bin/sleep 1000000000 >/dev/null
+  fi
+  VPID=$(docker inspect -f '{{.State.Pid}}' $VOL)
+  if [ ! -e /proc/$VPID/root/vdata/.complete ]; then
+    echo "bench: writing the 30k-file tree into $VOL's volume"
+    make_tree /proc/$VPID/root/vdata
+    touch /proc/$VPID/root/vdata/.complete
+  fi
+fi
 PAR_PIDS=()
 for i in 0 1 2 3 4 5 6 7; do PAR_PIDS+=("$(ensure ctrfsd-bench-p$i)"); done
 if [ "$MANY" -gt 0 ] && [ $SCALE_ONLY = 0 ]; then
@@ -132,6 +154,11 @@ bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev
 bench 4rand "4 KiB random reads (fio randread, 64 MiB), warm" \
   "sh -c 'fio --name=r --filename={}/big --rw=randread --bs=4k --size=1g --io_size=64m --invalidate=0 --ioengine=psync --output=/dev/null'" --warmup 1
 bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR {} >/dev/null'" --prepare "sh -c '$drop'"
+# On a volume: warm, and warm after 2 s idle (every cached fd on the volume closed since).
+(D=/proc/$VPID/root/vdata C=$MNT/$VOL/vdata HAVE_BINDFS=0
+ bench 8vol "grep -r -c ERROR, 30k files on a volume, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 1
+ bench 9idle "the same after 2 s idle (fds on the volume closed)" "sh -c 'grep -r -c ERROR {} >/dev/null'" \
+   --warmup 1 --prepare "sleep 2")
 par_direct="" par_ctrfsd=""
 for i in 0 1 2 3 4 5 6 7; do
   par_direct+="grep -r -c ERROR /proc/${PAR_PIDS[$i]}/root/data >/dev/null & "

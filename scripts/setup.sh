@@ -11,7 +11,8 @@
 #   containerd (its own daemon on /run/containerd/containerd.sock, with ctr), its CRI plugin set
 #   up for pods without a network or a registry (see below),
 #   podman + uidmap + runc: a rootful API service on /run/podman/podman.sock and a rootless one
-#   for the test user ctrfsd-test on /run/user/<uid>/podman/podman.sock.
+#   for the test user ctrfsd-test on /run/user/<uid>/podman/podman.sock;
+#   the group ctrfsd-readers with user ctrfsd-member in it, and ctrfsd-outsider (not in it).
 # Idempotent: installs only what is missing and starts each daemon only if none answers.
 set -euo pipefail
 
@@ -130,6 +131,12 @@ if ! podman_up "$sock"; then
     nohup podman --runtime runc system service --time=0 "unix://$sock" \
     >"${TMPDIR:-/tmp}/ctrfsd-podman-rootless.log" 2>&1 &)
 fi
+# --allow-group tests (tests/permissions.rs): a group that may read the mount, one member of
+# it and one user outside it, both without a login shell.
+getent group ctrfsd-readers >/dev/null || groupadd ctrfsd-readers
+id ctrfsd-member >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin -G ctrfsd-readers ctrfsd-member
+id -nG ctrfsd-member | grep -qw ctrfsd-readers || usermod -aG ctrfsd-readers ctrfsd-member
+id ctrfsd-outsider >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin ctrfsd-outsider
 for s in /run/podman/podman.sock "$sock"; do
   for _ in $(seq 1 60); do podman_up "$s" && break; sleep 0.5; done
   podman_up "$s" || { echo "setup: no Podman API answers on $s" >&2; exit 1; }

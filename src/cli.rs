@@ -87,6 +87,12 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub max_watches: Option<usize>,
 
+    /// Let members of this host group (a name or a numeric gid) enter the mount, besides root.
+    /// Inside containers the files' own host-view permissions apply to them; `.pid/` stays
+    /// root's. Default: root only
+    #[arg(long, value_name = "GROUP")]
+    pub allow_group: Option<String>,
+
     /// FUSE worker threads, 1 to 64 (default: number of CPUs, at least 2)
     #[arg(long, value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
@@ -152,6 +158,8 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// At most this many directories are watched with inotify.
     pub max_watches: usize,
+    /// `--allow-group`: the gid whose members may enter the mount; `None`: root only.
+    pub allow_group: Option<u32>,
 }
 
 impl Args {
@@ -191,6 +199,7 @@ impl Args {
             .mountpoint
             .ok_or_else(|| StartError::Other("MOUNTPOINT is required".into()))?;
         let (runtimes, runtimes_named) = runtime_kinds(&self.runtimes)?;
+        let allow_group = self.allow_group.as_deref().map(parse_group).transpose()?;
         Ok(Config {
             mountpoint,
             containers,
@@ -206,7 +215,28 @@ impl Args {
             max_watches: self
                 .max_watches
                 .unwrap_or_else(crate::fs::watch::default_max_watches),
+            allow_group,
         })
+    }
+}
+
+/// `--allow-group`: a numeric gid as given, or a group name resolved now (through NSS), so a
+/// typo fails at start (exit code 2) instead of opening the mount to nobody.
+pub fn parse_group(arg: &str) -> Result<u32, StartError> {
+    let bad = |reason: String| StartError::BadGroup {
+        name: arg.to_string(),
+        reason,
+    };
+    if let Ok(gid) = arg.parse::<u32>() {
+        if gid == u32::MAX {
+            return Err(bad("not a group id".into()));
+        }
+        return Ok(gid);
+    }
+    match crate::sys::group_gid(arg) {
+        Ok(Some(gid)) => Ok(gid),
+        Ok(None) => Err(bad("no such group on this host".into())),
+        Err(e) => Err(bad(format!("cannot look the group up: {e}"))),
     }
 }
 
@@ -237,4 +267,22 @@ pub fn runtime_kinds(args: &[RuntimeArg]) -> Result<(Vec<Kind>, bool), StartErro
         }
     }
     Ok((kinds, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_arguments() {
+        assert_eq!(parse_group("0").unwrap(), 0);
+        assert_eq!(parse_group("root").unwrap(), 0);
+        assert_eq!(parse_group("4242").unwrap(), 4242);
+        let err = parse_group("no-such-group-ctrfsd").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--allow-group no-such-group-ctrfsd: no such group on this host"
+        );
+        assert_eq!(err.exit_code(), crate::error::exit::USAGE);
+    }
 }

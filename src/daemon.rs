@@ -88,6 +88,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             fd_cache: (nofile / 4).clamp(16, 512) as usize,
             cache_ttl: config.cache_ttl,
             max_watches: config.max_watches,
+            allow_group: config.allow_group,
         },
     )
     .map_err(|e| StartError::Other(format!("/proc/self/fd: {e}")))?;
@@ -117,7 +118,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
         MountOption::NoSuid,
         MountOption::NoDev,
         MountOption::NoAtime,
+        // The kernel checks every access against the modes and host-view owners ctrfsd
+        // reports, for every caller: a uid-0 process without capabilities gets what the
+        // kernel's own view gives it (README, security model).
+        MountOption::DefaultPermissions,
     ];
+    if config.allow_group.is_some() {
+        // `allow_other`: others may send requests; the mount root's mode (0550, group
+        // `--allow-group`) keeps everyone but root and the group out, checked by the kernel
+        // on every path walk.
+        fuse_config.acl = fuser::SessionACL::All;
+    }
     fuse_config.n_threads = Some(config.threads);
     fuse_config.clone_fd = true;
     let mut session =

@@ -73,6 +73,14 @@ pub enum StartError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `--allow-group` names no group of this host.
+    #[error("--allow-group {name}: {reason}")]
+    BadGroup {
+        /// The group as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The kernel refused the FUSE mount.
     #[error("mounting FUSE at {path}: {source}")]
     Mount {
@@ -97,7 +105,7 @@ impl StartError {
             | StartError::StaleCleanup { .. } => exit::MOUNTPOINT,
             StartError::AlreadyMounted(_) => exit::ALREADY_MOUNTED,
             StartError::NotRoot(_) | StartError::NoFuseDevice(_) => exit::PRIVILEGE,
-            StartError::BadContainer { .. } => exit::USAGE,
+            StartError::BadContainer { .. } | StartError::BadGroup { .. } => exit::USAGE,
             StartError::Mount { .. } => exit::MOUNT_FAILED,
             StartError::Other(_) => exit::FAILURE,
         }

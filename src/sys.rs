@@ -42,3 +42,31 @@ pub fn user_name(uid: u32) -> Option<String> {
     let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
     Some(name.to_string_lossy().into_owned())
 }
+
+/// The gid of group `name` (through NSS, so LDAP groups are found too): `Ok(None)` if no such
+/// group exists, `Err` if the lookup itself failed (the errno getgrnam_r returned).
+pub fn group_gid(name: &str) -> io::Result<Option<u32>> {
+    let cname =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `group` is plain old data (an integer and pointers); all-zero is a valid value.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: `cname` is NUL-terminated; every pointer is to memory we own that outlives the
+    // call; `buf.len()` is its true size; on success `out` points to `gr`.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    match rc {
+        0 if out.is_null() => Ok(None),
+        0 => Ok(Some(gr.gr_gid)),
+        libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => Ok(None),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}

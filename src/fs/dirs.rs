@@ -19,7 +19,6 @@ use std::time::Duration;
 use fuser::{FileAttr, FileType};
 use rustix::fs::{Mode, OFlags, SeekFrom, openat, seek};
 
-use super::attr::synthetic_dir_attr;
 use super::attr::{kind_of, placeholder_attr, to_attr, whiteout_at};
 use super::handles::{Handle, Handles};
 use super::nodes::Shown;
@@ -194,9 +193,7 @@ impl CtrFs {
                     let off = i as u64 + 3;
                     let looked_up = if plus {
                         match entry {
-                            VEntry::Dir(dino) => {
-                                Some((*dino, synthetic_dir_attr(*dino, self.started)))
-                            }
+                            VEntry::Dir(dino) => Some((*dino, self.made_up_dir_attr(*dino))),
                             VEntry::Container(inst) => match self.lookup_container(inst, ino, name)
                             {
                                 Ok((node, attr)) => Some((node.ino, attr)),

@@ -6,22 +6,55 @@
 //! Bounded by construction: each cache holds at most `capacity` fds, whatever the tree size.
 //! Entries are tagged with their instance's seq and purged when the instance is retired, so a
 //! dead container's mounts are not kept alive by us.
+//!
+//! Bounded in time too (DESIGN.md invariant 3): an fd held in a container keeps its mount
+//! busy, and `umount` inside the container (a tmpfs it mounted) or on the host (a volume that
+//! propagates into it, as kubelet tears volumes down) fails with EBUSY while ctrfsd holds one.
+//! So a sweeper thread closes every fd on another mount than the container's root that was
+//! unused for [`IDLE`]: within `IDLE` + [`SWEEP`] (1.5 s) of the last request that touched it,
+//! ctrfsd holds nothing on a container mount but the container's root. Fds on the root mount
+//! itself stay (ctrfsd holds that mount anyway, through the root fd), so the image's files, the
+//! common case, cost nothing, and a host tool holding such a file open keeps reading it after
+//! the container stops. Read fds of a container whose process has exited stay too
+//! ([`FdCache::keep_instance`]): its mount namespace is gone with it, so they pin no mount that
+//! anyone could unmount.
 
 use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
+use rustix::fs::{AtFlags, StatxFlags, statx};
 
-/// A bounded LRU of fds by inode number, each tagged with its instance's `seq`.
+use super::nodes::Node;
+
+/// How long an unused fd stays cached. Long enough for one walk of a tree (a `grep -r` uses a
+/// directory's fd while it reads its files), short enough that mounts are released promptly.
+pub const IDLE: Duration = Duration::from_secs(1);
+
+/// How often the sweeper looks for idle fds.
+pub const SWEEP: Duration = Duration::from_millis(500);
+
+/// One cached fd: the instance seq it belongs to, when it was last used, and whether it is
+/// exempt from the idle sweep (it is on the container's root mount, or its container's process
+/// has exited).
+struct Entry {
+    seq: u64,
+    used: Instant,
+    keep: bool,
+    fd: Arc<OwnedFd>,
+}
+
+/// Fds by ctrfsd inode number, at most `capacity` of them, least recently used evicted first.
 pub struct FdCache {
-    /// inode -> (instance seq, fd): least recently used first out, so the fds held stay
-    /// bounded whatever the kernel holds.
-    lru: Mutex<LruCache<u64, (u64, Arc<OwnedFd>)>>,
+    /// One lock for lookups and the sweep: each holds it for a hash lookup, or a pass over at
+    /// most 512 entries every [`SWEEP`].
+    lru: Mutex<LruCache<u64, Entry>>,
 }
 
 impl FdCache {
-    /// An empty cache holding at most `capacity` fds (at least one).
+    /// A cache of at most `capacity` fds (at least one).
     pub fn new(capacity: usize) -> FdCache {
         let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
         FdCache {
@@ -29,31 +62,49 @@ impl FdCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, (u64, Arc<OwnedFd>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, Entry>> {
         self.lru.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cached fd of `ino`, marked as just used.
+    /// The fd cached for `ino`, marked as used now.
     pub fn get(&self, ino: u64) -> Option<Arc<OwnedFd>> {
-        self.lock().get(&ino).map(|(_, fd)| fd.clone())
+        self.lock().get_mut(&ino).map(|e| {
+            e.used = Instant::now();
+            e.fd.clone()
+        })
     }
 
-    /// Caches `fd` for `ino` of instance `seq`, pushing out the least recently used.
-    pub fn put(&self, ino: u64, seq: u64, fd: Arc<OwnedFd>) {
-        self.lock().put(ino, (seq, fd));
+    /// Caches `fd`, an fd of `node`. It is exempt from the idle sweep if it is on the same
+    /// mount as its container's root (one `statx` of the root fd tells).
+    pub fn put(&self, node: &Node, fd: Arc<OwnedFd>) {
+        let on_root = node.inst.root().is_ok_and(|root| {
+            statx(&*root, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+                .is_ok_and(|st| st.stx_mnt_id as u32 == node.key.mnt)
+        });
+        self.insert(node.ino, node.inst.seq, on_root, fd);
     }
 
-    /// Drops the fd of `ino`, if cached.
+    fn insert(&self, ino: u64, seq: u64, keep: bool, fd: Arc<OwnedFd>) {
+        let entry = Entry {
+            seq,
+            used: Instant::now(),
+            keep,
+            fd,
+        };
+        self.lock().put(ino, entry);
+    }
+
+    /// Closes the fd of `ino` (the kernel forgot the inode).
     pub fn remove(&self, ino: u64) {
         self.lock().pop(&ino);
     }
 
-    /// Drops every fd of instance `seq` (it was retired: its mounts must not stay busy).
+    /// Closes every fd of instance `seq` (retired: nothing may be looked up in it any more).
     pub fn purge_instance(&self, seq: u64) {
         let mut lru = self.lock();
         let dead: Vec<u64> = lru
             .iter()
-            .filter(|(_, (s, _))| *s == seq)
+            .filter(|(_, e)| e.seq == seq)
             .map(|(ino, _)| *ino)
             .collect();
         for ino in dead {
@@ -61,8 +112,100 @@ impl FdCache {
         }
     }
 
+    /// Exempts the fds of instance `seq` from the idle sweep: call only once its process has
+    /// exited (its mounts then belong to no namespace and cannot be unmounted by anyone). They
+    /// still go when the kernel forgets their inodes or the LRU needs room.
+    pub fn keep_instance(&self, seq: u64) {
+        for (_, e) in self.lock().iter_mut() {
+            if e.seq == seq {
+                e.keep = true;
+            }
+        }
+    }
+
+    /// Closes every fd unused since `before` (except kept ones); returns how many.
+    pub fn drop_idle(&self, before: Instant) -> usize {
+        let mut lru = self.lock();
+        let idle: Vec<u64> = lru
+            .iter()
+            .filter(|(_, e)| !e.keep && e.used < before)
+            .map(|(ino, _)| *ino)
+            .collect();
+        for ino in &idle {
+            lru.pop(ino);
+        }
+        idle.len()
+    }
+
     /// Drops every cached fd (used when the process runs out of fds).
     pub fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// How many fds are cached.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True if no fd is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Starts the thread that closes idle fds of `caches` every [`SWEEP`]; it ends when the caches
+/// are gone.
+pub fn spawn_sweeper(caches: Vec<Weak<FdCache>>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("fd-sweeper".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(SWEEP);
+                let Some(before) = Instant::now().checked_sub(IDLE) else {
+                    continue;
+                };
+                let mut alive = false;
+                for cache in caches.iter().filter_map(Weak::upgrade) {
+                    alive = true;
+                    let n = cache.drop_idle(before);
+                    if n > 0 {
+                        log::trace!("closed {n} idle fds");
+                    }
+                }
+                if !alive {
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd() -> Arc<OwnedFd> {
+        Arc::new(OwnedFd::from(std::fs::File::open("/").unwrap()))
+    }
+
+    #[test]
+    fn idle_fds_go_kept_ones_stay() {
+        let c = FdCache::new(8);
+        c.insert(1, 7, false, fd());
+        c.insert(2, 7, false, fd());
+        c.insert(3, 9, false, fd());
+        c.insert(5, 9, true, fd());
+        c.keep_instance(9);
+        // Every entry was last used before `later`.
+        let later = Instant::now() + Duration::from_millis(1);
+        assert_eq!(c.drop_idle(later), 2);
+        assert!(c.get(1).is_none() && c.get(2).is_none());
+        assert!(
+            c.get(3).is_some() && c.get(5).is_some(),
+            "a kept fd is not swept"
+        );
+        let before = Instant::now() - Duration::from_secs(60);
+        c.insert(4, 7, false, fd());
+        assert_eq!(c.drop_idle(before), 0, "a fresh fd is not idle");
     }
 }

@@ -221,7 +221,7 @@ impl Filesystem for FuseFs {
                 if buf.len() < size as usize {
                     buf.resize(size as usize, 0);
                 }
-                let r = core.read_at(from, seq, offset, &mut buf[..size as usize]);
+                let r = core.read_at(from, offset, &mut buf[..size as usize]);
                 let Some(reply) = claim.take() else {
                     return;
                 };
@@ -259,7 +259,7 @@ impl Filesystem for FuseFs {
         // off the FUSE workers, with the same deadline (`guard`).
         let (core, stats) = (self.core.clone(), self.stats.clone());
         let r = self.guard.run(seq, reply, expired_lseek, move |claim| {
-            let r = core.seek_at(from, seq, pos);
+            let r = core.seek_at(from, pos);
             let Some(reply) = claim.take() else {
                 return;
             };

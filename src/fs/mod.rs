@@ -84,6 +84,8 @@ pub struct Options {
     pub cache_ttl: Duration,
     /// Most directories watched at once.
     pub max_watches: usize,
+    /// `--allow-group`: the group that owns the mount root (mode 0550); `None`: root's, 0555.
+    pub allow_group: Option<u32>,
 }
 
 /// What the FUSE handlers and the change-notification thread share.
@@ -153,11 +155,16 @@ impl CtrFs {
         // up in it any more). Its read fds stay until the kernel forgets their inodes: a file a
         // host tool holds open keeps reading, as on a real filesystem after its directory is
         // removed.
-        let (hook_dirs, hook_watches) = (dirs.clone(), watches.clone());
+        let (hook_dirs, hook_files, hook_watches) = (dirs.clone(), files.clone(), watches.clone());
         registry.set_on_retire(Box::new(move |inst: &Instance| {
             hook_dirs.purge_instance(inst.seq);
             hook_watches.drop_instance(inst.seq);
+            if inst.process_exited() {
+                hook_files.keep_instance(inst.seq);
+            }
         }));
+        // Idle fds on a container's other mounts go within 1.5 s (see `fdcache`).
+        fdcache::spawn_sweeper(vec![Arc::downgrade(&dirs), Arc::downgrade(&files)])?;
         Ok(FuseFs(Arc::new(CtrFs {
             core: Arc::new(Core {
                 registry,
@@ -261,7 +268,7 @@ impl Core {
         let pfd = self.dir_fd_depth(&parent, depth + 1)?;
         let fd = self.open_verified(&node.inst, pfd.as_fd(), loc.name(), node, true)?;
         let fd = Arc::new(fd);
-        self.dirs.put(node.ino, node.inst.seq, fd.clone());
+        self.dirs.put(node, fd.clone());
         Ok(fd)
     }
 

@@ -24,8 +24,8 @@ use crate::registry::{ROOT_INO, is_virtual};
 pub(super) enum ReadFrom {
     /// An fd open for reading.
     Fd(Arc<OwnedFd>),
-    /// A file to open for reading first (then kept in the read-fd LRU under this inode).
-    Open(OwnedFd, u64),
+    /// A file to open for reading first (then kept in the read-fd LRU under this node).
+    Open(OwnedFd, Arc<Node>),
 }
 
 impl Core {
@@ -50,25 +50,19 @@ impl Core {
 
     /// Reads into `buf` at `offset` from `from`; returns how many bytes were read. May wait on
     /// a fanotify listener: run it under [`super::guard`].
-    pub(super) fn read_at(
-        &self,
-        from: ReadFrom,
-        seq: u64,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> io::Result<usize> {
-        let fd = self.fd_for(from, seq)?;
+    pub(super) fn read_at(&self, from: ReadFrom, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.fd_for(from)?;
         Ok(rustix::io::pread(&*fd, buf, offset)?)
     }
 
     /// The fd open for reading that `from` names, opened (and kept in the read-fd LRU) first
     /// if needed. May wait on the container (a fanotify listener): call it under `guard`.
-    pub(super) fn fd_for(&self, from: ReadFrom, seq: u64) -> io::Result<Arc<OwnedFd>> {
+    pub(super) fn fd_for(&self, from: ReadFrom) -> io::Result<Arc<OwnedFd>> {
         Ok(match from {
             ReadFrom::Fd(fd) => fd,
-            ReadFrom::Open(opath, ino) => {
+            ReadFrom::Open(opath, node) => {
                 let fd = Arc::new(self.reopen(&opath)?);
-                self.files.put(ino, seq, fd.clone());
+                self.files.put(&node, fd.clone());
                 fd
             }
         })
@@ -119,7 +113,7 @@ impl CtrFs {
             let node = self.child_node(&pnode, name, &st);
             if node.kind == FileType::Directory && node.shown == Shown::Normal {
                 // Kept: entering it next needs no second open.
-                self.dirs.put(node.ino, node.inst.seq, Arc::new(fd));
+                self.dirs.put(&node, Arc::new(fd));
             }
             let ttl = self.ttl_of(watched, &pnode, &node, &st);
             (node, st, ttl)
@@ -293,7 +287,7 @@ impl CtrFs {
             let seq = node.inst.seq;
             return Ok(match self.files.get(ino) {
                 Some(fd) => (ReadFrom::Fd(fd), seq),
-                None => (ReadFrom::Open(self.opath_of(&node)?, ino), seq),
+                None => (ReadFrom::Open(self.opath_of(&node)?, node.clone()), seq),
             });
         }
         let seq = self.nodes.get(ino).map_or(0, |n| n.inst.seq);

@@ -33,8 +33,8 @@ impl Core {
     ///
     /// ENXIO from the filesystem (no data, or the offset is past the end), EOVERFLOW for an
     /// offset past `i64::MAX`, and whatever opening the file gives.
-    pub(super) fn seek_at(&self, from: ReadFrom, seq: u64, pos: SeekFrom) -> io::Result<i64> {
-        let fd = self.fd_for(from, seq)?;
+    pub(super) fn seek_at(&self, from: ReadFrom, pos: SeekFrom) -> io::Result<i64> {
+        let fd = self.fd_for(from)?;
         // The fd's own position is never used for reads (they are `pread`), so moving it here
         // is harmless even when several requests share it.
         let at = rustix::fs::seek(&*fd, pos)?;

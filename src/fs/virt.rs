@@ -35,7 +35,7 @@ impl CtrFs {
             return self.lookup_container(&inst, parent, name).map(|(_, a)| a);
         }
         match dir.children.get(name_str) {
-            Some(VEntry::Dir(ino)) => Ok(synthetic_dir_attr(*ino, self.started)),
+            Some(VEntry::Dir(ino)) => Ok(self.made_up_dir_attr(*ino)),
             Some(VEntry::Container(inst)) => {
                 self.lookup_container(inst, parent, name).map(|(_, a)| a)
             }
@@ -112,11 +112,33 @@ impl CtrFs {
         Ok(attr)
     }
 
+    /// Attributes of made-up directory `ino`, whose modes are the access rules the kernel
+    /// enforces (`default_permissions`): the mount root is `0555` root's, or with
+    /// `--allow-group` `0550` owned by that group, so nobody else gets past it, whatever the
+    /// kernel has cached below; `.pid/` is `0500` root's, always (it serves any process's
+    /// root, like `/proc/<PID>/root`).
+    pub(super) fn made_up_dir_attr(&self, ino: u64) -> FileAttr {
+        self.made_up_dir_attr_in(&self.registry.view(), ino)
+    }
+
+    fn made_up_dir_attr_in(&self, view: &View, ino: u64) -> FileAttr {
+        let mut attr = synthetic_dir_attr(ino, self.started);
+        if ino == ROOT_INO
+            && let Some(gid) = self.opts.allow_group
+        {
+            attr.perm = 0o550;
+            attr.gid = gid;
+        } else if ino == view.pid_dir {
+            attr.perm = 0o500;
+        }
+        attr
+    }
+
     /// Attributes of a made-up directory or link.
     pub(super) fn virtual_attr(&self, ino: u64) -> io::Result<FileAttr> {
         let view = self.registry.view();
         if view.dirs.contains_key(&ino) {
-            return Ok(synthetic_dir_attr(ino, self.started));
+            return Ok(self.made_up_dir_attr_in(&view, ino));
         }
         self.link_attr(&view, ino)
     }

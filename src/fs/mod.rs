@@ -10,6 +10,7 @@
 //! - `ops`, `dirs`: the request logic, returning `io::Result`; `fuse`: the thin
 //!   `Filesystem` impl.
 //! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`].
+//! - `probe`: `user.ctrfsd.host_path`, the host path of a file's real inode (for eBPF probes).
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
 //! directory fd with a single-component name and `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, or goes
@@ -24,6 +25,7 @@ pub mod handles;
 mod links;
 pub mod nodes;
 mod ops;
+mod probe;
 pub mod stats;
 mod virt;
 pub mod watch;

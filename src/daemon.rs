@@ -32,6 +32,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .write(true)
         .open("/dev/fuse")
         .map_err(StartError::NoFuseDevice)?;
+    if config.mkdir {
+        mountpoint::create(&config.mountpoint)?;
+    }
     let mountpoint = mountpoint::prepare(&config.mountpoint)?;
     let nofile = raise_nofile();
 

@@ -25,7 +25,6 @@ install -m 0755 "$bin" "$dir/ctrfsd"
 tar -C "$dir" --owner=0 --group=0 -cf - ctrfsd |
     docker import \
         --change 'ENTRYPOINT ["/ctrfsd"]' \
-        --change 'STOPSIGNAL SIGTERM' \
         --message "ctrfsd $version, static" \
         - "$tag" >/dev/null
 echo "$tag"

@@ -480,3 +480,28 @@ fn deployed_image_serves_every_runtime_and_survives_kill() {
     assert!(!ctrfsd_at(&served));
     drop(ctrfsd);
 }
+
+#[test]
+fn mkdir_creates_a_missing_mountpoint() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mountpoint = dir.path().join("a/ctr");
+    let mut child = std::process::Command::new(bin())
+        .args(["--mkdir", "--runtime", "none"])
+        .arg(&mountpoint)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mounted = wait_until(Duration::from_secs(20), || is_mounted(&mountpoint));
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    );
+    let status = child.wait().unwrap();
+    assert!(
+        mounted.is_some(),
+        "ctrfsd --mkdir mounted on a path that did not exist"
+    );
+    assert!(status.success(), "{status:?}");
+    assert!(!is_mounted(&mountpoint) && mountpoint.is_dir());
+}

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the DaemonSet's container image (deploy/kubernetes/ctrfsd.yaml) from this repository
-# alone, without any registry: a statically linked ctrfsd at /ctrfsd in an otherwise empty image,
-# made with `docker import` of a tar that holds only the binary.
+# alone, without any registry: a statically linked ctrfsd at /ctrfsd in an otherwise empty image
+# (but for the /var/run -> ../run link), made with `docker import` of a tar.
 #
 #   scripts/build-image.sh [TAG]     # default TAG: ctrfsd:<version in Cargo.toml>
 #
@@ -22,7 +22,11 @@ fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 install -m 0755 "$bin" "$dir/ctrfsd"
-tar -C "$dir" --owner=0 --group=0 -cf - ctrfsd |
+# Beside the binary, only the link every host has, so runtime sockets are found at their
+# documented paths (/var/run/docker.sock, /var/run/crio/crio.sock) inside the host's /run.
+mkdir "$dir/var"
+ln -s ../run "$dir/var/run"
+tar -C "$dir" --owner=0 --group=0 -cf - ctrfsd var |
     docker import \
         --change 'ENTRYPOINT ["/ctrfsd"]' \
         --message "ctrfsd $version, static" \

@@ -80,7 +80,8 @@ impl CtrFs {
         for layer in layers {
             let Ok(dir) = rustix::fs::open(
                 layer,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                // A layer path is the runtime's; rootless users own theirs: not followed.
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             ) else {
                 continue;

@@ -45,13 +45,9 @@ impl CtrFs {
         }
         let loc = node.loc();
         let parent = self.node(loc.parent)?;
-        let mut rel = Vec::new();
-        let mut names = if parent.is_instance_root() {
-            Vec::new()
-        } else {
-            self.path_of(&parent)?
-        };
+        let mut names = self.path_of(&parent)?;
         names.push(loc.name);
+        let mut rel = Vec::new();
         for n in &names {
             rel.push(b'/');
             rel.extend_from_slice(n);

@@ -359,6 +359,7 @@ fn deployed_image_serves_every_runtime_and_survives_kill() {
     );
     run(&format!("docker import {} {tag}", tar.display()));
     cleanup.commands.push(format!("docker rmi {tag}"));
+    cleanup.commands.push(format!("docker rm -f {dname}")); // even if `docker run` fails
     let _d = docker_run(&dname, &tag, &["/bin/busybox", "sleep", "100000"]);
     let ptag = format!("localhost/{tag}");
     run(&format!("podman import -q {} {ptag}", tar.display()));

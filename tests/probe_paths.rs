@@ -103,6 +103,9 @@ fn host_path_is_the_inode_the_process_maps() {
     }
     docker_import(dir.path(), &tag);
     let name = format!("ctrfsd-probe-{}", token());
+    // Removed on drop even if `docker run` fails half-way (the image, last).
+    let image = DockerImage(tag.clone());
+    let _early = DockerCtr(name.clone());
     let ctr = docker_run(&name, &tag, &["/bin/sleep", "100000"]);
     let pid = ctr.pid();
     let d = Daemon::start(&["--runtime", "docker"]);
@@ -168,5 +171,14 @@ fn host_path_is_the_inode_the_process_maps() {
     assert_eq!(fs::metadata(&layer).unwrap().ino(), sleep_ino, "{layer}");
     drop(d);
     drop(ctr);
-    let _ = docker(&["rmi", &tag]);
+    drop(image);
+}
+
+/// A Docker image removed on drop.
+struct DockerImage(String);
+
+impl Drop for DockerImage {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", &self.0]);
+    }
 }

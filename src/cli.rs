@@ -51,6 +51,11 @@ pub struct Args {
           value_parser = at_least_one::<u64>)]
     pub resync: u64,
 
+    /// Create the mountpoint directory (and its parents) if it is missing: for images with
+    /// no shell to `mkdir` it, such as the DaemonSet's (deploy/kubernetes)
+    #[arg(long)]
+    pub mkdir: bool,
+
     /// Show only running containers. By default stopped ones (created, exited, dead) are shown
     /// too, read-only from their layers, as `docker ps -a` lists them
     #[arg(long)]
@@ -144,6 +149,8 @@ pub struct Config {
     pub runtimes_named: bool,
     /// How often every runtime is listed again in full, as a safety net behind its events.
     pub resync: Duration,
+    /// `--mkdir`: a missing mountpoint is created.
+    pub mkdir: bool,
     /// `--running-only`: stopped containers are not shown.
     pub running_only: bool,
     /// `None`: 256, or an eighth of RLIMIT_NOFILE if less.
@@ -206,6 +213,7 @@ impl Args {
             runtimes,
             runtimes_named,
             resync: Duration::from_secs(self.resync),
+            mkdir: self.mkdir,
             running_only: self.running_only,
             max_detached: self.max_detached,
             xattrs: self.xattrs,

@@ -16,6 +16,13 @@ use crate::mountpoint;
 use crate::registry::Registry;
 use crate::runtime;
 
+/// SIGTERM, SIGINT and SIGHUP streams (each may have failed to install).
+type Signals = (
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+);
+
 enum Event {
     Signal(&'static str),
     SessionEnded(std::io::Result<()>),
@@ -32,6 +39,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .write(true)
         .open("/dev/fuse")
         .map_err(StartError::NoFuseDevice)?;
+    if config.mkdir {
+        mountpoint::create(&config.mountpoint)?;
+    }
     let mountpoint = mountpoint::prepare(&config.mountpoint)?;
     let nofile = raise_nofile();
 
@@ -59,6 +69,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // The runtimes whose socket exists now: readiness waits for their first full list.
     let first_lists = runtime::detect::present(&kinds, named);
     registry.set_runtime(rt.handle().clone());
+    // Handlers installed before mounting: a SIGTERM right after the mount appears (a kubelet
+    // replacing the pod) must unmount, not kill the process and leave a dead mount.
+    let signals = {
+        let _in_rt = rt.enter();
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        )
+    };
     std::thread::Builder::new()
         .name("runtime".into())
         .spawn(move || {
@@ -71,7 +91,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                         resync,
                     ));
                 }
-                wait_signal(signal_tx).await;
+                wait_signal(signals, signal_tx).await;
                 // Keep the watchers running until the process exits.
                 std::future::pending::<()>().await;
             })
@@ -200,12 +220,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
 }
 
-async fn wait_signal(tx: mpsc::Sender<Event>) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn wait_signal(signals: Signals, tx: mpsc::Sender<Event>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
         error!("cannot install signal handlers; stop ctrfsd with `umount`");
         return;
     };

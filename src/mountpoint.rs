@@ -89,3 +89,21 @@ pub fn prepare(path: &Path) -> Result<PathBuf, StartError> {
 pub fn detach(path: &Path) -> io::Result<()> {
     Ok(unmount(path, UnmountFlags::DETACH)?)
 }
+
+/// Creates directory `path` and its parents (`--mkdir`). A path that already exists, as
+/// anything (a directory, a file, a dead mount that every `stat` fails on), is left to
+/// [`prepare`] to judge.
+pub fn create(path: &Path) -> Result<(), StartError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StartError::MountpointUnusable(parent.to_path_buf(), e))?;
+    }
+    match std::fs::create_dir(path) {
+        Ok(()) => {
+            info!("{}: created", path.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StartError::MountpointUnusable(path.to_path_buf(), e)),
+    }
+}

@@ -14,6 +14,7 @@
 //! - `held`: attributes of an open file no longer at its name, from the fd held for it.
 //! - `links`: `readlink` answers, rewritten by [`crate::pathsafe`]; `derived`: taking back
 //!   from the kernel, within half a second, answers that depend on other entries.
+//! - `probe`: `user.ctrfsd.host_path`, the host path of a file's real inode (for eBPF probes).
 //! - `replies`: what the helper threads of [`guard`] need to answer requests themselves.
 //! - `seek`: `lseek(SEEK_DATA/SEEK_HOLE)` answered from the real file.
 //!
@@ -34,6 +35,7 @@ mod links;
 mod logview;
 pub mod nodes;
 mod ops;
+mod probe;
 mod replies;
 mod seek;
 pub mod stats;

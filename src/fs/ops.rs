@@ -371,6 +371,9 @@ impl CtrFs {
                 .map(|(_, v)| v)
                 .ok_or_else(|| errno(libc::ENODATA));
         }
+        if name.as_bytes() == super::probe::HOST_PATH_XATTR.as_bytes() {
+            return self.host_path(&node);
+        }
         if !self.opts.xattrs {
             return Err(errno(if root {
                 libc::ENODATA

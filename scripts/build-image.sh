@@ -11,14 +11,8 @@ set -eu
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 tag=${1:-ctrfsd:$version}
-target=x86_64-unknown-linux-gnu
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$target"
-bin=target/$target/release/ctrfsd
-# Static, or the empty image cannot start it.
-if ldd "$bin" 2>&1 | grep -q '=>'; then
-    echo "build-image.sh: $bin is dynamically linked" >&2
-    exit 1
-fi
+# Static (scripts/build-static.sh checks it), or the empty image cannot start it.
+bin=$(scripts/build-static.sh)
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 install -m 0755 "$bin" "$dir/ctrfsd"

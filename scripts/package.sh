@@ -8,10 +8,7 @@
 #   README, CHANGELOG, licenses         /usr/share/doc/ctrfsd/
 # Installs cargo-deb (pinned) from crates.io if it is missing. Prints the .deb's path last.
 #
-# The static binary alone, with this machine's toolchain (no extra rustup target):
-#   RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu
-#   -> target/x86_64-unknown-linux-gnu/release/ctrfsd   (`ldd`: "statically linked")
-# --target is what keeps the flag off build scripts and proc macros, which must stay dynamic.
+# The static binary alone: scripts/build-static.sh (shared with scripts/build-image.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,16 +19,8 @@ if ! cargo deb --version 2>/dev/null | grep -q " $CARGO_DEB_VERSION$"; then
 fi
 
 target=$(rustc -vV | sed -n 's/^host: //p')
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-  cargo build --release --locked --target "$target"
-bin=${CARGO_TARGET_DIR:-target}/$target/release/ctrfsd
-# glibc's ldd says "statically linked" for a static PIE, "not a dynamic executable" for a
-# static non-PIE; anything else lists libraries.
-linkage=$(ldd "$bin" 2>&1 || true)
-case "$linkage" in
-  *"statically linked"* | *"not a dynamic executable"*) echo "package: $bin: static ($(echo $linkage))" ;;
-  *) echo "package: $bin is not static:" >&2; echo "$linkage" >&2; exit 1 ;;
-esac
+bin=$(scripts/build-static.sh)
+echo "package: $bin: static"
 
 # Man page and completions from the same clap definitions as --help (a dev build of an
 # example: not part of `cargo install`).

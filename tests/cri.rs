@@ -120,13 +120,36 @@ fn pods_made_as_the_kubelet_makes_them_through_the_cri_only() {
         )
     });
 
-    // Watched through containerd's own API as well: the container still appears once.
+    // The same output as a file under /ctr/.logs, from the path the CRI named.
+    let logs = d.path().join(".logs").join(&rel);
+    let shows = |dir: &std::path::Path, m: &str| {
+        fs::read_to_string(dir.join("all")).is_ok_and(|s| s.contains(&format!("hello from {m}")))
+    };
+    wait_until(Duration::from_secs(10), || shows(&logs, &m0)).unwrap_or_else(|| {
+        panic!(
+            "{} never showed the output: {:?}; log:\n{}",
+            logs.display(),
+            fs::read_to_string(logs.join("all")),
+            d.log_text()
+        )
+    });
+
+    // Watched through containerd's own API as well: the container still appears once, and its
+    // log comes from containerd's record of the CRI container (the same file).
     let both = Daemon::start(&["--runtime", "containerd", "--runtime", "cri"]);
     appear_running(&both, &rel, &m0);
     assert_eq!(
         listing(&both.path().join(format!("k8s/{ns}/{name}"))),
         ["app"]
     );
+    let both_logs = both.path().join(".logs").join(&rel);
+    wait_until(Duration::from_secs(10), || shows(&both_logs, &m0)).unwrap_or_else(|| {
+        panic!(
+            "{} never showed the output: {:?}",
+            both_logs.display(),
+            fs::read_to_string(both_logs.join("all"))
+        )
+    });
     drop(both);
 
     // A restart as the kubelet does it: attempt 0 stopped (kept, exited), attempt 1 created
@@ -161,6 +184,20 @@ fn pods_made_as_the_kubelet_makes_them_through_the_cri_only() {
         format!("{m0}\n")
     );
     assert!(pod.log_dir.join("app/1.log").exists());
+    // The log view moved with the path: attempt 1's file (not attempt 0's).
+    wait_until(Duration::from_secs(10), || shows(&logs, &m1)).unwrap_or_else(|| {
+        panic!(
+            "{} never showed attempt 1: {:?}",
+            logs.display(),
+            fs::read_to_string(logs.join("all"))
+        )
+    });
+    assert!(
+        !fs::read_to_string(logs.join("all"))
+            .unwrap()
+            .contains(&format!("hello from {m0}")),
+        "attempt 1's log view shows attempt 0's output"
+    );
 
     // StopPodSandbox, RemovePodSandbox: the pod's containers go.
     drop(pod);

@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{CWD, FileType, Mode, OFlags, ResolveFlags, fstat, open, openat2};
@@ -171,7 +172,9 @@ pub fn open_socket(path: &Path, uid: u32) -> io::Result<OwnedFd> {
 }
 
 /// Checks that process `pid`, pinned by `pidfd`, belongs to `uid`: its real, effective and
-/// saved uids are `uid`, or its user namespace (or one above it) is owned by `uid`. Read from
+/// saved uids are `uid`, or its user namespace (or one above it) is owned by `uid`; and its
+/// root directory is not the host's (a user's plain process, served by root, would show the
+/// host's files as root reads them). Read from
 /// `/proc/<pid>` and then checked against the pidfd: if the pinned process still lives after
 /// the reads, they were its own.
 ///
@@ -181,16 +184,28 @@ pub fn open_socket(path: &Path, uid: u32) -> io::Result<OwnedFd> {
 pub fn process_belongs(pid: i32, pidfd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
     let uids = proc_uids(pid)?;
     let mine = uids.iter().all(|&u| u == uid) || userns_owned_by(pid, uid)?;
+    let host_root = {
+        let (theirs, ours) = (
+            std::fs::metadata(format!("/proc/{pid}/root"))?,
+            std::fs::metadata("/")?,
+        );
+        (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino())
+    };
     if has_exited(pidfd) {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
-    if mine {
-        Ok(())
-    } else {
-        Err(refused(format!(
+    if !mine {
+        return Err(refused(format!(
             "process {pid} runs as uid {uids:?}, outside any user namespace of uid {uid}"
-        )))
+        )));
     }
+    if host_root {
+        // Read as root, the host's root would show what the user's processes cannot read.
+        return Err(refused(format!(
+            "process {pid} has the host's root directory, not a container's"
+        )));
+    }
+    Ok(())
 }
 
 /// Real, effective and saved uid of `pid` (`Uid:` of `/proc/<pid>/status`).
@@ -252,12 +267,15 @@ mod tests {
     }
 
     #[test]
-    fn root_owned_processes_do_not_belong_to_a_user() {
+    fn other_users_processes_and_the_host_root_are_refused() {
         let me = std::process::id() as i32;
         let fd = crate::pidfd::pin(me).unwrap();
         let uid = rustix::process::getuid().as_raw();
-        assert!(process_belongs(me, fd.as_fd(), uid).is_ok());
         let e = process_belongs(me, fd.as_fd(), uid + 4242).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("runs as uid"), "{e}");
+        // Our own process is ours, but its root is the host's.
+        let e = process_belongs(me, fd.as_fd(), uid).unwrap_err();
+        assert!(e.to_string().contains("host's root"), "{e}");
     }
 }

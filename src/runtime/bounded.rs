@@ -5,11 +5,13 @@
 //!
 //! - [`RESPONSE_LIMIT`] per answer (a list, an inspect, a version);
 //! - [`EVENTS_LIMIT`] per events connection: an endless event object stops there, and so does a
-//!   long-lived stream, after which the watcher reconnects and re-lists (at ~500 bytes an
-//!   event, that is every ~30,000 events).
+//!   long-lived stream, after which the watcher reconnects (backing off) and re-lists, so no
+//!   change is missed; at ~500 bytes an event, that is every ~4,000 events.
 //!
 //! bollard buffers a whole answer, and a whole event object, before decoding it; it has no
-//! limit of its own, hence this one below it.
+//! limit of its own, hence this one below it. It also tries to decode the buffered part of an
+//! unfinished event at every read, so the time an endless object costs grows with the square
+//! of its size: the events limit is small for that reason too.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -26,8 +28,8 @@ use tokio::net::UnixStream;
 /// containers from Podman is about 3 MiB).
 pub const RESPONSE_LIMIT: u64 = 16 << 20;
 
-/// Bytes read at most on one events connection of a user's endpoint (16 MiB).
-pub const EVENTS_LIMIT: u64 = 16 << 20;
+/// Bytes read at most on one events connection of a user's endpoint (2 MiB).
+pub const EVENTS_LIMIT: u64 = 2 << 20;
 
 /// A client of the user `uid`'s endpoint at `socket`, with `timeout` seconds per request.
 ///

@@ -43,10 +43,14 @@ fn no_links() -> ResolveFlags {
 }
 
 impl Owner {
-    /// The user `uid`, if the password database knows its home directory and it exists.
-    pub fn of(uid: u32) -> Option<Owner> {
-        let home = crate::sys::user_home(uid)?.canonicalize().ok()?;
-        Some(Owner { uid, home })
+    /// The user `uid`. Without a home directory (none in the password database, or missing),
+    /// its running containers are still shown, and no layer path is accepted.
+    pub fn of(uid: u32) -> Owner {
+        let home = crate::sys::user_home(uid)
+            .filter(|h| h.is_absolute())
+            .map(|h| h.canonicalize().unwrap_or(h))
+            .unwrap_or_else(|| PathBuf::from("/nonexistent/ctrfsd-no-home"));
+        Owner { uid, home }
     }
 
     /// Why `path` cannot be one of this user's layer directories, if it cannot (no I/O): it

@@ -92,7 +92,8 @@ pub struct Claim<'a> {
 }
 
 /// The path of every container, in the order given: by priority, each takes its first
-/// candidate not taken by a container before it nor reserved (`.pid`, `.diff`, `k8s`); a
+/// candidate not taken by a container before it (its path or qualified name) nor reserved
+/// (`.pid`, `.diff`, `k8s`); a
 /// container with no free candidate gets `<runtime>~<id>`.
 pub fn assign(claims: &[Claim<'_>]) -> Vec<String> {
     let mut order: Vec<usize> = (0..claims.len()).collect();
@@ -121,6 +122,11 @@ pub fn assign(claims: &[Claim<'_>]) -> Vec<String> {
             .find(|p| !taken.contains(p))
             .unwrap_or_else(|| format!("{}~{}", ident.runtime.as_str(), ident.id));
         taken.insert(path.clone());
+        // Its qualified name resolves to it (an alias) even where it is listed elsewhere: a
+        // lower-ranked container (a user named "docker") must not be listed under it.
+        if let Some(q) = qualified(ident) {
+            taken.insert(q);
+        }
         paths[i] = path;
     }
     paths
@@ -269,6 +275,12 @@ mod tests {
             (ident(Runtime::PodmanRootless, "bob", "b1", "x"), true),
         ]);
         assert_eq!(got, ["x@bob~b2", "x@bob"]);
+        // A user named like a runtime never takes that runtime's qualified names.
+        let got = run(&[
+            (ident(Runtime::PodmanRootless, "docker", "r1", "web"), true),
+            (ident(Runtime::Docker, "", "d1", "web"), true),
+        ]);
+        assert_eq!(got, ["web@docker~r1", "web"]);
         // Nothing usable left: `<runtime>~<id>`.
         let got = run(&[(k8s("k8s.io", "z", 0, "ns", "..", "c"), true)]);
         assert_eq!(got, ["containerd~z"]);

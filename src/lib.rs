@@ -14,7 +14,8 @@
 //! - [`registry`] holds the live container instances; [`instance`] acquires one race-free;
 //!   [`mounts`] tells which of a container's mounts are served; [`layers`] assembles a stopped
 //!   container's filesystem from its layers.
-//! - [`runtime`] feeds the registry: Docker, Podman, containerd, and static `NAME=PID` entries.
+//! - [`runtime`] feeds the registry: Docker, Podman, containerd, and static `NAME=PID` entries;
+//!   [`trust`] checks what an endpoint run by an unprivileged user says before root acts on it.
 //! - [`fs`] is the FUSE filesystem; [`pathsafe`] holds the containment and link-rewriting rules.
 //! - [`notify`] tells systemd (`Type=notify`) when the mount is ready and when it stops.
 //! - [`error`] maps start-up failures to exit codes; [`sys`] holds the only `unsafe`.
@@ -38,3 +39,4 @@ pub mod pidfd;
 pub mod registry;
 pub mod runtime;
 pub mod sys;
+pub mod trust;

@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -28,6 +28,16 @@ pub fn trim_heap() {
 
 /// The login name of `uid` (through NSS, so LDAP users are named too), if it has one.
 pub fn user_name(uid: u32) -> Option<String> {
+    passwd(uid).map(|(name, _)| name)
+}
+
+/// The home directory of `uid` as the password database says (through NSS), if it has one.
+pub fn user_home(uid: u32) -> Option<std::path::PathBuf> {
+    passwd(uid).map(|(_, home)| home.into())
+}
+
+/// The login name and home directory of `uid`.
+fn passwd(uid: u32) -> Option<(String, String)> {
     // SAFETY: `passwd` is plain old data (integers and pointers); all-zero is a valid value.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 4096];
@@ -35,12 +45,54 @@ pub fn user_name(uid: u32) -> Option<String> {
     // SAFETY: every pointer is to memory we own and outlive the call; `buf.len()` is its true
     // size; on success `out` points to `pw`, whose string fields point into `buf`.
     let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if rc != 0 || out.is_null() || pw.pw_name.is_null() {
+    if rc != 0 || out.is_null() || pw.pw_name.is_null() || pw.pw_dir.is_null() {
         return None;
     }
-    // SAFETY: getpwuid_r succeeded, so `pw_name` is a NUL-terminated string inside `buf`.
-    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    // SAFETY: getpwuid_r succeeded, so `pw_name` and `pw_dir` are NUL-terminated strings
+    // inside `buf`, which lives until the end of this function.
+    let (name, dir) = unsafe {
+        (
+            std::ffi::CStr::from_ptr(pw.pw_name),
+            std::ffi::CStr::from_ptr(pw.pw_dir),
+        )
+    };
+    Some((
+        name.to_string_lossy().into_owned(),
+        dir.to_string_lossy().into_owned(),
+    ))
+}
+
+/// The uid that owns the user namespace `ns` (an fd of `/proc/<pid>/ns/user`), as seen from
+/// ctrfsd's own namespace: `ioctl(NS_GET_OWNER_UID)`, ioctl_ns(2).
+///
+/// # Errors
+///
+/// What the ioctl answers (EINVAL if `ns` is not a user namespace).
+pub fn ns_owner_uid(ns: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: `ns` is a valid open fd for the whole call; NS_GET_OWNER_UID writes one `uid_t`
+    // through the pointer, which points to a live local of that type.
+    let rc = unsafe { libc::ioctl(ns.as_raw_fd(), libc::NS_GET_OWNER_UID, &mut uid) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(uid)
+}
+
+/// The parent of the user namespace `ns`: `ioctl(NS_GET_PARENT)`, ioctl_ns(2).
+///
+/// # Errors
+///
+/// EPERM at ctrfsd's own user namespace (or one outside it), and what the ioctl answers.
+pub fn ns_parent(ns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: `ns` is a valid open fd for the whole call; NS_GET_PARENT takes no argument and
+    // returns a new fd (O_CLOEXEC, per ioctl_ns(2)) or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), libc::NS_GET_PARENT) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The gid of group `name` (through NSS, so LDAP groups are found too): `Ok(None)` if no such

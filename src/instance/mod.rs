@@ -14,7 +14,8 @@
 //! detached views are held at once is bounded in `detached`.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -25,6 +26,7 @@ use crate::layers::{Storage, assemble};
 use crate::mounts::{MountKind, MountTable, REFRESH};
 use crate::pidfd::has_exited;
 pub use crate::pidfd::proc_dirs;
+use crate::trust::Owner;
 pub use detached::set_max_detached;
 use detached::{RootSlot, track_detached};
 
@@ -66,6 +68,9 @@ pub struct Instance {
     pub source: Source,
     /// Where the runtime keeps the container's files (for stopped and `.diff` views).
     pub storage: Option<Arc<Storage>>,
+    /// The unprivileged user whose endpoint reports it: its layers are opened as that user's
+    /// ([`Owner::open_dir`]: no symlinks, owned by the user). `None` for root's runtimes.
+    owner: Option<Arc<Owner>>,
     /// `O_PATH` fd of `/proc/<pid>/root` (or of the detached mount, or of the writable layer);
     /// `None` once retired so a dead container's mounts are not kept alive by us, and for a
     /// stopped or `.diff` view until first used (or after it was released to bound fds).
@@ -106,6 +111,7 @@ impl Instance {
             pidfd: Some(Arc::new(pidfd)),
             source: Source::Live,
             storage: None,
+            owner: None,
             root: Arc::new(RwLock::new(Some(Arc::new(root)))),
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
@@ -130,6 +136,7 @@ impl Instance {
             pidfd: None,
             source,
             storage: Some(storage),
+            owner: None,
             root: Arc::new(RwLock::new(None)),
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
@@ -150,12 +157,19 @@ impl Instance {
         });
         let mut inst = Instance::detached(self.ident.clone(), Source::Diff, storage);
         inst.path = path;
+        inst.owner = self.owner.clone();
         inst
     }
 
     /// Adds what the runtime says about the container's storage (running containers).
     pub fn with_storage(mut self, storage: Option<Storage>) -> Instance {
         self.storage = storage.map(Arc::new);
+        self
+    }
+
+    /// Adds the unprivileged user whose endpoint reports it (see the `owner` field).
+    pub fn with_owner(mut self, owner: Option<Owner>) -> Instance {
+        self.owner = owner.map(Arc::new);
         self
     }
 
@@ -217,6 +231,7 @@ impl Instance {
             pidfd: self.pidfd.clone(),
             source: self.source.clone(),
             storage: self.storage.clone(),
+            owner: self.owner.clone(),
             root: Arc::new(RwLock::new(root)),
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
@@ -315,7 +330,23 @@ impl Instance {
         };
         // The `.diff` view is the writable layer itself; so is a stopped container of one layer
         // (a containerd snapshot without parents), since overlayfs needs two.
-        let r = if self.source == Source::Diff || lowers.is_empty() {
+        let r = if let Some(owner) = &self.owner {
+            // A user's layers: each opened as theirs, and the overlay made of exactly the
+            // directories opened (through their fds), whatever the paths name by then.
+            let one = self.source == Source::Diff || lowers.is_empty();
+            owner.open_dir(upper).and_then(|up| {
+                if one {
+                    return Ok(up);
+                }
+                let lows = lowers
+                    .iter()
+                    .map(|l| owner.open_dir(l))
+                    .collect::<io::Result<Vec<_>>>()?;
+                let via = |fd: &OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                let lows: Vec<PathBuf> = lows.iter().map(via).collect();
+                assemble(&via(&up), &lows)
+            })
+        } else if self.source == Source::Diff || lowers.is_empty() {
             open(
                 upper,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -161,6 +161,15 @@ impl Registry {
             .map(|e| e.inst.clone())
     }
 
+    /// How many containers of `runtime` in `scope` are registered.
+    pub fn count(&self, runtime: Runtime, scope: &str) -> usize {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|e| e.inst.ident.runtime == runtime && e.inst.ident.scope == scope)
+            .count()
+    }
+
     /// True if the container `ident` is served (its instance current, with a process) as
     /// exactly this identity and PID.
     pub fn serves(&self, ident: &Identity, pid: i32) -> bool {

@@ -25,6 +25,9 @@ pub fn invalid_name(name: &str) -> Option<&'static str> {
         Some("is not a usable directory name")
     } else if name.contains('/') || name.contains('\0') {
         Some("contains '/' or NUL")
+    } else if name.chars().any(char::is_control) {
+        // A newline or an escape sequence in a name would reach every listing and log line.
+        Some("contains control characters")
     } else if name.len() > 255 {
         Some("is longer than 255 bytes")
     } else {
@@ -32,10 +35,19 @@ pub fn invalid_name(name: &str) -> Option<&'static str> {
     }
 }
 
+/// Where in Kubernetes the container is, if its runtime may say so: never for a user's
+/// rootless endpoint, whose labels are the user's to choose (`k8s/...` is never theirs).
+fn kube(ident: &Identity) -> Option<&crate::container::PodRef> {
+    ident
+        .k8s
+        .as_ref()
+        .filter(|_| ident.runtime != crate::container::Runtime::PodmanRootless)
+}
+
 /// `<name>@<qualifier>`, for containers that are not Kubernetes containers and whose runtime
 /// has qualified names.
 pub fn qualified(ident: &Identity) -> Option<String> {
-    if ident.k8s.is_some() {
+    if kube(ident).is_some() {
         return None;
     }
     let q = ident.runtime.qualifier(&ident.scope)?;
@@ -46,7 +58,7 @@ pub fn qualified(ident: &Identity) -> Option<String> {
 pub fn candidates(ident: &Identity) -> Vec<String> {
     let id12 = short_id(&ident.id).replace(['/', '\0'], "_");
     let mut out = Vec::new();
-    if let Some(k) = &ident.k8s {
+    if let Some(k) = kube(ident) {
         let comps = [&k.namespace, &k.pod, &k.container];
         if comps.iter().all(|c| invalid_name(c).is_none()) {
             let p = format!("{K8S_DIR}/{}/{}/{}", k.namespace, k.pod, k.container);
@@ -80,7 +92,8 @@ pub struct Claim<'a> {
 }
 
 /// The path of every container, in the order given: by priority, each takes its first
-/// candidate not taken by a container before it nor reserved (`.pid`, `.diff`, `k8s`); a
+/// candidate not taken by a container before it (its path or qualified name) nor reserved
+/// (`.pid`, `.diff`, `k8s`); a
 /// container with no free candidate gets `<runtime>~<id>`.
 pub fn assign(claims: &[Claim<'_>]) -> Vec<String> {
     let mut order: Vec<usize> = (0..claims.len()).collect();
@@ -109,6 +122,11 @@ pub fn assign(claims: &[Claim<'_>]) -> Vec<String> {
             .find(|p| !taken.contains(p))
             .unwrap_or_else(|| format!("{}~{}", ident.runtime.as_str(), ident.id));
         taken.insert(path.clone());
+        // Its qualified name resolves to it (an alias) even where it is listed elsewhere: a
+        // lower-ranked container (a user named "docker") must not be listed under it.
+        if let Some(q) = qualified(ident) {
+            taken.insert(q);
+        }
         paths[i] = path;
     }
     paths
@@ -168,6 +186,17 @@ mod tests {
                 ident(Runtime::Static, "", "pid:5", "web"),
                 &["web", "web~pid:5"],
             ),
+            // A user's endpoint never places a container among the kubelet's.
+            (
+                {
+                    let mut i = k8s("", "r9", 0, "kube-system", "p", "c");
+                    i.runtime = Runtime::PodmanRootless;
+                    i.scope = "mallory".into();
+                    i.name = "x".into();
+                    i
+                },
+                &["x@mallory", "x@mallory~r9"],
+            ),
             // A Kubernetes path with an unusable component falls back to nothing at all.
             (k8s("k8s.io", "c4", 0, "default", "..", "api"), &[]),
             // An unusable name: only what is usable is left.
@@ -191,6 +220,10 @@ mod tests {
             ("...", false),
             ("a/b", true),
             ("a\0b", true),
+            ("a\nb", true),
+            ("\u{1b}[2Jx", true),
+            ("a\u{85}b", true),
+            ("a b", false),
             (&"x".repeat(255), false),
             (&"x".repeat(256), true),
         ] {
@@ -242,6 +275,12 @@ mod tests {
             (ident(Runtime::PodmanRootless, "bob", "b1", "x"), true),
         ]);
         assert_eq!(got, ["x@bob~b2", "x@bob"]);
+        // A user named like a runtime never takes that runtime's qualified names.
+        let got = run(&[
+            (ident(Runtime::PodmanRootless, "docker", "r1", "web"), true),
+            (ident(Runtime::Docker, "", "d1", "web"), true),
+        ]);
+        assert_eq!(got, ["web@docker~r1", "web"]);
         // Nothing usable left: `<runtime>~<id>`.
         let got = run(&[(k8s("k8s.io", "z", 0, "ns", "..", "c"), true)]);
         assert_eq!(got, ["containerd~z"]);

@@ -161,15 +161,25 @@ pub fn build(inodes: &mut Inodes, placed: &[Placed]) -> View {
             place(DIFF_DIR, d.clone());
         }
         view.links.insert(p.link, path.to_string());
+    }
+    // Aliases by runtime rank: when two containers claim one alias (an id another runtime's
+    // endpoint also reports, a user named like a runtime), the higher-ranked keeps it, so a
+    // user's endpoint never takes over an alias of a root runtime's container.
+    let mut ranked: Vec<&Placed> = placed
+        .iter()
+        .filter(|p| !p.inst.path().is_empty())
+        .collect();
+    ranked.sort_by_key(|p| p.inst.ident.runtime); // stable: registration order within a rank
+    for p in ranked {
         let ident = &p.inst.ident;
-        if ident.runtime != Runtime::Static {
+        if ident.runtime != Runtime::Static && !view.aliases.contains_key(&ident.id) {
             view.ids.push((ident.id.clone(), p.link));
             view.aliases.insert(ident.id.clone(), p.link);
         }
         if let Some(q) = qualified(ident)
-            && q != path
+            && q != p.inst.path()
         {
-            view.aliases.insert(q, p.link);
+            view.aliases.entry(q).or_insert(p.link);
         }
     }
     view.ids.sort();
@@ -274,6 +284,25 @@ mod tests {
         assert_eq!(v.alias("web"), None);
         assert_eq!(v.alias("pid:5"), None);
         assert_eq!(v.alias("s@static"), None);
+    }
+
+    /// Issue 13: a user's endpoint reporting another runtime's container id takes nothing.
+    #[test]
+    fn aliases_go_by_runtime_rank() {
+        let mut inodes = Inodes::default();
+        let id = "3f2a9c0d11aa22bb";
+        let user = inst(Runtime::PodmanRootless, "mallory", id, "x", "x@mallory");
+        let web = inst(Runtime::Docker, "", id, "web", "web");
+        // Registered first, the user's container still loses the id.
+        let p = placed(&mut inodes, &[&user, &web]);
+        let v = build(&mut inodes, &p);
+        assert_eq!(v.alias(id), Some(p[1].link));
+        assert_eq!(
+            v.alias("3f2a"),
+            Some(p[1].link),
+            "a prefix is not made ambiguous"
+        );
+        assert_eq!(v.alias("x@mallory"), None, "listed, so no alias");
     }
 
     #[test]

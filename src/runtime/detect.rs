@@ -3,16 +3,17 @@
 //! stays watched when its socket goes away (its watcher retries with backoff while its running
 //! containers stay served).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::info;
+use log::{info, warn};
 
 use crate::container::{Identity, Runtime, describe};
 use crate::registry::Registry;
+use crate::trust::Owner;
 
 use super::docker::Endpoint;
 
@@ -44,6 +45,18 @@ pub struct Candidate {
     pub socket: PathBuf,
     /// Watched even while its socket is missing (named by the user, or `DOCKER_HOST`).
     pub insist: bool,
+    /// The unprivileged user whose runtime directory holds the socket (rootless Podman).
+    pub uid: Option<u32>,
+}
+
+/// Where a user's rootless Podman socket is, relative to `/run/user/<uid>`: Podman's
+/// `podman/podman.sock`, or what `CTRFSD_USER_SOCKET` names (a relative path; for tests and
+/// hosts that run the user service elsewhere). Only root sets ctrfsd's environment.
+pub fn user_socket() -> PathBuf {
+    std::env::var_os("CTRFSD_USER_SOCKET")
+        .map(PathBuf::from)
+        .filter(|p| p.is_relative())
+        .unwrap_or_else(|| PathBuf::from("podman/podman.sock"))
 }
 
 impl Candidate {
@@ -60,24 +73,30 @@ fn is_socket(p: &Path) -> bool {
 /// kinds by name (their default sockets are watched even before they exist).
 pub fn candidates(kinds: &[Kind], named: bool) -> Vec<Candidate> {
     let mut out = Vec::new();
-    let mut push = |runtime, scope: String, socket: PathBuf, insist| {
+    let mut push = |runtime, scope: String, socket: PathBuf, insist, uid| {
         out.push(Candidate {
             runtime,
             scope,
             socket,
             insist,
+            uid,
         })
     };
     if kinds.contains(&Kind::Docker) {
         match std::env::var("DOCKER_HOST") {
-            Ok(h) if h.starts_with("unix://") => {
-                push(Runtime::Docker, String::new(), PathBuf::from(&h[7..]), true)
-            }
+            Ok(h) if h.starts_with("unix://") => push(
+                Runtime::Docker,
+                String::new(),
+                PathBuf::from(&h[7..]),
+                true,
+                None,
+            ),
             _ => push(
                 Runtime::Docker,
                 String::new(),
                 PathBuf::from("/var/run/docker.sock"),
                 named,
+                None,
             ),
         }
     }
@@ -87,21 +106,23 @@ pub fn candidates(kinds: &[Kind], named: bool) -> Vec<Candidate> {
             String::new(),
             PathBuf::from("/run/podman/podman.sock"),
             named,
+            None,
         );
+        let rel = user_socket();
         let mut users: Vec<(u32, PathBuf)> = std::fs::read_dir("/run/user")
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| {
                 let uid = e.file_name().to_str()?.parse::<u32>().ok()?;
-                Some((uid, e.path().join("podman/podman.sock")))
+                Some((uid, e.path().join(&rel)))
             })
             .filter(|(uid, _)| *uid != 0)
             .collect();
         users.sort();
         for (uid, socket) in users {
             let user = crate::sys::user_name(uid).unwrap_or_else(|| uid.to_string());
-            push(Runtime::PodmanRootless, user, socket, false);
+            push(Runtime::PodmanRootless, user, socket, false, Some(uid));
         }
     }
     let containerd = PathBuf::from(
@@ -114,6 +135,7 @@ pub fn candidates(kinds: &[Kind], named: bool) -> Vec<Candidate> {
             String::new(),
             containerd.clone(),
             named,
+            None,
         );
     }
     if kinds.contains(&Kind::Cri) {
@@ -122,21 +144,23 @@ pub fn candidates(kinds: &[Kind], named: bool) -> Vec<Candidate> {
             String::new(),
             super::cri::CRIO_SOCKET.into(),
             false,
+            None,
         );
         // One container, one entry: through CRI only if containerd's own API is not watched.
         if !kinds.contains(&Kind::Containerd) {
-            push(Runtime::Cri, String::new(), containerd, false);
+            push(Runtime::Cri, String::new(), containerd, false, None);
         }
     }
     out
 }
 
-/// The runtimes whose API socket exists now, among `kinds` (what a first full list can be
-/// expected from at start; `--runtime` names without a socket are left out).
+/// The root-run runtimes whose API socket exists now, among `kinds` (what a first full list
+/// can be expected from at start; `--runtime` names without a socket are left out, and so are
+/// users' endpoints: an untrusted user must not be able to delay readiness).
 pub fn present(kinds: &[Kind], named: bool) -> Vec<Runtime> {
     let mut out: Vec<Runtime> = candidates(kinds, named)
         .into_iter()
-        .filter(|c| is_socket(&c.socket))
+        .filter(|c| c.uid.is_none() && is_socket(&c.socket))
         .map(|c| c.runtime)
         .collect();
     out.sort();
@@ -144,14 +168,40 @@ pub fn present(kinds: &[Kind], named: bool) -> Vec<Runtime> {
     out
 }
 
+/// The user `uid` as the owner of the endpoint at `socket`, or why it is refused: the socket
+/// must be reached without symlinks and be the user's (checked again at every connection).
+fn user_endpoint(socket: &Path, uid: u32) -> Result<Owner, String> {
+    crate::trust::open_socket(socket, uid).map_err(|e| e.to_string())?;
+    Ok(Owner::of(uid))
+}
+
 /// Runs forever: starts a watcher for every endpoint as soon as its socket exists.
 pub async fn watch_all(registry: Arc<Registry>, kinds: Vec<Kind>, named: bool, resync: Duration) {
     let mut started: HashSet<PathBuf> = HashSet::new();
+    let mut refused: HashMap<PathBuf, String> = HashMap::new();
     loop {
         for c in candidates(&kinds, named) {
             if started.contains(&c.socket) || !(c.insist || is_socket(&c.socket)) {
                 continue;
             }
+            let owner = match c.uid {
+                None => None,
+                Some(uid) => match user_endpoint(&c.socket, uid) {
+                    Ok(o) => Some(o),
+                    Err(why) => {
+                        // Logged once per reason: the socket is looked at every 2 s.
+                        if refused.get(&c.socket) != Some(&why) {
+                            warn!(
+                                "{} at {}: not watched: {why}",
+                                c.label(),
+                                c.socket.display()
+                            );
+                            refused.insert(c.socket.clone(), why);
+                        }
+                        continue;
+                    }
+                },
+            };
             info!("{} at {}: watching", c.label(), c.socket.display());
             started.insert(c.socket.clone());
             let reg = registry.clone();
@@ -167,6 +217,7 @@ pub async fn watch_all(registry: Arc<Registry>, kinds: Vec<Kind>, named: bool, r
                         runtime,
                         scope: c.scope,
                         socket: c.socket,
+                        owner,
                     };
                     tokio::spawn(super::docker::watch(reg, ep, resync));
                 }
@@ -258,10 +309,15 @@ async fn probe(c: &Candidate) -> String {
                 ))
             }
             runtime => {
+                let owner = match c.uid {
+                    Some(uid) => Some(user_endpoint(&c.socket, uid)?),
+                    None => None,
+                };
                 let ep = Endpoint {
                     runtime,
                     scope: c.scope.clone(),
                     socket: c.socket.clone(),
+                    owner,
                 };
                 let docker = ep.connect().map_err(|e| e.to_string())?;
                 let v = docker.version().await.map_err(|e| e.to_string())?;

@@ -20,6 +20,7 @@ use super::{Found, Inspect};
 use crate::container::{Identity, Runtime, Stopped, describe};
 use crate::layers::Storage;
 use crate::registry::Registry;
+use crate::trust::Owner;
 
 /// Container events after which the container's state is looked up again ("remove" is
 /// Podman's word for Docker's "destroy").
@@ -37,7 +38,13 @@ pub struct Endpoint {
     pub scope: String,
     /// The API's Unix socket.
     pub socket: std::path::PathBuf,
+    /// The unprivileged user who runs it (rootless Podman): its socket, PIDs, paths, labels and
+    /// answer sizes are checked against that user ([`crate::trust`], [`super::bounded`]).
+    pub owner: Option<Owner>,
 }
+
+/// Containers at most one user's endpoint may have shown at once; more are logged and left out.
+pub const MAX_USER_CONTAINERS: usize = 1000;
 
 impl Endpoint {
     fn key(&self, id: &str) -> Identity {
@@ -51,6 +58,9 @@ impl Endpoint {
     ///
     /// bollard's, if the socket path cannot be used.
     pub fn connect(&self) -> Result<Docker, DockerError> {
+        if let Some(owner) = &self.owner {
+            return super::bounded::connect(&self.socket, owner.uid, 30);
+        }
         Docker::connect_with_unix(
             &self.socket.to_string_lossy(),
             30,
@@ -107,7 +117,7 @@ async fn follow(
                     if !ACTIONS.contains(&action.as_str()) {
                         continue;
                     }
-                    debug!("{}: event {action} {id}", ep.label());
+                    debug!("{}: event {action:?} {id:?}", ep.label());
                     if action == "destroy" {
                         registry.remove(&ep.key(&id), "removed");
                     } else {
@@ -134,7 +144,18 @@ async fn sync_all(
         }))
         .await?;
     let mut ids = HashSet::new();
-    for c in list {
+    let max = match ep.owner {
+        Some(_) => MAX_USER_CONTAINERS,
+        None => usize::MAX,
+    };
+    if list.len() > max {
+        log::warn!(
+            "{}: lists {} containers; a user's endpoint shows at most {max}",
+            ep.label(),
+            list.len()
+        );
+    }
+    for c in list.into_iter().take(max) {
         let Some(id) = c.id else { continue };
         let name = c
             .names
@@ -169,6 +190,10 @@ impl Inspect for Daemon<'_> {
 
     fn label(&self) -> String {
         self.ep.label()
+    }
+
+    fn owner(&self) -> Option<&Owner> {
+        self.ep.owner.as_ref()
     }
 }
 
@@ -206,7 +231,10 @@ fn parse_inspect(
     }
     let config = info.config.unwrap_or_default();
     let labels = config.labels.unwrap_or_default();
+    // A user's labels are the user's to choose: they never hide a container nor place it
+    // among the kubelet's (`k8s/...` is for root's runtimes).
     let k8s = match super::kubernetes(&labels) {
+        _ if ep.owner.is_some() => None,
         Some(Some(p)) => Some(p),
         Some(None) => return Found::Hidden,
         None => None,
@@ -307,6 +335,16 @@ async fn reconcile(
     registry: &Arc<Registry>,
     id: &str,
 ) -> Result<(), DockerError> {
+    if ep.owner.is_some()
+        && registry.find(&ep.key(id)).is_none()
+        && registry.count(ep.runtime, &ep.scope) >= MAX_USER_CONTAINERS
+    {
+        debug!(
+            "{}: container {id:?} left out: {MAX_USER_CONTAINERS} already shown",
+            ep.label()
+        );
+        return Ok(());
+    }
     let found = inspect(docker, ep, id, registry.shows_stopped()).await?;
     let (ident, pid, storage) = match found {
         Found::Hidden => {
@@ -314,7 +352,7 @@ async fn reconcile(
             return Ok(());
         }
         Found::Stopped(ident, stopped, storage) => {
-            super::serve_stopped(registry, ident, stopped, storage);
+            super::serve_stopped(registry, ident, stopped, storage, ep.owner.as_ref());
             return Ok(());
         }
         Found::Running(ident, pid, storage) => (ident, pid, storage),
@@ -332,6 +370,7 @@ mod tests {
             runtime: Runtime::Podman,
             scope: String::new(),
             socket: "/run/podman/podman.sock".into(),
+            owner: None,
         }
     }
 
@@ -430,6 +469,31 @@ mod tests {
         for (state, labels, with_stopped, want) in table {
             let got = parse_inspect(&ep(), "c0ffee", answer(state, labels), with_stopped);
             assert_eq!(got, want, "{state} {labels} with_stopped={with_stopped}");
+        }
+    }
+
+    /// Issue 13: a user's Kubernetes and sandbox labels neither place nor hide a container.
+    #[test]
+    fn a_users_labels_are_only_labels() {
+        let mut user = ep();
+        user.runtime = Runtime::PodmanRootless;
+        user.scope = "mallory".into();
+        user.owner = Some(Owner {
+            uid: 1001,
+            home: "/home/mallory".into(),
+        });
+        let running = r#"{"Status": "running", "Running": true, "Pid": 4242}"#;
+        for labels in [
+            r#"{"io.kubernetes.pod.namespace": "kube-system", "io.kubernetes.pod.name": "p",
+                "io.kubernetes.container.name": "c"}"#,
+            r#"{"io.cri-containerd.kind": "sandbox", "io.kubernetes.pod.namespace": "ns",
+                "io.kubernetes.pod.name": "p"}"#,
+        ] {
+            let got = parse_inspect(&user, "c0ffee", answer(running, labels), false);
+            let Found::Running(ident, _, _) = got else {
+                panic!("hidden by a user's labels: {labels}");
+            };
+            assert_eq!(ident.k8s, None, "{labels}");
         }
     }
 

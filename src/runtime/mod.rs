@@ -9,9 +9,12 @@
 //!
 //! A runtime plugs in through [`Inspect`] (what it says about one container now) and calls
 //! [`acquire`] for a running container: the one race-free acquisition step every runtime
-//! shares. Every registered container also gets an exit watcher on its pidfd, so a container
+//! shares. An endpoint run by an unprivileged user says so ([`Inspect::owner`]); what it
+//! reports is then checked against that user here ([`crate::trust`]), and its answers are
+//! bounded ([`bounded`]). Every registered container also gets an exit watcher on its pidfd, so a container
 //! whose main process dies disappears at once, even if the runtime's event is late or lost.
 
+pub mod bounded;
 pub mod containerd;
 pub mod cri;
 pub mod detect;
@@ -20,6 +23,7 @@ pub mod static_pids;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,7 @@ use crate::instance::Instance;
 use crate::layers::Storage;
 use crate::pidfd::{pin, wait_exit};
 use crate::registry::{Registry, invalid_name};
+use crate::trust::{Owner, process_belongs};
 
 /// What a runtime says about one container.
 #[derive(Debug, PartialEq)]
@@ -64,6 +69,32 @@ pub trait Inspect: Sync {
 
     /// How log lines name this runtime endpoint: "docker (/var/run/docker.sock)".
     fn label(&self) -> String;
+
+    /// The unprivileged user who runs this endpoint (rootless Podman), whose PIDs and paths
+    /// are all it may name; `None` for a runtime run by root.
+    fn owner(&self) -> Option<&Owner> {
+        None
+    }
+}
+
+/// Why what a runtime says about a container cannot be shown, if it cannot: its name is no
+/// usable directory name ([`invalid_name`]), or its id or image holds control characters
+/// (they would reach log lines and attributes) or is unreasonably long.
+pub fn refuse_identity(ident: &Identity) -> Option<String> {
+    if let Some(reason) = invalid_name(&ident.name) {
+        return Some(format!("name {:?} {reason}", ident.name));
+    }
+    let bad = |s: &str, max: usize| s.len() > max || s.chars().any(char::is_control);
+    if ident.id.is_empty() || bad(&ident.id, 255) || ident.id.contains('/') {
+        return Some(format!("id {:?} is not a usable id", ident.id));
+    }
+    if bad(&ident.image, 4096) {
+        return Some(format!(
+            "image {:?} holds control characters or is too long",
+            ident.image
+        ));
+    }
+    None
 }
 
 /// The one race-free acquisition step, shared by every runtime: `found` is what `runtime` just
@@ -89,11 +120,8 @@ pub async fn acquire<R: Inspect>(
         return Ok(());
     }
     let (label, id) = (runtime.label(), ident.id.clone());
-    if let Some(reason) = invalid_name(&ident.name) {
-        warn!(
-            "{label} container {id}: name {:?} {reason}; not shown",
-            ident.name
-        );
+    if let Some(reason) = refuse_identity(&ident) {
+        warn!("{label} container {:?}: {reason}; not shown", ident.id);
         return Ok(());
     }
     let pidfd = match pin(pid) {
@@ -102,6 +130,18 @@ pub async fn acquire<R: Inspect>(
             debug!("{label} container {}: pid {pid}: {e}", ident.name);
             return Ok(());
         }
+    };
+    if let Some(owner) = runtime.owner() {
+        // A user's endpoint may name only the user's own processes: another's root (dockerd's
+        // is the host's) must never be served under the user's name.
+        if let Err(e) = process_belongs(pid, pidfd.as_fd(), owner.uid) {
+            warn!("{label} container {}: pid {pid} refused: {e}", ident.name);
+            return Ok(());
+        }
+    }
+    let storage = match runtime.owner() {
+        Some(owner) => storage.map(|s| owner.storage(s)),
+        None => storage,
     };
     let key = Identity::key(ident.runtime, &ident.scope, &ident.id);
     let now = runtime.inspect(&key, false).await?;
@@ -114,7 +154,11 @@ pub async fn acquire<R: Inspect>(
     }
     let name = ident.name.clone();
     match Instance::open(ident, pid, pidfd) {
-        Ok(inst) => serve(registry, inst.with_storage(storage)),
+        Ok(inst) => serve(
+            registry,
+            inst.with_storage(storage)
+                .with_owner(runtime.owner().cloned()),
+        ),
         Err(e) => warn!(
             "{label} container {name} ({}): cannot open its root: {e}",
             short_id(&id)
@@ -124,24 +168,30 @@ pub async fn acquire<R: Inspect>(
 }
 
 /// Shows a stopped container from its layers, unless it is already shown so (or its name
-/// cannot be a path).
+/// cannot be a path). `owner`: the user whose endpoint reports it; layers outside that user's
+/// storage make it listed with the reason it cannot be shown.
 pub fn serve_stopped(
     registry: &Arc<Registry>,
     ident: Identity,
     stopped: Stopped,
     storage: Storage,
+    owner: Option<&Owner>,
 ) {
+    let storage = match owner {
+        Some(o) => o.storage(storage),
+        None => storage,
+    };
     if registry.serves_stopped(&ident, &stopped, &storage) {
         return;
     }
-    if let Some(reason) = invalid_name(&ident.name) {
-        debug!(
-            "stopped container {}: name {:?} {reason}; not shown",
-            ident.id, ident.name
-        );
+    if let Some(reason) = refuse_identity(&ident) {
+        debug!("stopped container {:?}: {reason}; not shown", ident.id);
         return;
     }
-    serve(registry, Instance::stopped(ident, stopped, storage));
+    serve(
+        registry,
+        Instance::stopped(ident, stopped, storage).with_owner(owner.cloned()),
+    );
 }
 
 /// Registers `inst` and removes it again when its process exits.

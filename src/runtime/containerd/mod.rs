@@ -270,7 +270,7 @@ async fn reconcile(
                     && i.stopped_state().is_some()
             });
             if !known {
-                super::serve_stopped(registry, ident, stopped, storage);
+                super::serve_stopped(registry, ident, stopped, storage, None);
             }
             return Ok(());
         }

@@ -276,7 +276,7 @@ async fn reconcile(cri: &Cri, registry: &Arc<Registry>, id: &str) -> Result<(), 
     match cri.inspect_id(id, registry.shows_stopped()).await? {
         Found::Hidden => registry.remove(&cri.key(id), "not running"),
         Found::Stopped(ident, stopped, storage) => {
-            super::serve_stopped(registry, ident, stopped, storage)
+            super::serve_stopped(registry, ident, stopped, storage, None)
         }
         Found::Running(ident, pid, storage) => {
             super::acquire(cri, registry, ident, pid, storage).await?

@@ -390,6 +390,10 @@ mod tests {
         let mut i = Identity::new(Runtime::Podman, "c0ffee", "web");
         i.image = "nginx:1".into();
         i.created = 1_795_341_906;
+        // An answer without `HostConfig.LogConfig` or `HostnamePath` names no log store: said.
+        i.logs = Some(crate::logs::LogSource::Unavailable(
+            "log driver \"\": the runtime reports no log file".into(),
+        ));
         i
     }
 
@@ -427,6 +431,10 @@ mod tests {
             pod: "p".into(),
             container: "c".into(),
         });
+        // A Kubernetes container's labels name its CRI log, here without the pod's uid.
+        in_pod.logs = Some(crate::logs::LogSource::Unavailable(
+            "the pod's metadata does not name a log directory".into(),
+        ));
         let table: Vec<(&str, &str, bool, Found)> = vec![
             (
                 running,

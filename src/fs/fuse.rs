@@ -7,14 +7,14 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, Filesystem, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 
-use super::dirs::{Opened, open_dir, read_batch};
+use super::dirs::Opened;
 use super::logview::{LOGS_DIR, is_log};
 use super::replies::*;
 use super::stats::Op;
@@ -23,14 +23,14 @@ use crate::registry::ROOT_INO;
 
 impl CtrFs {
     /// The errno for an error reply, counted.
-    fn err(&self, e: &io::Error) -> Errno {
+    pub(super) fn err(&self, e: &io::Error) -> Errno {
         let n = e.raw_os_error().unwrap_or(libc::EIO);
         self.stats.error(n);
         Errno::from_i32(n)
     }
 
     /// An errno reply that is not a failure of ours (EROFS, the ENOSYS of no-open mode).
-    fn errno(&self, e: Errno) -> Errno {
+    pub(super) fn errno(&self, e: Errno) -> Errno {
         self.stats.error(e.code());
         e
     }
@@ -146,42 +146,9 @@ impl Filesystem for FuseFs {
             return reply.error(self.errno(Errno::ENOSYS));
         }
         if is_log(ino.0) {
-            // Decoded views have no backing file: reads come through ctrfsd.
-            return match self.log_getattr(ino.0) {
-                Ok(_) if flags.0 & libc::O_ACCMODE != libc::O_RDONLY => {
-                    reply.error(self.errno(Errno::EROFS))
-                }
-                Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
-                Err(e) => reply.error(self.err(&e)),
-            };
+            return self.log_open(ino, flags, reply);
         }
-        let (opath, seq) = match self.file_to_open(ino.0, flags.0) {
-            Ok(o) => o,
-            Err(e) => {
-                debug!("open {}: {:?}", ino.0, e.raw_os_error());
-                return reply.error(self.err(&e));
-            }
-        };
-        // The open for reading may wait on the container (a fanotify listener): off the
-        // FUSE workers, with a deadline (`guard`).
-        let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
-        let ino = ino.0;
-        let r = self.guard.run(seq, reply, expired_open, move |claim| {
-            let fd = core.reopen(&opath);
-            let Some(reply) = claim.take() else {
-                return;
-            };
-            match fd {
-                Ok(fd) => answer_open(&handles, ino, fd, reply),
-                Err(e) => {
-                    debug!("open {ino}: {:?}", e.raw_os_error());
-                    reply.error(counted(&stats, &e));
-                }
-            }
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
+        self.guarded_open(ino, flags, reply);
     }
 
     fn read(
@@ -198,42 +165,9 @@ impl Filesystem for FuseFs {
         self.stats.op(Op::Read);
         debug!("read {} fh {} at {offset} size {size}", ino.0, fh.0);
         if is_log(ino.0) {
-            // Log views are host files the runtime writes, read on this worker.
-            return READ_BUF.with_borrow_mut(|buf| {
-                if buf.len() < size as usize {
-                    buf.resize(size as usize, 0);
-                }
-                match self.log_read(ino.0, offset, &mut buf[..size as usize]) {
-                    Ok(n) => reply.data(&buf[..n]),
-                    Err(e) => reply.error(self.err(&e)),
-                }
-            });
+            return self.log_read_reply(ino, offset, size, reply);
         }
-        let (from, seq) = match self.read_source(ino.0, fh.0) {
-            Ok(r) => r,
-            Err(e) => return reply.error(self.err(&e)),
-        };
-        // The read may wait on the container (a fanotify listener): off the FUSE workers,
-        // with a deadline (`guard`).
-        let (core, stats) = (self.core.clone(), self.stats.clone());
-        let r = self.guard.run(seq, reply, expired_data, move |claim| {
-            READ_BUF.with_borrow_mut(|buf| {
-                if buf.len() < size as usize {
-                    buf.resize(size as usize, 0);
-                }
-                let r = core.read_at(from, offset, &mut buf[..size as usize]);
-                let Some(reply) = claim.take() else {
-                    return;
-                };
-                match r {
-                    Ok(n) => reply.data(&buf[..n]),
-                    Err(e) => reply.error(counted(&stats, &e)),
-                }
-            })
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
+        self.guarded_read(ino, fh, offset, size, reply);
     }
 
     fn lseek(
@@ -247,30 +181,7 @@ impl Filesystem for FuseFs {
     ) {
         self.stats.op(Op::Lseek);
         debug!("lseek {} fh {} {offset} whence {whence}", ino.0, fh.0);
-        let pos = match super::seek::seek_target(offset, whence) {
-            Ok(pos) => pos,
-            Err(e) => return reply.error(self.err(&e)),
-        };
-        let (from, seq) = match self.read_source(ino.0, fh.0) {
-            Ok(r) => r,
-            Err(e) => return reply.error(self.err(&e)),
-        };
-        // Opening the file may wait on the container (a fanotify listener), as a read does:
-        // off the FUSE workers, with the same deadline (`guard`).
-        let (core, stats) = (self.core.clone(), self.stats.clone());
-        let r = self.guard.run(seq, reply, expired_lseek, move |claim| {
-            let r = core.seek_at(from, pos);
-            let Some(reply) = claim.take() else {
-                return;
-            };
-            match r {
-                Ok(at) => reply.offset(at),
-                Err(e) => reply.error(counted(&stats, &e)),
-            }
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
+        self.guarded_lseek(ino, fh, offset, whence, reply);
     }
 
     fn flush(
@@ -304,13 +215,7 @@ impl Filesystem for FuseFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.stats.op(Op::Opendir);
         if is_log(ino.0) {
-            return match self.log_getattr(ino.0) {
-                Ok((a, _)) if a.kind == fuser::FileType::Directory => {
-                    reply.opened(FileHandle(0), FopenFlags::empty())
-                }
-                Ok(_) => reply.error(self.errno(Errno::ENOTDIR)),
-                Err(e) => reply.error(self.err(&e)),
-            };
+            return self.log_opendir(ino, reply);
         }
         let r = self.do_opendir(ino.0);
         debug!(
@@ -323,24 +228,7 @@ impl Filesystem for FuseFs {
             // Opening it for reading may wait on the container (a fanotify listener): off the
             // FUSE workers, with a deadline (`guard`).
             Ok(Opened::ToOpen { dir, watched, seq }) => {
-                let (core, handles, stats) =
-                    (self.core.clone(), self.handles.clone(), self.stats.clone());
-                let r = self.guard.run(seq, reply, expired_open, move |claim| {
-                    let fh = open_dir(&core, &handles, &dir);
-                    let Some(reply) = claim.take() else {
-                        if let Ok(fh) = fh {
-                            handles.remove(fh); // answered EIO already: never released
-                        }
-                        return;
-                    };
-                    match fh {
-                        Ok(fh) => reply.opened(FileHandle(fh), dir_flags(watched)),
-                        Err(e) => reply.error(counted(&stats, &e)),
-                    }
-                });
-                if let Err(reply) = r {
-                    reply.error(self.errno(Errno::EAGAIN));
-                }
+                self.guarded_opendir(dir, watched, seq, reply)
             }
             Err(e) => reply.error(self.err(&e)),
         }
@@ -360,44 +248,9 @@ impl Filesystem for FuseFs {
             let r = self.log_readdir(ino.0, offset, false, |e, _| {
                 reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
             });
-            return match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.err(&e)),
-            };
+            return self.ok_or_error(r, reply);
         }
-        let (ino, fh) = (ino.0, fh.0);
-        let Some(seq) = self.guarded_dir(ino, fh) else {
-            let r = self.do_readdir(ino, fh, offset, false, None, |e, _| {
-                reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
-            });
-            return match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.err(&e)),
-            };
-        };
-        let fs = self.0.clone();
-        let r = self.guard.run(seq, reply, expired_dir, move |claim| {
-            let batch = fs
-                .handles
-                .get(fh)
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
-            let batch = batch.and_then(|h| read_batch(&h, offset));
-            let Some(mut reply) = claim.take() else {
-                return;
-            };
-            let r = batch.and_then(|b| {
-                fs.do_readdir(ino, fh, offset, false, Some(b), |e, _| {
-                    reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
-                })
-            });
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fs.err(&e)),
-            }
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
+        self.guarded_readdir(ino, fh, offset, reply);
     }
 
     fn readdirplus(
@@ -412,44 +265,9 @@ impl Filesystem for FuseFs {
         debug!("readdirplus {} fh {} from {offset}", ino.0, fh.0);
         if is_log(ino.0) {
             let r = self.log_readdir(ino.0, offset, true, |e, attr| add_plus(&mut reply, e, attr));
-            return match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.err(&e)),
-            };
+            return self.ok_or_error(r, reply);
         }
-        let (ino, fh) = (ino.0, fh.0);
-        let Some(seq) = self.guarded_dir(ino, fh) else {
-            let r = self.do_readdir(ino, fh, offset, true, None, |e, attr| {
-                add_plus(&mut reply, e, attr)
-            });
-            return match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.err(&e)),
-            };
-        };
-        let fs = self.0.clone();
-        let r = self.guard.run(seq, reply, expired_dir_plus, move |claim| {
-            let batch = fs
-                .handles
-                .get(fh)
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
-            let batch = batch.and_then(|h| read_batch(&h, offset));
-            let Some(mut reply) = claim.take() else {
-                return;
-            };
-            let r = batch.and_then(|b| {
-                fs.do_readdir(ino, fh, offset, true, Some(b), |e, attr| {
-                    add_plus(&mut reply, e, attr)
-                })
-            });
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fs.err(&e)),
-            }
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
+        self.guarded_readdirplus(ino, fh, offset, reply);
     }
 
     fn releasedir(

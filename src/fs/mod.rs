@@ -29,6 +29,7 @@ mod dirs;
 pub mod fdcache;
 mod fuse;
 pub mod guard;
+mod guarded;
 pub mod handles;
 mod held;
 mod links;

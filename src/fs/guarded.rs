@@ -1,0 +1,307 @@
+//! The FUSE handlers whose work may wait on a container (a fanotify permission listener on
+//! its files): opening and reading files, `SEEK_DATA`/`SEEK_HOLE`, opening and listing real
+//! directories. Each hands the work to a helper thread of [`super::guard`] with a deadline,
+//! so the FUSE workers never wait on a container; `fuse.rs` calls these after its cheap checks.
+//! Also the replies for log views (`/ctr/.logs` and links to stdout/stderr), which read host
+//! files the runtime writes on the FUSE worker.
+
+use std::io;
+
+use fuser::{
+    Errno, FileHandle, FopenFlags, INodeNo, OpenFlags, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyLseek, ReplyOpen,
+};
+use log::debug;
+
+use super::FuseFs;
+use super::dirs::{open_dir, read_batch};
+use super::replies::*;
+
+impl FuseFs {
+    /// Opens file `ino` for reading (passthrough mode) under the deadline of [`super::guard`].
+    pub(super) fn guarded_open(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (opath, seq) = match self.file_to_open(ino.0, flags.0) {
+            Ok(o) => o,
+            Err(e) => {
+                debug!("open {}: {:?}", ino.0, e.raw_os_error());
+                return reply.error(self.err(&e));
+            }
+        };
+        // The open for reading may wait on the container (a fanotify listener): off the
+        // FUSE workers, with a deadline (`guard`).
+        let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
+        let ino = ino.0;
+        let r = self.guard.run(seq, reply, expired_open, move |claim| {
+            let fd = core.reopen(&opath);
+            let Some(reply) = claim.take() else {
+                return;
+            };
+            match fd {
+                Ok(fd) => answer_open(&handles, ino, fd, reply),
+                Err(e) => {
+                    debug!("open {ino}: {:?}", e.raw_os_error());
+                    reply.error(counted(&stats, &e));
+                }
+            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
+    /// Reads `size` bytes of file `ino` at `offset` under the deadline of [`super::guard`].
+    pub(super) fn guarded_read(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        reply: ReplyData,
+    ) {
+        let (from, seq) = match self.read_source(ino.0, fh.0) {
+            Ok(r) => r,
+            Err(e) => return reply.error(self.err(&e)),
+        };
+        // The read may wait on the container (a fanotify listener): off the FUSE workers,
+        // with a deadline (`guard`).
+        let (core, stats) = (self.core.clone(), self.stats.clone());
+        let r = self.guard.run(seq, reply, expired_data, move |claim| {
+            READ_BUF.with_borrow_mut(|buf| {
+                if buf.len() < size as usize {
+                    buf.resize(size as usize, 0);
+                }
+                let r = core.read_at(from, offset, &mut buf[..size as usize]);
+                let Some(reply) = claim.take() else {
+                    return;
+                };
+                match r {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(counted(&stats, &e)),
+                }
+            })
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
+    /// Answers `SEEK_DATA`/`SEEK_HOLE` on file `ino` under the deadline of [`super::guard`].
+    pub(super) fn guarded_lseek(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let pos = match super::seek::seek_target(offset, whence) {
+            Ok(pos) => pos,
+            Err(e) => return reply.error(self.err(&e)),
+        };
+        let (from, seq) = match self.read_source(ino.0, fh.0) {
+            Ok(r) => r,
+            Err(e) => return reply.error(self.err(&e)),
+        };
+        // Opening the file may wait on the container (a fanotify listener), as a read does:
+        // off the FUSE workers, with the same deadline (`guard`).
+        let (core, stats) = (self.core.clone(), self.stats.clone());
+        let r = self.guard.run(seq, reply, expired_lseek, move |claim| {
+            let r = core.seek_at(from, pos);
+            let Some(reply) = claim.take() else {
+                return;
+            };
+            match r {
+                Ok(at) => reply.offset(at),
+                Err(e) => reply.error(counted(&stats, &e)),
+            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
+    /// Opens real directory `dir` for reading under the deadline of [`super::guard`].
+    pub(super) fn guarded_opendir(
+        &self,
+        dir: std::sync::Arc<std::os::fd::OwnedFd>,
+        watched: bool,
+        seq: u64,
+        reply: ReplyOpen,
+    ) {
+        let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
+        let r = self.guard.run(seq, reply, expired_open, move |claim| {
+            let fh = open_dir(&core, &handles, &dir);
+            let Some(reply) = claim.take() else {
+                if let Ok(fh) = fh {
+                    handles.remove(fh); // answered EIO already: never released
+                }
+                return;
+            };
+            match fh {
+                Ok(fh) => reply.opened(FileHandle(fh), dir_flags(watched)),
+                Err(e) => reply.error(counted(&stats, &e)),
+            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
+    /// Lists directory `ino` from `offset`; a real directory's entries are read under the
+    /// deadline of [`super::guard`].
+    pub(super) fn guarded_readdir(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let (ino, fh) = (ino.0, fh.0);
+        let Some(seq) = self.guarded_dir(ino, fh) else {
+            let r = self.do_readdir(ino, fh, offset, false, None, |e, _| {
+                reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+            });
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        };
+        let fs = self.0.clone();
+        let r = self.guard.run(seq, reply, expired_dir, move |claim| {
+            let batch = fs
+                .handles
+                .get(fh)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
+            let batch = batch.and_then(|h| read_batch(&h, offset));
+            let Some(mut reply) = claim.take() else {
+                return;
+            };
+            let r = batch.and_then(|b| {
+                fs.do_readdir(ino, fh, offset, false, Some(b), |e, _| {
+                    reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+                })
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fs.err(&e)),
+            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
+    /// [`Self::guarded_readdir`] with each entry's attributes (readdirplus).
+    pub(super) fn guarded_readdirplus(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let (ino, fh) = (ino.0, fh.0);
+        let Some(seq) = self.guarded_dir(ino, fh) else {
+            let r = self.do_readdir(ino, fh, offset, true, None, |e, attr| {
+                add_plus(&mut reply, e, attr)
+            });
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        };
+        let fs = self.0.clone();
+        let r = self.guard.run(seq, reply, expired_dir_plus, move |claim| {
+            let batch = fs
+                .handles
+                .get(fh)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
+            let batch = batch.and_then(|h| read_batch(&h, offset));
+            let Some(mut reply) = claim.take() else {
+                return;
+            };
+            let r = batch.and_then(|b| {
+                fs.do_readdir(ino, fh, offset, true, Some(b), |e, attr| {
+                    add_plus(&mut reply, e, attr)
+                })
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fs.err(&e)),
+            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
+    /// Opens log view `ino`: decoded views have no backing file, so reads come through
+    /// ctrfsd; anything but read-only is EROFS.
+    pub(super) fn log_open(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.log_getattr(ino.0) {
+            Ok(_) if flags.0 & libc::O_ACCMODE != libc::O_RDONLY => {
+                reply.error(self.errno(Errno::EROFS))
+            }
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(self.err(&e)),
+        }
+    }
+
+    /// Reads log view `ino`: host files the runtime writes (root's or a checked user's),
+    /// read on this worker.
+    pub(super) fn log_read_reply(&self, ino: INodeNo, offset: u64, size: u32, reply: ReplyData) {
+        READ_BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            match self.log_read(ino.0, offset, &mut buf[..size as usize]) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(self.err(&e)),
+            }
+        })
+    }
+
+    /// Opens log directory `ino` (ENOTDIR for a log file).
+    pub(super) fn log_opendir(&self, ino: INodeNo, reply: ReplyOpen) {
+        match self.log_getattr(ino.0) {
+            Ok((a, _)) if a.kind == fuser::FileType::Directory => {
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
+            Ok(_) => reply.error(self.errno(Errno::ENOTDIR)),
+            Err(e) => reply.error(self.err(&e)),
+        }
+    }
+
+    /// Ends a listing: `ok` when it worked, the errno otherwise.
+    pub(super) fn ok_or_error<R: ListingReply>(&self, r: io::Result<()>, reply: R) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(&e)),
+        }
+    }
+}
+
+/// The two directory replies, which end a listing alike.
+pub(super) trait ListingReply {
+    /// The listing is complete.
+    fn ok(self);
+    /// The listing failed with `e`.
+    fn error(self, e: Errno);
+}
+
+impl ListingReply for ReplyDirectory {
+    fn ok(self) {
+        ReplyDirectory::ok(self)
+    }
+    fn error(self, e: Errno) {
+        ReplyDirectory::error(self, e)
+    }
+}
+
+impl ListingReply for ReplyDirectoryPlus {
+    fn ok(self) {
+        ReplyDirectoryPlus::ok(self)
+    }
+    fn error(self, e: Errno) {
+        ReplyDirectoryPlus::error(self, e)
+    }
+}

@@ -343,6 +343,9 @@ fn one_st_dev_for_all_and_the_mounts_attribute_to_stay_on_the_root_filesystem() 
             &format!("{}:/data", vol.path().display()),
             "--tmpfs",
             "/scratch",
+            // A mountpoint `find -path` would read as a pattern, with a space.
+            "-v",
+            &format!("{}:/v [1]*", vol.path().display()),
         ],
         image(),
         &[
@@ -369,12 +372,17 @@ fn one_st_dev_for_all_and_the_mounts_attribute_to_stay_on_the_root_filesystem() 
     for p in ["/data", "/scratch", "/proc"] {
         assert!(points.contains(&p), "{p} not in {points:?}");
     }
-    // The README's way to walk the container's own filesystem only.
-    let o = sh(&format!(
-        "m={}; find \"$m\" $(getfattr --only-values -n user.ctrfsd.mounts \"$m\" | \
-         sed \"s|.*|-path $m& -prune -o|\") -type f -print",
-        v.display()
-    ));
+    assert!(points.contains(&"/v [1]*"), "{points:?}");
+    // The README's way to walk the container's own filesystem only, as written there.
+    let readme = include_str!("../README.md");
+    let start = readme.find("  m=/ctr/web\n").expect("README recipe");
+    let end = start + readme[start..].find("  ```").unwrap();
+    let recipe: String = readme[start..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect::<String>()
+        .replace("m=/ctr/web", &format!("m={}", v.display()));
+    let o = sh(&recipe);
     assert!(o.status.success(), "{o:?}");
     let found = stdout(&o);
     assert!(found.contains("/etc/marker"), "{found}");

@@ -236,3 +236,37 @@ fn tail_capital_f_reopens_the_new_log_without_a_stale_handle() {
         "tail -F said: {err}"
     );
 }
+
+#[test]
+fn a_file_replaced_by_rename_is_described_as_the_old_file_with_its_later_writes() {
+    // `mv new name` replaces the file at `name` without a DELETE or MOVED_FROM event for it:
+    // the descriptor must describe the old file (nlink 0, as through /proc/<pid>/root) and
+    // read what a container process still writes to it after the replacement.
+    let (c, d) = setup("replaced");
+    let v = d.path().join(&c.0);
+    c.exec("mkdir -p /t; echo old > /t/r");
+    let mut rep = fs::File::open(v.join("t/r")).unwrap();
+    assert_eq!(rest(&mut rep), "old\n");
+    // A writer that holds the old file and writes once told to (after the replacement).
+    c.exec(
+        "exec 4>>/t/r; (while [ ! -e /t/go ]; do sleep 0.1; done; echo later >&4; : > /t/done) \
+         >/dev/null 2>&1 & echo new > /t/n; mv /t/n /t/r",
+    );
+    within(Duration::from_secs(3), "new file at the name", || {
+        fs::read_to_string(v.join("t/r")).ok().as_deref() == Some("new\n")
+    });
+    within(Duration::from_secs(3), "fstat of the replaced file", || {
+        let m = rep.metadata().unwrap();
+        (m.len(), m.nlink()) == (4, 0)
+    });
+    c.exec("echo > /t/go");
+    within(Duration::from_secs(5), "writer done", || {
+        v.join("t/done").exists()
+    });
+    within(
+        Duration::from_secs(3),
+        "the replaced file read whole",
+        || all(&mut rep) == "old\nlater\n",
+    );
+    assert_eq!(rep.metadata().unwrap().len(), 10);
+}

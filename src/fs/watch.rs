@@ -432,6 +432,13 @@ impl Invalidator {
                         } else {
                             left.entry(dir).or_default().push(name.clone());
                         }
+                        // A file renamed over an existing name replaced the file last seen
+                        // there, which no DELETE or MOVED_FROM announces: a host tool may
+                        // hold that one open, and its `fstat` (nlink 0, a write made just
+                        // before) must not come from before the replacement.
+                        if ev.flags.contains(ReadFlags::MOVED_TO) {
+                            left.entry(dir).or_default().push(name.clone());
+                        }
                     }
                 }
             }
@@ -444,8 +451,9 @@ impl Invalidator {
         }
     }
 
-    /// Invalidates the attributes of files last seen at names that were deleted or moved
-    /// away (`(directory, name)` pairs): a host tool may hold one open, and its `fstat` must
+    /// Invalidates the attributes of files last seen at names that were deleted, moved away
+    /// or renamed over (`(directory, name)` pairs): a host tool may hold one open, and its
+    /// `fstat` must
     /// not describe it from before a write that came just before the delete, for the long TTL.
     /// A file renamed into a watched directory was already moved there ([`Self::child`]). One
     /// pass over the table per batch.

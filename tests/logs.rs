@@ -356,3 +356,47 @@ fn a_crashed_container_keeps_its_last_words() {
     assert_eq!(err, "fatal: out of cheese\n");
     assert_views_match(&d, &c.0);
 }
+
+/// A view looked at before the runtime rotates its file away (the kernel keeps what it looked
+/// up, so ctrfsd keeps the deleted file) stays in order: the files the runtime writes after come
+/// after what was read. They were put first, so a reader got the newest lines and then older
+/// ones, and a follower's offsets moved (`tail -f` repeated a stretch at every rotation).
+#[test]
+fn files_rotated_in_after_a_look_come_after_what_was_read() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let c = run_ctr(
+        &["--log-opt", "max-size=16k", "--log-opt", "max-file=2"],
+        "i=0; while [ $i -lt 100 ]; do echo \"line $i\"; i=$((i+1)); done; \
+         while [ ! -e /tmp/go ]; do sleep 0.05; done; \
+         while [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done",
+    );
+    assert!(wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some());
+    let path = view(&d, &c.0).join("stdout");
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&path)
+            .is_ok_and(|s| s.ends_with("line 99\n")))
+        .is_some(),
+        "the first 100 lines are served"
+    );
+    docker_ok(&["exec", &c.0, "touch", "/tmp/go"]);
+    wait_exited(&c.0);
+    let mut text = String::new();
+    let served = wait_until(Duration::from_secs(5), || {
+        text = std::fs::read_to_string(&path).unwrap();
+        text.contains("\nline 2999\n")
+    });
+    assert!(served.is_some(), "the last line is served: {text:?}");
+    let nums: Vec<u32> = text
+        .lines()
+        .map(|l| {
+            l.strip_prefix("line ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("not a line the container wrote: {l:?}"))
+        })
+        .collect();
+    let back = nums.windows(2).find(|w| w[0] >= w[1]);
+    assert!(back.is_none(), "out of order: {back:?} in {nums:?}");
+    assert_eq!(nums.first(), Some(&0), "what was read stays first");
+    assert_eq!(nums.last(), Some(&2999), "the newest line is last");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), text.len() as u64);
+}

@@ -194,13 +194,23 @@ impl LogSet {
         for s in &mut st.segs {
             s.present = false;
         }
-        let mut insert_at = 0;
+        let mut listed = Vec::with_capacity(names.len());
         for (_, name) in names {
             let Some(file) = open_file(&dfd, &name, owner)? else {
                 continue;
             };
             let md = file.metadata().map_err(failed)?;
-            let id = (md.dev(), md.ino());
+            listed.push((name, file, (md.dev(), md.ino())));
+        }
+        // New files go before the first segment still listed, or after every segment when none
+        // is: segments the runtime deleted (kept while held) are older than anything it still
+        // lists, and the offsets a follower has read must not move.
+        let mut insert_at = st
+            .segs
+            .iter()
+            .position(|s| listed.iter().any(|(_, _, id)| *id == (s.dev, s.ino)))
+            .unwrap_or(st.segs.len());
+        for (name, file, id) in listed {
             let live = name.as_os_str() == base;
             if let Some(i) = st.segs.iter().position(|s| (s.dev, s.ino) == id) {
                 let s = &mut st.segs[i];

@@ -144,6 +144,21 @@ impl MountTable {
         Err(first.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH)))
     }
 
+    /// An fd on the `mountinfo` of `pid`'s mount namespace, for [`changed`]: opened before the
+    /// first table is read, so no mount or unmount after that read goes unnoticed.
+    pub fn open_events(pid: i32) -> std::io::Result<std::fs::File> {
+        let mut first = None;
+        for dir in crate::pidfd::proc_dirs(pid) {
+            match std::fs::File::open(dir.join("mountinfo")) {
+                Ok(f) => return Ok(f),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH)))
+    }
+
     /// The table from the text of a `mountinfo` file (proc(5)). An overlay is served only if
     /// each of its layers is on a served mount (`overlay_kinds`).
     pub fn parse(text: &[u8]) -> MountTable {
@@ -185,6 +200,27 @@ impl MountTable {
     /// The mount id of the unserved mount at `path` (below the root, no leading `/`).
     pub fn unserved_at(&self, path: &[u8]) -> Option<u64> {
         self.unserved.get(path).copied()
+    }
+}
+
+/// Whether the mount namespace behind `events` ([`MountTable::open_events`]) mounted or
+/// unmounted anything since the last call (the kernel's `mountinfo` poll event, which each call
+/// consumes). A table read after a call that returned true knows every mount made before it.
+///
+/// Mount ids are reused once a mount is gone, so a table read before a change can give a new
+/// mount (a FUSE mount the container just made) the kind of the one that had its id before
+/// (a tmpfs it just unmounted): the id alone is trusted only while nothing changed.
+pub fn changed(events: &std::fs::File) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(events, PollFlags::PRI)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // A failed poll is taken as a change: the table is then re-read.
+    match poll(&mut fds, Some(&zero)) {
+        Ok(_) => fds[0].revents().intersects(PollFlags::PRI | PollFlags::ERR),
+        Err(_) => true,
     }
 }
 

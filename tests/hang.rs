@@ -241,6 +241,51 @@ fn a_fuse_mount_made_after_the_host_looked_never_blocks_ctr() {
     drop(c);
 }
 
+/// A mount id is reused once its mount is gone: the container unmounts a tmpfs ctrfsd has just
+/// classified (its table at most 2 s old) and mounts FUSE elsewhere, which gets the tmpfs's id
+/// (fusehang takes every lower free id first). The crossing into the FUSE mount must not trust
+/// the table read before that change (it made `stat` hang in `statx`, beyond SIGKILL).
+#[test]
+fn a_fuse_mount_that_reuses_a_classified_mount_id_never_blocks_ctr() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let mut readers = Readers::default();
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other4-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let c = run(
+        &format!("ctrfsd-hang-reuse-{t}"),
+        FUSE_OPTS,
+        &["/bin/fusehang", "reuse"],
+    );
+    let v = d.path().join(&c.0);
+    wait_until(Duration::from_secs(10), || d.has(&c.0)).expect("container not listed");
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/armed"])
+    })
+    .expect("the tmpfs mounts were not made");
+    let pid = String::from_utf8(docker(&["inspect", "-f", "{{.State.Pid}}", &c.0]).stdout).unwrap();
+    let croot = PathBuf::from(format!("/proc/{}/root", pid.trim()));
+    // A crossing into /c, mounted after ctrfsd first read the table, makes it read the table
+    // again now: /a's id is in it as a served tmpfs. Then, well within 2 s, the swap.
+    assert!(v.join("c").is_dir());
+    fs::write(croot.join("go"), "").unwrap();
+    wait_until(Duration::from_secs(20), || croot.join("ready").exists())
+        .expect("the FUSE mount at /b was not made");
+    let stat = readers.spawn("stat", &[&v.join("b")]);
+    let ls = readers.spawn("ls", &[Path::new("-la"), &v]);
+    for (i, what) in [(stat, "stat /b"), (ls, "ls -la /")] {
+        readers
+            .finish(i, ANSWER_LIMIT)
+            .unwrap_or_else(|| panic!("{what} hangs on a FUSE mount with a reused mount id"));
+    }
+    assert!(listing(&v.join("b")).is_empty());
+    other_answers(&d.path().join(&other.0));
+    drop(c);
+}
+
 #[test]
 fn a_fanotify_block_is_answered_and_others_keep_answering() {
     let d = Daemon::start(&["--runtime", "docker"]);

@@ -87,6 +87,10 @@ pub struct Instance {
     replaced: AtomicBool,
     /// The container's mounts: which are served, which are never touched.
     mounts: RwLock<Arc<MountTable>>,
+    /// Tells when the container's mount namespace changed since `mounts` was read
+    /// ([`crate::mounts::changed`]); held while polling and re-reading, so no caller trusts a
+    /// table older than a change it could have seen. `None` for views without a process.
+    mount_events: Mutex<Option<std::fs::File>>,
     /// Wakes the exit watcher when the registry drops this instance for another reason.
     pub retired: tokio::sync::Notify,
 }
@@ -97,6 +101,7 @@ impl Instance {
     pub fn open(ident: Identity, pid: i32, pidfd: OwnedFd) -> io::Result<Instance> {
         // Through a live thread if the main thread has exited (`proc_root`).
         let root = proc_root::open_root(pid)?;
+        let events = MountTable::open_events(pid)?;
         let mounts = MountTable::read(pid)?;
         if has_exited(pidfd.as_fd()) {
             // The PID may already name another process: neither the root nor the mount table
@@ -118,6 +123,7 @@ impl Instance {
             current: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
             mounts: RwLock::new(Arc::new(mounts)),
+            mount_events: Mutex::new(Some(events)),
             retired: tokio::sync::Notify::new(),
         })
     }
@@ -143,6 +149,7 @@ impl Instance {
             current: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
             mounts: RwLock::new(Arc::new(MountTable::empty())),
+            mount_events: Mutex::new(None),
             retired: tokio::sync::Notify::new(),
         }
     }
@@ -223,6 +230,18 @@ impl Instance {
             Source::Live => Some(self.root().ok()?),
             _ => None,
         };
+        // Its own poll state (an fd shared with `self` would let one consume the other's
+        // change), opened before its table is read. A process that has exited mounts nothing.
+        let fresh = self
+            .pidfd
+            .as_ref()
+            .and_then(|_| MountTable::open_events(self.pid).ok())
+            .and_then(|ev| Some((ev, MountTable::read(self.pid).ok()?)))
+            .filter(|_| !self.process_exited());
+        let (events, mounts) = match fresh {
+            Some((ev, t)) => (Some(ev), Arc::new(t)),
+            None => (None, self.mounts(false)),
+        };
         Some(Instance {
             seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
             ident: self.ident.clone(),
@@ -237,7 +256,8 @@ impl Instance {
             failure: Mutex::new(None),
             current: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
-            mounts: RwLock::new(self.mounts(false)),
+            mounts: RwLock::new(mounts),
+            mount_events: Mutex::new(events),
             retired: tokio::sync::Notify::new(),
         })
     }
@@ -375,9 +395,13 @@ impl Instance {
         })
     }
 
-    /// The current mount table; re-read if older than [`REFRESH`] (or always, with `force`).
+    /// The current mount table; re-read if older than [`REFRESH`] (or always, with `force`),
+    /// and whenever the container mounted or unmounted anything since it was read (a reused
+    /// mount id must never keep the kind of the mount that had it before).
     /// A table read after the process died is discarded: its PID may name another process.
     pub fn mounts(&self, force: bool) -> Arc<MountTable> {
+        let events = self.mount_events.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = events.as_ref().is_some_and(crate::mounts::changed);
         let cur = self
             .mounts
             .read()
@@ -386,7 +410,7 @@ impl Instance {
         let age = cur.read_at.elapsed();
         // A forced re-read is still rate-limited, so a flood of unknown mount ids cannot turn
         // every request into a mountinfo parse.
-        if !(age > REFRESH || (force && age > std::time::Duration::from_millis(100))) {
+        if !(changed || age > REFRESH || (force && age > std::time::Duration::from_millis(100))) {
             return cur;
         }
         if self.pidfd.is_none() {
@@ -398,6 +422,8 @@ impl Instance {
                 *self.mounts.write().unwrap_or_else(|e| e.into_inner()) = t.clone();
                 t
             }
+            // Changed, and not readable: the old table may describe mounts that are gone.
+            _ if changed => Arc::new(MountTable::empty()),
             _ => cur,
         }
     }

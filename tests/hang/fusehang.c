@@ -4,6 +4,9 @@
  *                   layer is mounted at /ovl, then never answers again.
  * fusehang late:    waits for /go, mounts itself over /data (a directory the host may already
  *                   have listed), answers INIT only, then never answers again.
+ * fusehang reuse:   mounts a tmpfs at /a and one at /c, writes /armed, waits for /go; then takes
+ *                   every free mount id below /a's with bind mounts, unmounts /a and mounts
+ *                   itself at /b, which gets /a's id; answers INIT only, then never again.
  * Writes /ready once the trap is set. Raw /dev/fuse, no libfuse: the image has no libc. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -115,7 +118,38 @@ static void hang(void) {
     }
 }
 
+static unsigned long long mnt_id(const char *path) {
+    struct statx st;
+    if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &st) != 0) return 0;
+    return st.stx_mnt_id;
+}
+
+/* The kernel gives a new mount the lowest free id: with every lower one taken, /b gets /a's. */
+static void reuse(void) {
+    mkdir("/a", 0755); mkdir("/b", 0755); mkdir("/c", 0755); mkdir("/fill", 0755);
+    if (mount("tmpfs", "/a", "tmpfs", 0, NULL) != 0 || mount("tmpfs", "/c", "tmpfs", 0, NULL) != 0) {
+        perror("mount tmpfs");
+        exit(1);
+    }
+    close(open("/armed", O_WRONLY | O_CREAT, 0644));
+    while (access("/go", F_OK) != 0) usleep(1000);
+    unsigned long long a = mnt_id("/a");
+    for (int k = 0;; k++) {
+        char p[64];
+        snprintf(p, sizeof p, "/fill/%d", k);
+        mkdir(p, 0755);
+        if (mount("/fill", p, NULL, MS_BIND, NULL) != 0) { perror("bind"); exit(1); }
+        if (mnt_id(p) > a) break;
+    }
+    while (umount2("/a", 0) != 0) usleep(1000);
+    mount_fuse("/b");
+    while (serve_one()) {}
+    ready();
+    hang();
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "reuse") == 0) reuse();
     if (argc > 1 && strcmp(argv[1], "late") == 0) {
         while (access("/go", F_OK) != 0) usleep(10000);
         mount_fuse("/data");

@@ -2,10 +2,10 @@
 //!
 //! - **Served**: local filesystems (overlay, ext4, xfs, btrfs, tmpfs, ...).
 //! - **Pseudo**: proc, sysfs, cgroup, ...: shown as empty directories (walks must end).
-//! - **Unserved**: network and FUSE filesystems, any type not known to be local, and an
-//!   overlay with any layer on an unserved mount (a container can stack its own overlay on a
-//!   FUSE mount it runs): shown as
-//!   empty placeholder directories and never touched, not even with `statx` on the mountpoint.
+//! - **Unserved**: network and FUSE filesystems, any type not known to be local, every
+//!   overlay below the container's root (a container can stack its own overlay on a FUSE mount
+//!   it runs, and name that layer so mountinfo does not show it), and a root overlay with any
+//!   layer on an unserved mount: shown as empty placeholder directories and never touched, not even with `statx` on the mountpoint.
 //!   A hung NFS server or FUSE daemon inside a container would block any call into it, and a
 //!   host process waiting on ctrfsd cannot be interrupted (DESIGN.md invariant 4). Knowing
 //!   the mountpoints in advance is what lets ctrfsd stay clear of them.
@@ -323,6 +323,15 @@ fn overlay_kinds(mounts: &[Entry]) -> Vec<MountKind> {
             if kinds[i] != MountKind::Served || mounts[i].fstype != "overlay" {
                 continue;
             }
+            // An overlay below the root was mounted inside the container, and its layer paths
+            // are the container's own words: a symlink (`lowerdir=/mnt/lnk`) or a lazily
+            // detached FUSE mount leaves no trace of the FUSE layer in mountinfo. Only the
+            // root's overlay, which the runtime made, is judged by its layers.
+            if mounts[i].point != b"/" {
+                kinds[i] = MountKind::Unserved;
+                changed = true;
+                continue;
+            }
             let served = match &layers[i] {
                 None => false,
                 Some(paths) => paths.iter().all(|p| {
@@ -395,10 +404,16 @@ mod tests {
         let t = MountTable::parse(text);
         assert_eq!(t.kind(1), Some(MountKind::Served));
         assert_eq!(t.kind(2), Some(MountKind::Pseudo));
-        for id in [3, 4, 5, 7, 9, 10] {
+        // Every overlay below the root is unserved, even one whose layers look local (`/fine`):
+        // a container can name a layer through a symlink, or detach its FUSE mount lazily.
+        for id in [3, 4, 5, 6, 7, 9, 10] {
             assert_eq!(t.kind(id), Some(MountKind::Unserved), "mount {id}");
         }
-        assert_eq!(t.kind(6), Some(MountKind::Served));
+        // The root's overlay, with layers the container cannot see, is served.
+        let root_only = MountTable::parse(
+            b"1 0 0:1 / / rw - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A,upperdir=/var/lib/docker/overlay2/x/diff,workdir=/var/lib/docker/overlay2/x/work\n",
+        );
+        assert_eq!(root_only.kind(1), Some(MountKind::Served));
         assert_eq!(t.unserved_at(b"ovl"), Some(4));
         assert_eq!(unescape(b"a\\040b\\072c"), b"a b:c");
     }

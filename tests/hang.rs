@@ -150,6 +150,25 @@ fn other_answers(v: &Path) {
 
 #[test]
 fn an_overlay_on_a_hung_fuse_mount_never_blocks_ctr() {
+    overlay_on_a_hung_fuse_mount("overlay");
+}
+
+/// The layer named through a symlink: mountinfo's `lowerdir` names no FUSE mount.
+#[test]
+fn an_overlay_naming_its_fuse_layer_through_a_link_never_blocks_ctr() {
+    overlay_on_a_hung_fuse_mount("overlay-link");
+}
+
+/// The FUSE mount detached lazily after the overlay took it as a layer: mountinfo no longer
+/// shows it at all.
+#[test]
+fn an_overlay_on_a_detached_fuse_mount_never_blocks_ctr() {
+    overlay_on_a_hung_fuse_mount("overlay-detach");
+}
+
+/// A container stacks an overlay on a FUSE mount it serves, then stops answering (`mode`:
+/// how it hides the FUSE layer from its mountinfo, see tests/hang/fusehang.c).
+fn overlay_on_a_hung_fuse_mount(mode: &str) {
     let d = Daemon::start(&["--runtime", "docker"]);
     let mut readers = Readers::default();
     let t = token();
@@ -164,9 +183,9 @@ fn an_overlay_on_a_hung_fuse_mount_never_blocks_ctr() {
     })
     .expect("other container not served");
     let c = run(
-        &format!("ctrfsd-hang-fuse-{t}"),
+        &format!("ctrfsd-hang-fuse-{mode}-{t}"),
         FUSE_OPTS,
-        &["/bin/fusehang", "overlay"],
+        &["/bin/fusehang", mode],
     );
     wait_until(Duration::from_secs(20), || {
         in_container(&c.0, &["test", "-e", "/ready"])

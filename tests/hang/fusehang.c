@@ -2,6 +2,10 @@
  *
  * fusehang overlay: mounts itself at /mnt/f, answers until an overlay with /mnt/f as a lower
  *                   layer is mounted at /ovl, then never answers again.
+ * fusehang overlay-link:   the same, with the layer named through a symlink (/mnt/lnk -> /mnt/f),
+ *                   so mountinfo's lowerdir names no FUSE mount.
+ * fusehang overlay-detach: the same as overlay, then detaches /mnt/f lazily (MNT_DETACH): the
+ *                   overlay keeps the FUSE layer, mountinfo no longer shows it.
  * fusehang late:    waits for /go, mounts itself over /data (a directory the host may already
  *                   have listed), answers INIT only, then never answers again.
  * fusehang reuse:   mounts a tmpfs at /a and one at /c, writes /armed, waits for /go; then takes
@@ -162,11 +166,17 @@ int main(int argc, char **argv) {
     mkdir("/l2", 0755);
     mkdir("/ovl", 0755);
     mount_fuse("/mnt/f");
+    const char *mode = argc > 1 ? argv[1] : "overlay";
+    const char *opts = "lowerdir=/mnt/f:/l2";
+    if (strcmp(mode, "overlay-link") == 0) {
+        if (symlink("/mnt/f", "/mnt/lnk") != 0) return 1;
+        opts = "lowerdir=/mnt/lnk:/l2";
+    }
     int p[2];
     if (pipe(p) != 0) return 1;
     pid_t child = fork();
     if (child == 0) {
-        if (mount("overlay", "/ovl", "overlay", MS_RDONLY, "lowerdir=/mnt/f:/l2") != 0) {
+        if (mount("overlay", "/ovl", "overlay", MS_RDONLY, opts) != 0) {
             perror("mount overlay");
             _exit(1);
         }
@@ -180,6 +190,10 @@ int main(int argc, char **argv) {
         if (waitpid(child, &status, WNOHANG) == child) break;
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 1;
+    if (strcmp(mode, "overlay-detach") == 0 && umount2("/mnt/f", MNT_DETACH) != 0) {
+        perror("umount2 /mnt/f");
+        return 1;
+    }
     ready();
     hang();
 }

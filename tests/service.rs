@@ -251,3 +251,79 @@ fn ready_waits_for_the_first_docker_list() {
     assert_eq!(hello.unwrap(), "from docker");
     assert!(st.success(), "{st:?}; log:\n{log}");
 }
+
+/// The exit codes of starts a restart cannot fix (a bad option, an unusable mountpoint, not
+/// root, a live ctrfsd mount already there), each produced for real, are listed in the unit's
+/// `RestartPreventExitStatus=`: with `Restart=on-failure` and `RestartSec=2s`, systemd's default
+/// start limit (5 starts in 10 s) is never reached, so they would be retried every 2 s forever.
+/// A runtime failure (1) and a failed mount (6) are still restarted.
+#[test]
+fn refused_starts_are_not_restarted() {
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/ctrfsd.service"),
+    )
+    .unwrap();
+    assert!(unit.lines().any(|l| l == "Restart=on-failure"), "{unit}");
+    let prevented: Vec<i32> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+        .flat_map(|v| v.split_whitespace().map(|c| c.parse::<i32>().unwrap()))
+        .collect();
+    let code = |cmd: &mut Command| {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .code()
+    };
+    let mnt = tempfile::tempdir().unwrap();
+    let live = Daemon::start(&["--runtime", "none"]);
+    let missing = mnt.path().join("missing");
+    let refusals = [
+        (
+            "bad option",
+            code(Command::new(bin()).args(["--threads", "0"]).arg(mnt.path())),
+        ),
+        (
+            "missing mountpoint",
+            code(
+                Command::new(bin())
+                    .args(["--runtime", "none"])
+                    .arg(&missing),
+            ),
+        ),
+        (
+            "not root",
+            code(
+                Command::new("setpriv")
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+                    .args(["--runtime", "none"])
+                    .arg(mnt.path()),
+            ),
+        ),
+        (
+            "live mount",
+            code(
+                Command::new(bin())
+                    .args(["--runtime", "none"])
+                    .arg(live.path()),
+            ),
+        ),
+    ];
+    assert_eq!(
+        refusals.map(|(_, c)| c),
+        [Some(2), Some(3), Some(4), Some(5)]
+    );
+    for (what, c) in refusals {
+        assert!(
+            prevented.contains(&c.unwrap()),
+            "{what}: exit {c:?} is not in RestartPreventExitStatus={prevented:?}"
+        );
+    }
+    assert!(
+        !prevented.contains(&1) && !prevented.contains(&6),
+        "{prevented:?}"
+    );
+    assert!(!is_mounted(&missing));
+}

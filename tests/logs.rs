@@ -289,8 +289,14 @@ fn links_to_stdout_and_stderr_read_as_the_containers_log() {
         .is_some()
     );
     // grep -r does not follow links: it finds the error line only because the link is a file.
-    let grep = sh(&format!("grep -r 'directory index' {}", log.display()));
-    let found = stdout(&grep);
+    // (Docker's json-file logger writes asynchronously: the line shows within the second
+    // the README promises for growing logs.)
+    let grep = || stdout(&sh(&format!("grep -r 'directory index' {}", log.display())));
+    let mut found = grep();
+    wait_until(WITHIN, || {
+        found = grep();
+        found.contains("nginx/error.log:") && found.contains("app/chain.log:")
+    });
     assert!(
         found.contains("nginx/error.log:2026/11/30 [error]"),
         "{found}"

@@ -188,6 +188,12 @@ fn allow_group_lets_members_in_and_nobody_else() {
     let o = as_user(MEMBER, &["ls", pid_dir.to_str().unwrap()]);
     assert!(denied(&o), "member in .pid: {o:?}");
     assert!(pid_dir.is_dir(), "root lost .pid");
+    // Its logs are root's, as the runtime's log file is on the host (0640 root:root).
+    let log = mnt.join(".logs").join(&c.0).join("all");
+    wait_until(Duration::from_secs(10), || log.exists()).expect("no log view");
+    let o = as_user(MEMBER, &["cat", log.to_str().unwrap()]);
+    assert!(denied(&o), "member reads the log: {o:?}");
+    assert!(fs::read(&log).is_ok(), "root lost the log");
     // What a container is: readable by members, as `docker inspect` is to the docker group.
     let o = as_user(
         MEMBER,

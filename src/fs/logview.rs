@@ -302,7 +302,9 @@ impl CtrFs {
                 };
                 let mut attr = synthetic_dir_attr(ino, mtime);
                 attr.kind = FileType::RegularFile;
-                attr.perm = 0o444;
+                // Root's alone, as the runtime's own log files are (json-file is 0640
+                // root:root): `--allow-group` members get no more than the host gives them.
+                attr.perm = 0o440;
                 attr.nlink = 1;
                 attr.size = size;
                 attr.blocks = size.div_ceil(512);

@@ -341,6 +341,8 @@ mod tests {
             r#"{{"Id": "c0ffee", "Name": "/web", "Created": "2026-11-22T10:05:06.69147866Z",
                 "State": {state},
                 "Config": {{"Image": "nginx:1", "Labels": {labels}}},
+                "HostConfig": {{"LogConfig": {{"Type": "json-file"}}}},
+                "LogPath": "/l/ctr.log",
                 "GraphDriver": {{"Name": "overlay2",
                                  "Data": {{"UpperDir": "/u", "LowerDir": "/l1:/l2"}}}}}}"#
         );
@@ -351,6 +353,12 @@ mod tests {
         let mut i = Identity::new(Runtime::Podman, "c0ffee", "web");
         i.image = "nginx:1".into();
         i.created = 1_795_341_906;
+        // Podman's `json-file` is CRI text, at the `LogPath` it reports.
+        i.logs = Some(crate::logs::LogSource::Files {
+            format: crate::logs::Format::Cri,
+            path: "/l/ctr.log".into(),
+            owner: 0,
+        });
         i
     }
 

@@ -187,13 +187,23 @@ impl Args {
     /// # Errors
     ///
     /// [`StartError`] naming the argument and what is wrong with it: a bad `--container`
-    /// entry, or a missing MOUNTPOINT.
+    /// entry (or a second one for the same PID), or a missing MOUNTPOINT.
     pub fn into_config(self) -> Result<Config, StartError> {
         let containers = self
             .containers
             .iter()
             .map(|arg| parse_container(arg))
             .collect::<Result<Vec<_>, _>>()?;
+        // One process, one name: a second entry for the same PID would silently replace the
+        // first (both are the same container to the registry).
+        for (i, c) in containers.iter().enumerate() {
+            if let Some(first) = containers[..i].iter().find(|f| f.pid == c.pid) {
+                return Err(StartError::BadContainer {
+                    arg: format!("{}={}", c.name, c.pid),
+                    reason: format!("process {} is already given as {}", c.pid, first.name),
+                });
+            }
+        }
         // Ranges of --threads, --resync, --cache-ttl and --max-detached are checked by clap
         // (usage errors, exit 2); --runtime by `Args::check`.
         let threads = self.threads.unwrap_or_else(|| {

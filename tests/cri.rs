@@ -8,15 +8,9 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-
-fn xattr(path: &Path, name: &str) -> String {
-    ctrfsd_xattr(path, name)
-        .unwrap_or_else(|| panic!("no user.ctrfsd.{name} on {}", path.display()))
-}
 
 /// Waits until `rel` is served running with `file` in it.
 fn appear_running(d: &Daemon, rel: &str, file: &str) -> Duration {

@@ -95,6 +95,7 @@ fn bad_input_gets_one_line_naming_the_thing_and_the_reason() {
     let file = dir.path().join("file");
     fs::write(&file, "").unwrap();
     let missing = dir.path().join("missing");
+    let me = std::process::id();
     let cases: Vec<(Vec<String>, i32, String)> = vec![
         (vec![], 2, "MOUNTPOINT".into()),
         (
@@ -128,6 +129,20 @@ fn bad_input_gets_one_line_naming_the_thing_and_the_reason() {
             ],
             2,
             "--container web=999999999: process 999999999".into(),
+        ),
+        // One process under two names: the second would replace the first unseen.
+        (
+            vec![
+                "--runtime".into(),
+                "none".into(),
+                "--container".into(),
+                format!("a={me}"),
+                "--container".into(),
+                format!("b={me}"),
+                dir.path().display().to_string(),
+            ],
+            2,
+            format!("--container b={me}: process {me} is already given as a"),
         ),
         (
             vec![

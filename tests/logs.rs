@@ -54,6 +54,21 @@ fn wait_exited(name: &str) {
     assert!(done.is_some(), "{name} did not exit");
 }
 
+/// Waits until ctrfsd shows `name` as exited. Listed is not enough: a container that ran
+/// while ctrfsd watched is listed live until its exit is noticed, then is gone for the instant
+/// before it is listed again as exited, and its `.logs` view with it.
+fn wait_shown_exited(d: &Daemon, name: &str) {
+    let dir = d.path().join(name);
+    let shown = wait_until(Duration::from_secs(5), || {
+        ctrfsd_xattr(&dir, "state").as_deref() == Some("exited")
+    });
+    assert!(
+        shown.is_some(),
+        "{name} not shown exited; log:\n{}",
+        d.log_text()
+    );
+}
+
 fn view(d: &Daemon, name: &str) -> PathBuf {
     d.path().join(".logs").join(name)
 }
@@ -129,11 +144,7 @@ fn json_file_views_match_docker_logs_across_rotations() {
             })
             .is_some()
         );
-        assert!(
-            wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some(),
-            "{} not listed",
-            c.0
-        );
+        wait_shown_exited(&d, &c.0);
         assert_views_match(&d, &c.0);
     }
     let p = docker_ok(&["inspect", "-f", "{{.LogPath}}", &gz.0]);
@@ -160,7 +171,7 @@ fn local_driver_views_match_docker_logs() {
     let d = Daemon::start(&["--runtime", "docker"]);
     let c = run_ctr(&["--log-driver", "local"], &chatty(200, true));
     wait_exited(&c.0);
-    assert!(wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some());
+    wait_shown_exited(&d, &c.0);
     assert_views_match(&d, &c.0);
     let source = ctrfsd_xattr(&view(&d, &c.0), "log_source").unwrap();
     assert!(source.ends_with("/local-logs/container.log"), "{source}");
@@ -212,7 +223,7 @@ fn corrupt_json_store_is_served_around_the_damage() {
     raw.extend_from_slice(b"{\"log\":\"after \xff crash\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-30T00:00:00Z\"}\n");
     raw.extend_from_slice(b"{\"log\":\"cut sh");
     std::fs::write(&p, raw).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some());
+    wait_shown_exited(&d, &c.0);
     let out = std::fs::read(view(&d, &c.0).join("stdout")).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out),
@@ -348,7 +359,7 @@ fn a_crashed_container_keeps_its_last_words() {
         "echo working; echo 'fatal: out of cheese' >&2; exit 42",
     );
     wait_exited(&c.0);
-    assert!(wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some());
+    wait_shown_exited(&d, &c.0);
     let dir = d.path().join(&c.0);
     assert!(
         wait_until(Duration::from_secs(5), || ctrfsd_xattr(&dir, "exit_code")

@@ -6,6 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::ROOTLESS_USER as USER;
 use common::*;
 
 fn view(d: &Daemon, name: &str) -> PathBuf {
@@ -162,17 +163,6 @@ fn cri_log_at_the_path_a_kubernetes_containers_labels_name() {
         d.path().join(".logs").display()
     )));
     assert!(grep.contains(&format!("{rel}/stderr:[error]")), "{grep}");
-}
-
-const USER: &str = "ctrfsd-test";
-
-/// `cmd` run as the rootless test user, in its own environment.
-fn as_user(cmd: &str) -> String {
-    let uid = stdout(&sh(&format!("id -u {USER}"))).trim().to_string();
-    format!(
-        "cd /home/{USER} && setpriv --reuid={uid} --regid={uid} --init-groups env -i \
-         HOME=/home/{USER} USER={USER} XDG_RUNTIME_DIR=/run/user/{uid} PATH=/usr/bin:/bin {cmd}"
-    )
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::*;
 
 const IMAGE: &str = "localhost/ctrfsd-test:1";
-const USER: &str = "ctrfsd-test";
+use common::ROOTLESS_USER as USER;
 
 fn run(cmd: &str) -> String {
     let o = sh(cmd);
@@ -32,19 +32,6 @@ fn run(cmd: &str) -> String {
 
 fn try_run(cmd: &str) -> Output {
     sh(cmd)
-}
-
-fn uid() -> u32 {
-    run(&format!("id -u {USER}")).parse().unwrap()
-}
-
-/// A command line run as the rootless test user, in its own environment.
-fn as_user(cmd: &str) -> String {
-    let u = uid();
-    format!(
-        "cd /home/{USER} && setpriv --reuid={u} --regid={u} --init-groups env -i HOME=/home/{USER} \
-         USER={USER} XDG_RUNTIME_DIR=/run/user/{u} PATH=/usr/bin:/bin {cmd}"
-    )
 }
 
 const PODMAN_RUN: &str = "podman --runtime runc run -d --network none \
@@ -161,11 +148,6 @@ fn docker_ctr(name: &str) -> DockerCtr {
     docker_run(name, image, &["/bin/busybox", "sleep", "100000"])
 }
 
-fn xattr(path: &std::path::Path, name: &str) -> String {
-    ctrfsd_xattr(path, name)
-        .unwrap_or_else(|| panic!("no user.ctrfsd.{name} on {}", path.display()))
-}
-
 /// Waits until `rel` is served live (a container created but not yet started is shown first
 /// from its layers, as `created` or `stopped`).
 fn appear(d: &Daemon, rel: &str) -> Duration {
@@ -248,7 +230,7 @@ fn podman_rootless_named_by_owner_with_host_ownership() {
     let pid = xattr(&dir, "pid");
     let direct = fs::metadata(format!("/proc/{pid}/root/etc/os-release")).unwrap();
     let served = fs::metadata(dir.join("etc/os-release")).unwrap();
-    assert_eq!(served.uid(), uid());
+    assert_eq!(served.uid(), rootless_uid());
     assert_eq!((served.uid(), served.gid()), (direct.uid(), direct.gid()));
 }
 

@@ -98,6 +98,13 @@ pub struct Instance {
 impl Instance {
     /// Opens the root of the pinned process. Call only after re-checking with the runtime that
     /// `pid` is still the container's main process.
+    ///
+    /// # Errors
+    ///
+    /// ESRCH if the process behind `pidfd` exited while being opened (what was opened may
+    /// belong to a later process of the same PID); otherwise what opening `/proc/<pid>/root` or
+    /// reading `/proc/<pid>/mountinfo` answers (ENOENT for a process already gone or a zombie,
+    /// EACCES, EMFILE, ...).
     pub fn open(ident: Identity, pid: i32, pidfd: OwnedFd) -> io::Result<Instance> {
         // Through a live thread if the main thread has exited (`proc_root`).
         let root = proc_root::open_root(pid)?;

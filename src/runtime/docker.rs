@@ -380,6 +380,8 @@ mod tests {
             r#"{{"Id": "c0ffee", "Name": "/web", "Created": "2026-11-22T10:05:06.69147866Z",
                 "State": {state},
                 "Config": {{"Image": "nginx:1", "Labels": {labels}}},
+                "HostConfig": {{"LogConfig": {{"Type": "json-file"}}}},
+                "LogPath": "/l/ctr.log",
                 "GraphDriver": {{"Name": "overlay2",
                                  "Data": {{"UpperDir": "/u", "LowerDir": "/l1:/l2"}}}}}}"#
         );
@@ -390,10 +392,12 @@ mod tests {
         let mut i = Identity::new(Runtime::Podman, "c0ffee", "web");
         i.image = "nginx:1".into();
         i.created = 1_795_341_906;
-        // An answer without `HostConfig.LogConfig` or `HostnamePath` names no log store: said.
-        i.logs = Some(crate::logs::LogSource::Unavailable(
-            "log driver \"\": the runtime reports no log file".into(),
-        ));
+        // Podman's `json-file` is CRI text, at the `LogPath` it reports.
+        i.logs = Some(crate::logs::LogSource::Files {
+            format: crate::logs::Format::Cri,
+            path: "/l/ctr.log".into(),
+            owner: 0,
+        });
         i
     }
 
@@ -431,10 +435,6 @@ mod tests {
             pod: "p".into(),
             container: "c".into(),
         });
-        // A Kubernetes container's labels name its CRI log, here without the pod's uid.
-        in_pod.logs = Some(crate::logs::LogSource::Unavailable(
-            "the pod's metadata does not name a log directory".into(),
-        ));
         let table: Vec<(&str, &str, bool, Found)> = vec![
             (
                 running,

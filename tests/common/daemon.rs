@@ -219,6 +219,12 @@ pub fn ctrfsd_xattr(path: &Path, name: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `user.ctrfsd.<name>` of a container directory, failing the test if it has none.
+pub fn xattr(path: &Path, name: &str) -> String {
+    ctrfsd_xattr(path, name)
+        .unwrap_or_else(|| panic!("no user.ctrfsd.{name} on {}", path.display()))
+}
+
 /// The request counters of a ctrfsd mount (`user.ctrfsd.requests` on its root), by name
 /// (`"lookup"`, `"error ENOENT"`, `"watched-dirs"`, ...).
 pub fn request_counts(mnt: &Path) -> std::collections::HashMap<String, u64> {

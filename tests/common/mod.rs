@@ -38,6 +38,28 @@ pub const WITHIN_API: Duration = Duration::from_secs(3);
 
 pub const BUSYBOX: &str = "/bin/busybox";
 
+/// The unprivileged user rootless Podman runs as in the tests (scripts/setup.sh creates it).
+pub const ROOTLESS_USER: &str = "ctrfsd-test";
+
+/// The uid of [`ROOTLESS_USER`].
+pub fn rootless_uid() -> u32 {
+    let out = sh(&format!("id -u {ROOTLESS_USER}"));
+    stdout(&out)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no user {ROOTLESS_USER}: run scripts/setup.sh ({out:?})"))
+}
+
+/// `cmd` as a shell command line that runs it as [`ROOTLESS_USER`], in that user's own
+/// environment (home, `XDG_RUNTIME_DIR`), as rootless Podman expects.
+pub fn as_user(cmd: &str) -> String {
+    let (u, user) = (rootless_uid(), ROOTLESS_USER);
+    format!(
+        "cd /home/{user} && setpriv --reuid={u} --regid={u} --init-groups env -i HOME=/home/{user} \
+         USER={user} XDG_RUNTIME_DIR=/run/user/{u} PATH=/usr/bin:/bin {cmd}"
+    )
+}
+
 pub fn require_root() {
     assert_eq!(
         rustix::process::geteuid().as_raw(),

@@ -250,7 +250,7 @@ impl Filesystem for FuseFs {
             });
             return self.ok_or_error(r, reply);
         }
-        self.guarded_readdir(ino, fh, offset, reply);
+        self.guarded_listing(ino, fh, offset, reply);
     }
 
     fn readdirplus(
@@ -267,7 +267,7 @@ impl Filesystem for FuseFs {
             let r = self.log_readdir(ino.0, offset, true, |e, attr| add_plus(&mut reply, e, attr));
             return self.ok_or_error(r, reply);
         }
-        self.guarded_readdirplus(ino, fh, offset, reply);
+        self.guarded_listing(ino, fh, offset, reply);
     }
 
     fn releasedir(

@@ -8,13 +8,13 @@
 use std::io;
 
 use fuser::{
-    Errno, FileHandle, FopenFlags, INodeNo, OpenFlags, ReplyData, ReplyDirectory,
+    Errno, FileAttr, FileHandle, FopenFlags, INodeNo, OpenFlags, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyLseek, ReplyOpen,
 };
 use log::debug;
 
 use super::FuseFs;
-use super::dirs::{open_dir, read_batch};
+use super::dirs::{DirEntry, open_dir, read_batch};
 use super::replies::*;
 
 impl FuseFs {
@@ -147,27 +147,24 @@ impl FuseFs {
         }
     }
 
-    /// Lists directory `ino` from `offset`; a real directory's entries are read under the
-    /// deadline of [`super::guard`].
-    pub(super) fn guarded_readdir(
+    /// Lists directory `ino` from `offset` into `reply` (a plain listing or readdirplus); a
+    /// real directory's entries are read under the deadline of [`super::guard`].
+    pub(super) fn guarded_listing<R: ListingReply>(
         &self,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        mut reply: R,
     ) {
         let (ino, fh) = (ino.0, fh.0);
         let Some(seq) = self.guarded_dir(ino, fh) else {
-            let r = self.do_readdir(ino, fh, offset, false, None, |e, _| {
-                reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+            let r = self.do_readdir(ino, fh, offset, R::PLUS, None, |e, attr| {
+                reply.add_entry(e, attr)
             });
-            return match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.err(&e)),
-            };
+            return self.ok_or_error(r, reply);
         };
         let fs = self.0.clone();
-        let r = self.guard.run(seq, reply, expired_dir, move |claim| {
+        let r = self.guard.run(seq, reply, R::expired, move |claim| {
             let batch = fs
                 .handles
                 .get(fh)
@@ -177,51 +174,8 @@ impl FuseFs {
                 return;
             };
             let r = batch.and_then(|b| {
-                fs.do_readdir(ino, fh, offset, false, Some(b), |e, _| {
-                    reply.add(INodeNo(e.ino), e.offset, e.kind, e.name)
-                })
-            });
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fs.err(&e)),
-            }
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
-    }
-
-    /// [`Self::guarded_readdir`] with each entry's attributes (readdirplus).
-    pub(super) fn guarded_readdirplus(
-        &self,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
-        let (ino, fh) = (ino.0, fh.0);
-        let Some(seq) = self.guarded_dir(ino, fh) else {
-            let r = self.do_readdir(ino, fh, offset, true, None, |e, attr| {
-                add_plus(&mut reply, e, attr)
-            });
-            return match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(self.err(&e)),
-            };
-        };
-        let fs = self.0.clone();
-        let r = self.guard.run(seq, reply, expired_dir_plus, move |claim| {
-            let batch = fs
-                .handles
-                .get(fh)
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
-            let batch = batch.and_then(|h| read_batch(&h, offset));
-            let Some(mut reply) = claim.take() else {
-                return;
-            };
-            let r = batch.and_then(|b| {
-                fs.do_readdir(ino, fh, offset, true, Some(b), |e, attr| {
-                    add_plus(&mut reply, e, attr)
+                fs.do_readdir(ino, fh, offset, R::PLUS, Some(b), |e, attr| {
+                    reply.add_entry(e, attr)
                 })
             });
             match r {
@@ -280,15 +234,30 @@ impl FuseFs {
     }
 }
 
-/// The two directory replies, which end a listing alike.
-pub(super) trait ListingReply {
+/// The two directory replies: a plain listing and readdirplus.
+pub(super) trait ListingReply: Send + 'static {
+    /// True for readdirplus (each entry comes with its attributes, and counts a lookup).
+    const PLUS: bool;
+    /// Adds one entry; true when the reply is full.
+    fn add_entry(&mut self, e: DirEntry<'_>, attr: Option<&FileAttr>) -> bool;
     /// The listing is complete.
     fn ok(self);
     /// The listing failed with `e`.
     fn error(self, e: Errno);
+    /// The answer to a listing that passed its deadline (`guard`): EIO.
+    fn expired(self)
+    where
+        Self: Sized,
+    {
+        self.error(Errno::EIO)
+    }
 }
 
 impl ListingReply for ReplyDirectory {
+    const PLUS: bool = false;
+    fn add_entry(&mut self, e: DirEntry<'_>, _: Option<&FileAttr>) -> bool {
+        self.add(INodeNo(e.ino), e.offset, e.kind, e.name)
+    }
     fn ok(self) {
         ReplyDirectory::ok(self)
     }
@@ -298,6 +267,10 @@ impl ListingReply for ReplyDirectory {
 }
 
 impl ListingReply for ReplyDirectoryPlus {
+    const PLUS: bool = true;
+    fn add_entry(&mut self, e: DirEntry<'_>, attr: Option<&FileAttr>) -> bool {
+        add_plus(self, e, attr)
+    }
     fn ok(self) {
         ReplyDirectoryPlus::ok(self)
     }

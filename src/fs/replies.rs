@@ -5,8 +5,7 @@ use std::cell::RefCell;
 use std::io;
 
 use fuser::{
-    Errno, FileHandle, FopenFlags, Generation, INodeNo, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyOpen,
+    Errno, FileHandle, FopenFlags, Generation, INodeNo, ReplyData, ReplyDirectoryPlus, ReplyOpen,
 };
 use log::debug;
 
@@ -26,16 +25,6 @@ pub(super) fn counted(stats: &super::stats::Stats, e: &io::Error) -> Errno {
 
 /// The answer to an open that passed its deadline (`guard`).
 pub(super) fn expired_open(reply: ReplyOpen) {
-    reply.error(Errno::EIO);
-}
-
-/// The answer to a listing that passed its deadline (`guard`).
-pub(super) fn expired_dir(reply: ReplyDirectory) {
-    reply.error(Errno::EIO);
-}
-
-/// The answer to a listing that passed its deadline (`guard`).
-pub(super) fn expired_dir_plus(reply: ReplyDirectoryPlus) {
     reply.error(Errno::EIO);
 }
 

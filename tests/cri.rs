@@ -120,6 +120,25 @@ fn pods_made_as_the_kubelet_makes_them_through_the_cri_only() {
         )
     });
 
+    // And served as /ctr/.logs/<path>: stdout and stderr apart, without the CRI prefix.
+    let logs = d.path().join(".logs").join(&rel);
+    wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(logs.join("stdout")).is_ok_and(|s| s == format!("hello from {m0}\n"))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{}: {:?}; log:\n{}",
+            logs.display(),
+            fs::read_to_string(logs.join("stdout")),
+            d.log_text()
+        )
+    });
+    assert_eq!(fs::read_to_string(logs.join("stderr")).unwrap(), "");
+    assert_eq!(
+        ctrfsd_xattr(&logs.join("stdout"), "log_source").as_deref(),
+        log.to_str()
+    );
+
     // Watched through containerd's own API as well: the container still appears once.
     let both = Daemon::start(&["--runtime", "containerd", "--runtime", "cri"]);
     appear_running(&both, &rel, &m0);
@@ -161,6 +180,14 @@ fn pods_made_as_the_kubelet_makes_them_through_the_cri_only() {
         format!("{m0}\n")
     );
     assert!(pod.log_dir.join("app/1.log").exists());
+    // Each attempt's own log, at its own path.
+    let logs_of = |p: &str| fs::read_to_string(d.path().join(".logs").join(p).join("stdout"));
+    wait_until(Duration::from_secs(10), || {
+        logs_of(&rel).is_ok_and(|s| s == format!("hello from {m1}\n"))
+    })
+    .unwrap_or_else(|| panic!("{rel}: {:?}", logs_of(&rel)));
+    let prev_rel = format!("{rel}~{}", &c0[..12]);
+    assert_eq!(logs_of(&prev_rel).unwrap(), format!("hello from {m0}\n"));
 
     // StopPodSandbox, RemovePodSandbox: the pod's containers go.
     drop(pod);

@@ -114,19 +114,28 @@ fn pods_made_as_the_kubelet_makes_them_through_the_cri_only() {
         )
     });
 
-    // The same output as a file under /ctr/.logs, from the path the CRI named.
+    // And served as /ctr/.logs/<path>: stdout and stderr apart, without the CRI prefix.
     let logs = d.path().join(".logs").join(&rel);
-    let shows = |dir: &std::path::Path, m: &str| {
-        fs::read_to_string(dir.join("all")).is_ok_and(|s| s.contains(&format!("hello from {m}")))
-    };
-    wait_until(Duration::from_secs(10), || shows(&logs, &m0)).unwrap_or_else(|| {
+    wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(logs.join("stdout")).is_ok_and(|s| s == format!("hello from {m0}\n"))
+    })
+    .unwrap_or_else(|| {
         panic!(
-            "{} never showed the output: {:?}; log:\n{}",
+            "{}: {:?}; log:\n{}",
             logs.display(),
-            fs::read_to_string(logs.join("all")),
+            fs::read_to_string(logs.join("stdout")),
             d.log_text()
         )
     });
+    assert_eq!(fs::read_to_string(logs.join("stderr")).unwrap(), "");
+    assert_eq!(
+        ctrfsd_xattr(&logs.join("stdout"), "log_source").as_deref(),
+        log.to_str()
+    );
+
+    let shows = |dir: &std::path::Path, m: &str| {
+        fs::read_to_string(dir.join("all")).is_ok_and(|s| s.contains(&format!("hello from {m}")))
+    };
 
     // Watched through containerd's own API as well: the container still appears once, and its
     // log comes from containerd's record of the CRI container (the same file).
@@ -178,20 +187,14 @@ fn pods_made_as_the_kubelet_makes_them_through_the_cri_only() {
         format!("{m0}\n")
     );
     assert!(pod.log_dir.join("app/1.log").exists());
-    // The log view moved with the path: attempt 1's file (not attempt 0's).
-    wait_until(Duration::from_secs(10), || shows(&logs, &m1)).unwrap_or_else(|| {
-        panic!(
-            "{} never showed attempt 1: {:?}",
-            logs.display(),
-            fs::read_to_string(logs.join("all"))
-        )
-    });
-    assert!(
-        !fs::read_to_string(logs.join("all"))
-            .unwrap()
-            .contains(&format!("hello from {m0}")),
-        "attempt 1's log view shows attempt 0's output"
-    );
+    // Each attempt's own log, at its own path.
+    let logs_of = |p: &str| fs::read_to_string(d.path().join(".logs").join(p).join("stdout"));
+    wait_until(Duration::from_secs(10), || {
+        logs_of(&rel).is_ok_and(|s| s == format!("hello from {m1}\n"))
+    })
+    .unwrap_or_else(|| panic!("{rel}: {:?}", logs_of(&rel)));
+    let prev_rel = format!("{rel}~{}", &c0[..12]);
+    assert_eq!(logs_of(&prev_rel).unwrap(), format!("hello from {m0}\n"));
 
     // StopPodSandbox, RemovePodSandbox: the pod's containers go.
     drop(pod);

@@ -94,6 +94,13 @@ fn manifest_has_what_a_node_needs() {
     assert_eq!(&m["spec"]["selector"]["matchLabels"], labels);
     let spec = pod_spec(&m);
     assert_eq!(spec["hostPID"].as_bool(), Some(true), "host PID namespace");
+    // Else the kubelet mounts the token below /var/run, which the image links to the host's
+    // /run, mounted read-only: the container fails to start (see docker_opts).
+    assert_eq!(
+        spec["automountServiceAccountToken"].as_bool(),
+        Some(false),
+        "no service account token"
+    );
     let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
     assert!(grace >= 10, "time to unmount on SIGTERM: {grace}");
     let c = container(&m);
@@ -223,6 +230,21 @@ fn docker_opts(m: &Value, mnt: &Path, stage: &Path, cleanup: &mut Cleanup) -> Ve
     }
     for e in seq(c, "env") {
         o.extend(["-e".into(), format!("{}={}", s(e, "name"), s(e, "value"))]);
+    }
+    if spec["automountServiceAccountToken"].as_bool() != Some(false) {
+        // What the kubelet adds to every pod that does not opt out: its token, read-only,
+        // after the hostPath mounts (runtimes order mounts by depth).
+        let token = stage.join("serviceaccount");
+        fs::create_dir_all(&token).unwrap();
+        fs::write(token.join("token"), "not a token").unwrap();
+        cleanup.commands.push(format!("rm -r {}", token.display()));
+        o.extend([
+            "--mount".into(),
+            format!(
+                "type=bind,source={},target=/var/run/secrets/kubernetes.io/serviceaccount,readonly",
+                token.display()
+            ),
+        ]);
     }
     for h in host_mounts(m) {
         if h.kind == "DirectoryOrCreate" {

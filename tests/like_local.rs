@@ -212,13 +212,24 @@ fn a_container_whose_main_thread_exited_is_served_through_a_live_thread() {
             "{view}: /proc not empty"
         );
     }
+    // Its probe path (user.ctrfsd.host_path) names the file through the live thread: the
+    // main thread's /proc/<pid>/root no longer resolves.
+    for view in [name.clone(), format!(".pid/{pid}")] {
+        let at = d.path().join(&view).join("etc/marker");
+        let host = ctrfsd_xattr(&at, "host_path").unwrap_or_else(|| panic!("{view}: no host_path"));
+        assert_eq!(
+            fs::read_to_string(&host).unwrap_or_else(|e| panic!("{view}: {host}: {e}")),
+            "IN-THE-CONTAINER\n",
+            "{view}"
+        );
+    }
     // And it goes when the process ends (Docker cannot stop it: its main PID is a zombie).
     let o = sh(&format!("kill -KILL {pid}"));
     assert!(o.status.success(), "kill: {o:?}");
     within(
         Duration::from_secs(10),
         "stopped container no longer live",
-        || ctrfsd_xattr(&d.path().join(&name), "user.ctrfsd.state").as_deref() != Some("running"),
+        || ctrfsd_xattr(&d.path().join(&name), "state").as_deref() != Some("running"),
     );
 }
 

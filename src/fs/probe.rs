@@ -5,7 +5,8 @@
 //!
 //! - A container with a process: `/proc/<pid>/root/<path>`, where `<path>` is the file's path
 //!   from the container root with no symlink in it (ctrfsd reaches files one real directory at
-//!   a time, so the path it knows is already resolved inside the container).
+//!   a time, so the path it knows is already resolved inside the container); through
+//!   `/proc/<pid>/task/<tid>/root` of a live thread if the main thread has exited.
 //! - A stopped container or a `.diff` view: the file in the layer directory that holds it.
 //!
 //! Each answer is checked before it is given: the path is walked from the container root (or
@@ -17,7 +18,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use fuser::FileType;
@@ -27,6 +28,7 @@ use super::nodes::Node;
 use super::{CtrFs, errno};
 use crate::instance::Source;
 use crate::layers::Storage;
+use crate::pidfd::proc_dirs;
 
 /// The attribute that carries a regular file's probe path.
 pub(crate) const HOST_PATH_XATTR: &str = "user.ctrfsd.host_path";
@@ -54,13 +56,30 @@ impl CtrFs {
         }
         let rel = OsStr::from_bytes(&rel[1..]);
         if node.inst.has_process() {
-            let root = node.inst.root()?;
-            if !same_inode(&root, rel, node, true) {
-                return Err(errno(libc::ENODATA));
+            // Gone: the node's own error.
+            node.inst.root()?;
+            // `/proc/<pid>/root` fails once the main thread has exited while other threads
+            // run on (ctrfsd serves such a container through a live thread): name the root
+            // through the first `/proc` directory of the process that opens, and check the
+            // walk from that very root.
+            for dir in proc_dirs(node.inst.pid) {
+                let root = dir.join("root");
+                let Ok(fd) = rustix::fs::open(
+                    &root,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) else {
+                    continue;
+                };
+                if !same_inode(&fd, rel, node, true) {
+                    return Err(errno(libc::ENODATA));
+                }
+                let mut out = root.into_os_string().into_vec();
+                out.push(b'/');
+                out.extend_from_slice(rel.as_bytes());
+                return Ok(out);
             }
-            let mut out = format!("/proc/{}/root/", node.inst.pid).into_bytes();
-            out.extend_from_slice(rel.as_bytes());
-            return Ok(out);
+            return Err(errno(libc::ENODATA));
         }
         let layers: Vec<&Path> = match node.inst.storage.as_deref() {
             Some(Storage::Overlay { upper, .. }) if node.inst.source == Source::Diff => {

@@ -94,6 +94,11 @@ pub struct Starter {
 
 impl Starter {
     /// No watch thread when watching is off; the derived-answer sweep runs always.
+    ///
+    /// # Errors
+    ///
+    /// The `io::Error` of a thread's creation (`EAGAIN` from `clone` when the thread or memory limit
+    /// is reached); if the watch thread fails, the derived-links thread already runs.
     pub fn start(self, notifier: Notifier) -> std::io::Result<()> {
         let (derived, n) = (self.derived.clone(), notifier.clone());
         std::thread::Builder::new()

@@ -172,6 +172,11 @@ pub struct Config {
 impl Args {
     /// Checks what clap's per-option parsers cannot see (combinations), as a usage error
     /// that exits 2 like every other bad option value.
+    ///
+    /// # Errors
+    ///
+    /// A `clap` usage error (`ArgumentConflict`, exit code 2) when `--runtime none` is combined
+    /// with another runtime.
     pub fn check(&self) -> Result<(), clap::Error> {
         if self.runtimes.contains(&RuntimeArg::None) && self.runtimes.len() > 1 {
             return Err(<Args as clap::CommandFactory>::command().error(
@@ -240,6 +245,12 @@ impl Args {
 
 /// `--allow-group`: a numeric gid as given, or a group name resolved now (through NSS), so a
 /// typo fails at start (exit code 2) instead of opening the mount to nobody.
+///
+/// # Errors
+///
+/// [`StartError::BadGroup`] naming `arg`: the id `u32::MAX` (it means "no group" to the
+/// kernel), a name that no group has on this host, or a failed NSS lookup (the errno
+/// `getgrnam_r` returned, in the reason text).
 pub fn parse_group(arg: &str) -> Result<u32, StartError> {
     let bad = |reason: String| StartError::BadGroup {
         name: arg.to_string(),
@@ -259,6 +270,10 @@ pub fn parse_group(arg: &str) -> Result<u32, StartError> {
 }
 
 /// The runtimes `--runtime` selects, and whether the user named any.
+///
+/// # Errors
+///
+/// [`StartError::Other`] when `none` is combined with another runtime.
 pub fn runtime_kinds(args: &[RuntimeArg]) -> Result<(Vec<Kind>, bool), StartError> {
     if args.is_empty() {
         return Ok((

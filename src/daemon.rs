@@ -29,6 +29,14 @@ enum Event {
 }
 
 /// Mounts, serves until a signal or an external unmount, and unmounts.
+///
+/// # Errors
+///
+/// Every [`StartError`] comes before or at the mount: [`StartError::NotRoot`] when the
+/// effective uid is not 0, [`StartError::NoFuseDevice`] when `/dev/fuse` cannot be opened, the
+/// mountpoint errors of [`mountpoint::create`] and [`mountpoint::prepare`], a bad `--container`
+/// process, or [`StartError::Other`] when a thread, the FUSE session (the mount itself) or
+/// `/proc/self/fd` fails, or when the session ends with an error rather than by an unmount.
 pub fn run(config: Config) -> Result<(), StartError> {
     let euid = rustix::process::geteuid().as_raw();
     if euid != 0 {
@@ -249,6 +257,12 @@ fn raise_nofile() -> u64 {
 }
 
 /// `--list-runtimes`: prints what answers on this host.
+///
+/// # Errors
+///
+/// The errors of [`crate::cli::runtime_kinds`], and [`StartError::Other`] when the runtime
+/// thread cannot start. A runtime that does not answer is reported in the output, not as an
+/// error.
 pub fn list_runtimes(args: &[crate::cli::RuntimeArg]) -> Result<(), StartError> {
     let (kinds, _) = crate::cli::runtime_kinds(args)?;
     let rt = tokio::runtime::Builder::new_current_thread()

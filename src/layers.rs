@@ -82,6 +82,13 @@ impl Storage {
 
 /// Assembles the read-only overlay of `upper` over `lowers` and returns the detached mount's
 /// root fd. Errors name the layer or step that failed.
+///
+/// # Errors
+///
+/// `NotFound` when a layer is not a directory (any more); otherwise the failing
+/// `fsopen`/`fsconfig`/`fsmount` call's error kind (`EPERM` without `CAP_SYS_ADMIN`, `EINVAL`
+/// for a kernel without `lowerdir+`, before 6.8), with a message naming the layer or step. The
+/// raw errno is not kept in these errors: they carry context.
 pub fn assemble(upper: &std::path::Path, lowers: &[PathBuf]) -> io::Result<OwnedFd> {
     let ctx = |what: String| {
         move |e: rustix::io::Errno| -> io::Error {

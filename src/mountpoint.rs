@@ -43,6 +43,15 @@ fn absolute(path: &Path) -> Result<PathBuf, StartError> {
 }
 
 /// Validates `path` and returns its canonical form, cleaning up a stale ctrfsd mount first.
+///
+/// # Errors
+///
+/// [`StartError::MountpointMissing`], [`StartError::MountpointNotDir`] or
+/// [`StartError::MountpointUnusable`] (with the `io::Error`) for a path that cannot serve;
+/// [`StartError::AlreadyMounted`] when a live ctrfsd serves there;
+/// [`StartError::ForeignStaleMount`] for a dead FUSE mount (`ENOTCONN`) of another filesystem;
+/// [`StartError::StaleCleanup`] when a dead ctrfsd mount cannot be detached; [`StartError::Other`] for
+/// `/`, which cannot be mounted over.
 pub fn prepare(path: &Path) -> Result<PathBuf, StartError> {
     let abs = absolute(path)?;
     // statfs always reaches the FUSE daemon (stat may be answered from the kernel's attribute
@@ -86,6 +95,11 @@ pub fn prepare(path: &Path) -> Result<PathBuf, StartError> {
 
 /// Detaches `path` lazily: it disappears from the namespace now and is released when its last
 /// user lets go. Used when a plain unmount reports the mount busy.
+///
+/// # Errors
+///
+/// The errno of `umount2(MNT_DETACH)`: `EINVAL` when `path` is not a mountpoint, `ENOENT`
+/// when it does not exist, `EPERM` without `CAP_SYS_ADMIN`.
 pub fn detach(path: &Path) -> io::Result<()> {
     Ok(unmount(path, UnmountFlags::DETACH)?)
 }
@@ -93,6 +107,12 @@ pub fn detach(path: &Path) -> io::Result<()> {
 /// Creates directory `path` and its parents (`--mkdir`). A path that already exists, as
 /// anything (a directory, a file, a dead mount that every `stat` fails on), is left to
 /// [`prepare`] to judge.
+///
+/// # Errors
+///
+/// [`StartError::MountpointUnusable`] naming the parent or `path` and carrying the
+/// `io::Error` of `mkdir` (`EACCES`, `ENOTDIR`, `EROFS`, ...); an existing path is not an
+/// error.
 pub fn create(path: &Path) -> Result<(), StartError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)

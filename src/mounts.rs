@@ -146,6 +146,11 @@ impl MountTable {
 
     /// An fd on the `mountinfo` of `pid`'s mount namespace, for [`changed`]: opened before the
     /// first table is read, so no mount or unmount after that read goes unnoticed.
+    ///
+    /// # Errors
+    ///
+    /// The first `open` error over `pid`'s `/proc` directories (`ENOENT` when the process has
+    /// exited, `EACCES`), or `ESRCH` when there is no directory to try.
     pub fn open_events(pid: i32) -> std::io::Result<std::fs::File> {
         let mut first = None;
         for dir in crate::pidfd::proc_dirs(pid) {

@@ -32,9 +32,13 @@ impl Notifier {
     }
 
     /// Sends `state` (for example `"READY=1\nSTATUS=serving"`) as one datagram. Does nothing
-    /// when nobody listens. Errors: the socket cannot be created or the address is unusable
-    /// (`InvalidInput` for an abstract name longer than the kernel's 107 bytes), or `sendto`
-    /// failed (`ECONNREFUSED` when the listener is gone).
+    /// when nobody listens.
+    ///
+    /// # Errors
+    ///
+    /// The socket cannot be created or the address is unusable (`InvalidInput` for an abstract
+    /// name longer than the kernel's 107 bytes), or `sendto` failed (`ECONNREFUSED` when the
+    /// listener is gone).
     pub fn send(&self, state: &str) -> io::Result<()> {
         let Some(addr) = &self.addr else {
             return Ok(());

@@ -40,6 +40,11 @@ pub enum Kind {
 /// Rewrites `target`, the text of a link that sits in directory `link_dir` (components from the
 /// container root), into what the kernel may follow from under `prefix` (`<mountpoint>/<name>`).
 /// `classify(dir, name)` tells what `name` is in directory `dir` (components from the root).
+///
+/// # Errors
+///
+/// An errno for the kernel: `ELOOP` after more than `MAX_HOPS` symbolic links inside the
+/// container, `ENAMETOOLONG` when the result reaches `PATH_MAX`.
 pub fn rewrite(
     target: &[u8],
     link_dir: &[&[u8]],

@@ -10,6 +10,11 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// Registers an owned fd (a pidfd) with the tokio reactor for readability.
+///
+/// # Errors
+///
+/// The reactor's `io::Error`: outside a tokio runtime, or when `epoll_ctl` fails (`ENOMEM`,
+/// `ENOSPC` past the epoll watch limit, `EPERM` for an fd epoll cannot watch).
 pub fn async_readable(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: `OwnedFd` owns a valid open descriptor, closes it only on drop, and its
     // `as_raw_fd()` always returns that same descriptor; the `AsyncFd` takes ownership, so the
@@ -97,6 +102,12 @@ pub fn ns_parent(ns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// The gid of group `name` (through NSS, so LDAP groups are found too): `Ok(None)` if no such
 /// group exists, `Err` if the lookup itself failed (the errno getgrnam_r returned).
+///
+/// # Errors
+///
+/// `EINVAL` when `name` contains a NUL byte; otherwise the errno `getgrnam_r` returned, other
+/// than the "not found" ones (`ENOENT`, `ESRCH`, `EBADF`, `EPERM`), for example `ERANGE` for
+/// an entry larger than the 16 KiB buffer or `EIO`.
 pub fn group_gid(name: &str) -> io::Result<Option<u32>> {
     let cname =
         std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;

@@ -155,6 +155,11 @@ impl FdCache {
 
 /// Starts the thread that closes idle fds of `caches` every [`SWEEP`]; it ends when the caches
 /// are gone.
+///
+/// # Errors
+///
+/// The `io::Error` of the thread's creation (`EAGAIN` from `clone` when the thread or memory
+/// limit is reached).
 pub fn spawn_sweeper(caches: Vec<Weak<FdCache>>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("fd-sweeper".into())

@@ -115,6 +115,11 @@ impl<R> Drop for Claim<R> {
 
 impl Guard {
     /// Starts the deadline thread; helper threads start on demand.
+    ///
+    /// # Errors
+    ///
+    /// The `io::Error` of the deadline thread's creation (`EAGAIN` from `clone` when the thread or
+    /// memory limit is reached).
     pub fn new() -> std::io::Result<Guard> {
         let inner = Arc::new(Inner::default());
         let weak = Arc::downgrade(&inner);
@@ -127,6 +132,12 @@ impl Guard {
     /// Runs `work` for container `seq` on a helper thread; `work` answers `reply` through its
     /// [`Claim`]. After [`DEADLINE`], `expired` answers it instead (EIO). If the container
     /// already holds its share of helpers, `reply` comes back at once (answer EAGAIN).
+    ///
+    /// # Errors
+    ///
+    /// `Err(reply)`, untouched, when container `seq` already has [`MAX_IN_FLIGHT`] requests in
+    /// flight or [`MAX_STUCK`] stuck past their deadline: the caller answers it (EAGAIN) so one
+    /// hung container cannot take every helper thread.
     pub fn run<R: Send + 'static>(
         &self,
         seq: u64,

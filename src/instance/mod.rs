@@ -311,6 +311,16 @@ impl Instance {
     /// The root fd, or an error once this instance was retired ([`Self::retired_error`]). A
     /// stopped container's layers are assembled here on first use (and again after the view
     /// was released to bound fds).
+    ///
+    /// # Errors
+    ///
+    /// - [`Self::retired_error`] once the instance was retired: `ESTALE` if it was replaced,
+    ///   `ENOENT` if it is gone (also `ENOENT` when retired during assembly).
+    /// - `ENOENT` for a running container whose root is no longer held, or a stopped one without
+    ///   known storage.
+    /// - `ENOMEDIUM` when the stopped container's storage is unavailable.
+    /// - The error of opening the layers, of assembling them ([`crate::layers::assemble`], which
+    ///   adds context and so keeps only the error kind), or of `statx`.
     pub fn root(&self) -> io::Result<Arc<OwnedFd>> {
         if !self.is_current() {
             return Err(self.retired_error());

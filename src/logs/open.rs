@@ -31,6 +31,13 @@ impl std::fmt::Display for OpenError {
 
 /// Opens directory `dir` (absolute) as an `O_PATH` fd without following any symlink on the way,
 /// and checks it is a directory owned by root or `owner`.
+///
+/// # Errors
+///
+/// [`OpenError::Refused`] when a component of `dir` is a symbolic link (`openat2` answered
+/// `ELOOP` or `EXDEV`), or when `dir` is owned by neither root nor `owner`;
+/// [`OpenError::Failed`] with the path and the errno text for any other failure of `openat2` or
+/// `fstat` (`ENOENT`, `ENOTDIR` for a non-directory, `EACCES`, ...).
 pub fn open_dir(dir: &Path, owner: u32) -> Result<OwnedFd, OpenError> {
     let fd = openat2(
         rustix::fs::CWD,
@@ -59,6 +66,12 @@ pub fn open_dir(dir: &Path, owner: u32) -> Result<OwnedFd, OpenError> {
 
 /// Opens `name` in `dir` for reading, never following a symlink, and checks that it is a
 /// regular file owned by `owner`. `Ok(None)`: it does not exist (any more).
+///
+/// # Errors
+///
+/// [`OpenError::Refused`] when `name` is a symbolic link (`ELOOP` under `O_NOFOLLOW`), not a
+/// regular file, or not owned by `owner`; [`OpenError::Failed`] with the name and the errno
+/// text for any other failure of `openat` or `fstat`.
 pub fn open_file(dir: &OwnedFd, name: &OsStr, owner: u32) -> Result<Option<File>, OpenError> {
     let shown = Path::new(name).display();
     let fd = match openat(

@@ -295,6 +295,11 @@ impl LogSet {
     }
 
     /// Reads `stream` from decoded offset `off` into `buf`; returns how many bytes were read.
+    ///
+    /// # Errors
+    ///
+    /// The `io::Error` of reading a segment file (`pread`, errno intact), or of decompressing a
+    /// gzip-rotated segment (`InvalidInput`/`InvalidData` for a corrupt one).
     pub fn read(&self, stream: Stream, off: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut st = self.lock();
         let mut filled = 0;

@@ -22,6 +22,12 @@ pub struct Client {
 
 impl Client {
     /// Connects to the socket (the connection is made at once, so a dead socket fails here).
+    ///
+    /// # Errors
+    ///
+    /// A message with the error's source chain when the socket cannot be connected (`ENOENT`,
+    /// `ECONNREFUSED`, `EACCES` in the text) or the connection does not come up within
+    /// `CALL_TIMEOUT` (10 s).
     pub async fn connect(socket: &Path) -> Result<Client, String> {
         Ok(Client {
             channel: unix_channel(socket).await?,

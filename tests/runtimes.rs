@@ -608,10 +608,11 @@ fn many_pid_views_are_bounded_and_evicted_ones_reopen() {
             assert!(p.is_dir(), "round {round}: {} not served", p.display());
         }
     }
-    // Each view holds its root, its pidfd and the exit watcher's pidfd.
+    // Each view holds its root, its pidfd, the exit watcher's pidfd and its mountinfo (polled
+    // for mount changes, so a new mount is classified before it is crossed).
     let fds = fs::read_dir(format!("/proc/{}/fd", d.pid()))
         .unwrap()
         .count();
     eprintln!("{fds} fds open for 140 PID views looked up twice");
-    assert!(fds < 128 * 3 + 64, "{fds} fds held for 140 PID views");
+    assert!(fds < 128 * 4 + 64, "{fds} fds held for 140 PID views");
 }

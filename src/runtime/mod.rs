@@ -20,6 +20,7 @@ pub mod cri;
 pub mod detect;
 pub mod docker;
 pub mod static_pids;
+mod stream;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -61,26 +61,8 @@ async fn follow(registry: &Arc<Registry>, socket: &Path, resync: Duration) -> Re
     let client = Client::connect(socket).await?;
     // Subscribe before listing, so nothing that happens in between is missed. containerd sends
     // the stream's headers only with its first event, so the stream is read on its own task.
-    let (tx, mut events) = tokio::sync::mpsc::channel::<Result<proto::Envelope, Status>>(256);
     let sub = client.clone();
-    let reader = tokio::spawn(async move {
-        let mut stream = match sub.subscribe().await {
-            Ok(s) => s,
-            Err(e) => return drop(tx.send(Err(e)).await),
-        };
-        loop {
-            let msg = match stream.message().await {
-                Ok(Some(m)) => Ok(m),
-                Ok(None) => Err(Status::unavailable("the event stream ended")),
-                Err(e) => Err(e),
-            };
-            let end = msg.is_err();
-            if tx.send(msg).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    let _abort = AbortOnDrop(reader);
+    let (mut events, _abort) = super::stream::read_on_task(async move { sub.subscribe().await });
     tokio::task::yield_now().await;
     sync_all(&client, registry)
         .await
@@ -117,15 +99,6 @@ async fn follow(registry: &Arc<Registry>, socket: &Path, resync: Duration) -> Re
             },
             _ = tick.tick() => sync_all(&client, registry).await.map_err(|s| s.to_string())?,
         }
-    }
-}
-
-/// Stops the event reader when the watcher gives up on a connection.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -74,27 +74,8 @@ async fn follow(registry: &Arc<Registry>, socket: &Path, resync: Duration) -> Re
     let v = cri.client.version().await.map_err(|s| s.to_string())?;
     // Subscribe before listing, so nothing that happens in between is missed; the stream is
     // read on its own task (a runtime may send its headers only with the first event).
-    let (tx, mut events) =
-        tokio::sync::mpsc::channel::<Result<proto::ContainerEventResponse, Status>>(256);
     let sub = cri.client.clone();
-    let reader = tokio::spawn(async move {
-        let mut stream = match sub.events().await {
-            Ok(s) => s,
-            Err(e) => return drop(tx.send(Err(e)).await),
-        };
-        loop {
-            let msg = match stream.message().await {
-                Ok(Some(m)) => Ok(m),
-                Ok(None) => Err(Status::unavailable("the event stream ended")),
-                Err(e) => Err(e),
-            };
-            let end = msg.is_err();
-            if tx.send(msg).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    let _abort = AbortOnDrop(reader);
+    let (mut events, _abort) = super::stream::read_on_task(async move { sub.events().await });
     tokio::task::yield_now().await;
     let mut last: HashMap<String, i32> = HashMap::new();
     sync_all(&cri, registry, &mut last, true)
@@ -142,15 +123,6 @@ async fn follow(registry: &Arc<Registry>, socket: &Path, resync: Duration) -> Re
                     .map_err(|s| s.to_string())?
             },
         }
-    }
-}
-
-/// Stops the event reader when the watcher gives up on a connection.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -75,12 +75,17 @@ impl FdCache {
     }
 
     /// Caches `fd`, an fd of `node`. It is exempt from the idle sweep if it is on the same
-    /// mount as its container's root (one `statx` of the root fd tells).
+    /// mount as its container's root.
     pub fn put(&self, node: &Node, fd: Arc<OwnedFd>) {
-        let on_root = node.inst.root().is_ok_and(|root| {
-            statx(&*root, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
-                .is_ok_and(|st| st.stx_mnt_id as u32 == node.key.mnt)
-        });
+        // A live view's root mount id is known from when its root was opened: no syscall on
+        // this path. A detached view's root may be reassembled, so it is asked each time.
+        let on_root = match node.inst.root_mnt_id() {
+            Some(mnt) => mnt as u32 == node.key.mnt,
+            None => node.inst.root().is_ok_and(|root| {
+                statx(&*root, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+                    .is_ok_and(|st| st.stx_mnt_id as u32 == node.key.mnt)
+            }),
+        };
         self.insert(node.ino, node.inst.seq, on_root, fd);
     }
 

@@ -75,6 +75,9 @@ pub struct Instance {
     /// `None` once retired so a dead container's mounts are not kept alive by us, and for a
     /// stopped or `.diff` view until first used (or after it was released to bound fds).
     root: Arc<RootSlot>,
+    /// The mount id of a live view's root, read once when the root was opened (the root fd
+    /// never changes for a process view); 0 for detached views, whose root is reassembled.
+    root_mnt: u64,
     /// Serialises assembling a detached view.
     assembling: Mutex<()>,
     /// Why assembling the detached view last failed.
@@ -115,6 +118,13 @@ impl Instance {
             // we read is trusted.
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
+        let root_mnt = rustix::fs::statx(
+            &root,
+            "",
+            rustix::fs::AtFlags::EMPTY_PATH,
+            rustix::fs::StatxFlags::MNT_ID,
+        )
+        .map_or(0, |st| st.stx_mnt_id);
         Ok(Instance {
             seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
             ident,
@@ -125,6 +135,7 @@ impl Instance {
             storage: None,
             owner: None,
             root: Arc::new(RwLock::new(Some(Arc::new(root)))),
+            root_mnt,
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
             current: AtomicBool::new(true),
@@ -151,6 +162,7 @@ impl Instance {
             storage: Some(storage),
             owner: None,
             root: Arc::new(RwLock::new(None)),
+            root_mnt: 0,
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
             current: AtomicBool::new(true),
@@ -259,6 +271,7 @@ impl Instance {
             storage: self.storage.clone(),
             owner: self.owner.clone(),
             root: Arc::new(RwLock::new(root)),
+            root_mnt: self.root_mnt,
             assembling: Mutex::new(()),
             failure: Mutex::new(None),
             current: AtomicBool::new(true),
@@ -306,6 +319,12 @@ impl Instance {
         } else {
             gone()
         }
+    }
+
+    /// The mount id of a live view's root, known since the root was opened; `None` for a
+    /// detached view (its root may be reassembled on another mount) or if it could not be read.
+    pub fn root_mnt_id(&self) -> Option<u64> {
+        (self.root_mnt != 0).then_some(self.root_mnt)
     }
 
     /// The root fd, or an error once this instance was retired ([`Self::retired_error`]). A

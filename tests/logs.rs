@@ -37,16 +37,6 @@ fn run_ctr(opts: &[&str], script: &str) -> DockerCtr {
     docker_run_with(&name, opts, image(), &["sh", "-c", script])
 }
 
-/// `docker logs NAME` with its stdout and stderr as `which` says: "out", "err" or "all".
-fn docker_logs(name: &str, which: &str) -> Vec<u8> {
-    let redirect = match which {
-        "out" => "2>/dev/null",
-        "err" => "2>&1 >/dev/null",
-        _ => "2>&1",
-    };
-    sh(&format!("docker logs {name} {redirect}")).stdout
-}
-
 fn wait_exited(name: &str) {
     let done = wait_until(Duration::from_secs(60), || {
         docker_ok(&["inspect", "-f", "{{.State.Status}}", name]) == "exited"

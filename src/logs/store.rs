@@ -5,7 +5,10 @@
 //! keeps its fd (so a rotated-away file stays readable while the kernel holds the view), how
 //! much of it is decoded (`raw_done`), the decoded length per stream, and a *mark* every
 //! 64 KiB of raw bytes (`segment.rs`): (raw offset, decoded offsets). A read decodes forward from the
-//! nearest mark; memory is a few dozen bytes per mark (about 500 KiB for 1 GiB).
+//! nearest mark, or from where the last read of that stream stopped (`Carry`: the rest of the
+//! record it had no room for, and the raw bytes it fetched past its end, so a sequential reader
+//! decodes and reads each byte once); memory is a few dozen bytes per mark (about 500 KiB for
+//! 1 GiB) and a few read-ahead buffers shared by every set.
 //!
 //! Sizes only ever grow while the kernel holds any of the set's files: segments whose files the
 //! runtime deleted stay (their fds held) and new ones are appended, so a follower neither

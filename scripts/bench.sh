@@ -243,6 +243,32 @@ print("| logs: grep -c ERROR, %s MiB json-file log | raw JSON file | /ctr/.logs 
 print("|---|---|---|---|---|---|")
 print(f"| warm | {raw*1000:.0f} ms | {view*1000:.0f} ms | {view/raw:.2f} | {dl*1000:.0f} ms | {dl/raw:.2f} |")
 PY
+# --- logs, cold rows (issue #14) -------------------------------------------------------------
+# The same grep when the kernel has not kept the view's decoded pages (ctrfsd decodes the store
+# on every read; its index is kept), with the raw file warm, and with both cold. Pages are
+# dropped per file (POSIX_FADV_DONTNEED), not with drop_caches, so nothing else on the machine
+# loses its cache. Rows continue the logs table above.
+drop_files="python3 -c 'import os, sys; [os.posix_fadvise(os.open(p, os.O_RDONLY), 0, 0, os.POSIX_FADV_DONTNEED) for p in sys.argv[1:]]'"
+mkdir -p "$OUT/logs-cold"; rm -f "$OUT"/logs-cold/*.json
+for r in $(seq 1 "$ROUNDS"); do
+  hyperfine -N --output=pipe --style none --runs "$RUNS" --export-json "$OUT/logs-cold/view.r$r.json" \
+    --prepare "$drop_files $MNT/.logs/$LOGC/all" "grep -c ERROR $LOGRAW" "grep -c ERROR $MNT/.logs/$LOGC/all" >/dev/null
+  hyperfine -N --output=pipe --style none --runs "$RUNS" --export-json "$OUT/logs-cold/both.r$r.json" \
+    --prepare "$drop_files $LOGRAW $MNT/.logs/$LOGC/all" "grep -c ERROR $LOGRAW" "grep -c ERROR $MNT/.logs/$LOGC/all" >/dev/null
+done
+python3 - "$OUT/logs-cold" <<'PY'
+import json, os, statistics, sys
+out = sys.argv[1]
+for kind, label in (("view", "the view's pages dropped (index kept), raw file warm"),
+                    ("both", "both cold: the raw file's and the view's pages dropped")):
+    times = [[], []]
+    for f in sorted(x for x in os.listdir(out) if x.startswith(kind + ".")):
+        for i, r in enumerate(json.load(open(os.path.join(out, f)))["results"]):
+            times[i].extend(r["times"])
+    raw, view = (statistics.median(t) for t in times)
+    print(f"| {label} | {raw*1000:.0f} ms | {view*1000:.0f} ms | {view/raw:.2f} | | |")
+PY
+# --- end of the logs cold rows ----------------------------------------------------------------
 echo "machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); medians of $ROUNDS rounds x $RUNS runs"
 echo "ctrfsd requests during the whole run: $(getfattr --only-values -n user.ctrfsd.requests "$MNT" 2>/dev/null | tr '\n' ' ')"
 fi

@@ -4,6 +4,7 @@
 #   attr (getfattr/setfattr), debootstrap (a Debian tree for the differential check),
 #   gcc + libc6-dev (a static test program), libarchive-tools (bsdtar) and inotify-tools
 #   (inotifywait): tools whose view of /ctr the tests compare with the kernel's,
+#   nginx (Debian's: tests/logs_nginx.rs builds an image of its binary; never started here),
 #   systemd (systemd-analyze verify, offline: no systemd needs to run), man-db (man -w),
 #   for tests/service.rs and scripts/test-package.sh,
 #   docker.io, and a Docker engine with no network:
@@ -21,9 +22,9 @@ for pair in fusermount3:fuse3 busybox:busybox-static getfattr:attr dockerd:docke
             unshare:util-linux setpriv:util-linux python3:python3 containerd:containerd ctr:containerd \
             podman:podman newuidmap:uidmap runc:runc curl:curl socat:socat \
             findmnt:util-linux systemd-analyze:systemd man:man-db gzip:gzip dpkg-deb:dpkg \
-            bsdtar:libarchive-tools inotifywait:inotify-tools; do
+            bsdtar:libarchive-tools inotifywait:inotify-tools /usr/sbin/nginx:nginx; do
   cmd=${pair%%:*} pkg=${pair##*:}
-  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
 done
 [ -x /bin/busybox ] || need+=(busybox-static)
 # gcc and a static libc: tests/hostile_image.rs builds a static program for its image.
@@ -33,7 +34,12 @@ if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # No service a package brings (nginx) is started: a policy-rc.d that denies starts is put
+  # in place for the install when the machine has none (Debian's container images have one).
+  policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e $policy ]; then printf '#!/bin/sh\nexit 101\n' >$policy; chmod 755 $policy; own_policy=1; fi
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ $own_policy = 0 ] || rm -f $policy
 fi
 
 # containerd first: a dockerd started after it uses it too (namespace "moby", which ctrfsd

@@ -37,16 +37,6 @@ fn run_ctr(opts: &[&str], script: &str) -> DockerCtr {
     docker_run_with(&name, opts, image(), &["sh", "-c", script])
 }
 
-/// `docker logs NAME` with its stdout and stderr as `which` says: "out", "err" or "all".
-fn docker_logs(name: &str, which: &str) -> Vec<u8> {
-    let redirect = match which {
-        "out" => "2>/dev/null",
-        "err" => "2>&1 >/dev/null",
-        _ => "2>&1",
-    };
-    sh(&format!("docker logs {name} {redirect}")).stdout
-}
-
 fn wait_exited(name: &str) {
     let done = wait_until(Duration::from_secs(60), || {
         docker_ok(&["inspect", "-f", "{{.State.Status}}", name]) == "exited"
@@ -167,14 +157,57 @@ fn json_file_views_match_docker_logs_across_rotations() {
 }
 
 #[test]
-fn local_driver_views_match_docker_logs() {
+fn local_driver_views_match_docker_logs_across_rotations() {
     let d = Daemon::start(&["--runtime", "docker"]);
     let c = run_ctr(&["--log-driver", "local"], &chatty(200, true));
+    // Forced rotation: `local` compresses its rotations by default (`container.log.N.gz`).
+    let rotated = run_ctr(
+        &[
+            "--log-driver",
+            "local",
+            "--log-opt",
+            "max-size=16k",
+            "--log-opt",
+            "max-file=3",
+        ],
+        &chatty(600, false),
+    );
+    for c in [&c, &rotated] {
+        wait_exited(&c.0);
+        wait_shown_exited(&d, &c.0);
+        assert_views_match(&d, &c.0);
+        let source = ctrfsd_xattr(&view(&d, &c.0), "log_source").unwrap();
+        assert!(source.ends_with("/local-logs/container.log"), "{source}");
+    }
+    let source = ctrfsd_xattr(&view(&d, &rotated.0), "log_source").unwrap();
+    let dir = Path::new(&source).parent().unwrap();
+    assert!(
+        listing(dir).iter().any(|n| n.ends_with(".gz")),
+        "the store rotated: {:?}",
+        listing(dir)
+    );
+}
+
+/// A driver that keeps no file of its own (`syslog`, to a loopback port nobody listens on):
+/// Docker's dual-logging cache (`container-cached.log`) is what `docker logs` reads, and the
+/// view reads the same.
+#[test]
+fn dual_logging_cache_views_match_docker_logs() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let c = run_ctr(
+        &[
+            "--log-driver",
+            "syslog",
+            "--log-opt",
+            "syslog-address=udp://127.0.0.1:9",
+        ],
+        &chatty(100, false),
+    );
     wait_exited(&c.0);
     wait_shown_exited(&d, &c.0);
     assert_views_match(&d, &c.0);
     let source = ctrfsd_xattr(&view(&d, &c.0), "log_source").unwrap();
-    assert!(source.ends_with("/local-logs/container.log"), "{source}");
+    assert!(source.ends_with("/container-cached.log"), "{source}");
 }
 
 #[test]

@@ -47,6 +47,9 @@ pub struct Decoder {
     format: Format,
     /// Inside a line longer than `MAX_RECORD`: skip up to its end.
     skipping: bool,
+    /// The unescaped text of the last JSON record that needed unescaping (every line Docker
+    /// writes ends in an escaped `\n`): reused, so a record costs no allocation.
+    scratch: Vec<u8>,
 }
 
 /// Docker `local`'s `LogEntry` (moby `api/types/plugins/logdriver/entry.proto`), written
@@ -91,6 +94,7 @@ impl Decoder {
         Decoder {
             format,
             skipping: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -106,7 +110,7 @@ impl Decoder {
 
     /// The next record in `buf`; `eof` says no more bytes will follow (a record cut short is
     /// then skipped as truncated instead of waited for).
-    pub fn next<'a>(&mut self, buf: &'a [u8], eof: bool) -> Step<'a> {
+    pub fn next<'a>(&'a mut self, buf: &'a [u8], eof: bool) -> Step<'a> {
         if buf.is_empty() {
             return Step::More;
         }
@@ -153,7 +157,7 @@ impl Decoder {
         };
         let line = &buf[..=pos];
         let parsed = match self.format {
-            Format::JsonFile => json(&line[..pos]),
+            Format::JsonFile => json(&line[..pos], &mut self.scratch),
             _ => cri(line),
         };
         match parsed {
@@ -190,21 +194,34 @@ fn truncated(buf: &[u8], eof: bool) -> Step<'static> {
 }
 
 /// One `json-file` line (without its newline). Invalid UTF-8 (Docker itself never writes it)
-/// passes through with replacement characters.
-fn json(line: &[u8]) -> Result<(Stream, Cow<'_, [u8]>), &'static str> {
-    if let Some(r) = json_fast(line) {
-        return Ok(r);
+/// passes through with replacement characters. `scratch` receives the text when it must be
+/// unescaped.
+fn json<'a>(
+    line: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+) -> Result<(Stream, Cow<'a, [u8]>), &'static str> {
+    if let Some((stream, text)) = json_fast_in(line, scratch) {
+        return Ok((stream, Cow::Borrowed(text)));
     }
     json_full(line)
+}
+
+/// [`json_fast_in`] with a text of its own (for tests).
+#[cfg(test)]
+pub(super) fn json_fast(line: &[u8]) -> Option<(Stream, Cow<'_, [u8]>)> {
+    let mut scratch = Vec::new();
+    let (stream, text) = json_fast_in(line, &mut scratch)?;
+    Some((stream, Cow::Owned(text.to_vec())))
 }
 
 /// The shape Docker and nerdctl write (`{"log":"...","stream":"std...",...}`), decoded without
 /// a general JSON parser: about 3x faster, which is most of a first `grep` through a view.
 /// `None`: anything else (other field order, a surrogate pair, invalid UTF-8), left to
-/// [`json_full`], which decodes the same text.
-pub(super) fn json_fast(line: &[u8]) -> Option<(Stream, Cow<'_, [u8]>)> {
+/// [`json_full`], which decodes the same text. The text is `line`'s own bytes when nothing is
+/// escaped, else unescaped into `out`.
+fn json_fast_in<'a>(line: &'a [u8], out: &'a mut Vec<u8>) -> Option<(Stream, &'a [u8])> {
     let rest = line.strip_prefix(br#"{"log":""#)?;
-    let mut out: Option<Vec<u8>> = None;
+    let mut unescaped = false;
     let (mut i, mut start) = (0, 0);
     loop {
         let j = i + memchr::memchr2(b'"', b'\\', &rest[i..])?;
@@ -217,17 +234,20 @@ pub(super) fn json_fast(line: &[u8]) -> Option<(Stream, Cow<'_, [u8]>)> {
             } else {
                 return None;
             };
-            let text = match out {
-                None => Cow::Borrowed(&rest[..j]),
-                Some(mut v) => {
-                    v.extend_from_slice(&rest[start..j]);
-                    Cow::Owned(v)
-                }
+            let text = if unescaped {
+                out.extend_from_slice(&rest[start..j]);
+                &out[..]
+            } else {
+                &rest[..j]
             };
-            std::str::from_utf8(&text).ok()?;
+            std::str::from_utf8(text).ok()?;
             return Some((stream, text));
         }
-        let v = out.get_or_insert_with(|| Vec::with_capacity(j + 64));
+        if !unescaped {
+            out.clear();
+            unescaped = true;
+        }
+        let v = &mut *out;
         v.extend_from_slice(&rest[start..j]);
         let c = *rest.get(j + 1)?;
         let plain = match c {

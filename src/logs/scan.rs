@@ -45,6 +45,60 @@ pub(crate) enum Ev<'a> {
     Skip { at: u64, reason: &'static str },
 }
 
+/// Raw bytes of a store file read ahead of the decoder: `data[start..end]` are the file's
+/// bytes from raw offset `pos`. A read of a view keeps its buffer for the next read (see
+/// `store.rs`), so a sequential reader reads each byte of the store once, and the buffer,
+/// zeroed once when it grows, is never zeroed again.
+#[derive(Default)]
+pub(crate) struct RawBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The raw offset of `data[start]`.
+    pub(crate) pos: u64,
+}
+
+impl RawBuf {
+    /// An empty buffer at raw offset `pos`.
+    pub(crate) fn at(pos: u64) -> RawBuf {
+        RawBuf {
+            pos,
+            ..RawBuf::default()
+        }
+    }
+
+    /// Forgets the bytes held: the buffer is at raw offset `pos` now.
+    pub(crate) fn reset(&mut self, pos: u64) {
+        (self.start, self.end, self.pos) = (0, 0, pos);
+    }
+
+    /// The raw offset after the bytes held: where the next read of the file starts.
+    pub(crate) fn held_end(&self) -> u64 {
+        self.pos + (self.end - self.start) as u64
+    }
+
+    /// Reads up to `CHUNK` more bytes from `src` after those held; 0 at its end.
+    fn fill(&mut self, src: &mut dyn Read) -> io::Result<usize> {
+        if self.data.len() - self.end < CHUNK {
+            self.data.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+            if self.data.len() - self.end < CHUNK {
+                self.data.resize(self.end + CHUNK, 0);
+            }
+        }
+        loop {
+            match src.read(&mut self.data[self.end..self.end + CHUNK]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => {
+                    let n = r?;
+                    self.end += n;
+                    return Ok(n);
+                }
+            }
+        }
+    }
+}
+
 /// Decodes `src` (positioned at raw offset `from`) until it ends or `on` returns false;
 /// `at_end`: the end of `src` is the end of the file (a cut-short record is then skipped).
 /// Returns the raw offset after the last record used.
@@ -53,54 +107,49 @@ pub(crate) fn scan(
     from: u64,
     dec: &mut Decoder,
     at_end: bool,
+    on: impl FnMut(Ev<'_>) -> bool,
+) -> io::Result<u64> {
+    scan_buf(src, &mut RawBuf::at(from), dec, at_end, on)
+}
+
+/// [`scan`] starting with the bytes `rb` holds, then those of `src` (which must be positioned
+/// at `rb.held_end()`). When `on` returns false, `rb` keeps the bytes read after that record,
+/// for a scan that goes on from there.
+pub(crate) fn scan_buf(
+    src: &mut dyn Read,
+    rb: &mut RawBuf,
+    dec: &mut Decoder,
+    at_end: bool,
     mut on: impl FnMut(Ev<'_>) -> bool,
 ) -> io::Result<u64> {
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-    let mut pos = from; // raw offset of buf[0]
     let mut eof = false;
     loop {
-        if !eof {
-            let old = buf.len();
-            buf.resize(old + CHUNK, 0);
-            let n = loop {
-                match src.read(&mut buf[old..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    r => break r?,
-                }
-            };
-            buf.truncate(old + n);
-            eof = n == 0;
-        }
-        let mut start = 0;
-        loop {
-            match dec.next(&buf[start..], eof && at_end) {
+        while rb.start < rb.end {
+            match dec.next(&rb.data[rb.start..rb.end], eof && at_end) {
                 Step::More => break,
                 Step::Rec { used, stream, text } => {
-                    let end = pos + (start + used) as u64;
-                    start += used;
+                    rb.start += used;
+                    rb.pos += used as u64;
                     if !on(Ev::Rec {
-                        end,
+                        end: rb.pos,
                         stream,
                         text: &text,
                     }) {
-                        return Ok(end);
+                        return Ok(rb.pos);
                     }
                 }
                 Step::Skip { used, reason } => {
-                    let at = pos + start as u64;
-                    start += used;
+                    let at = rb.pos;
+                    rb.start += used;
+                    rb.pos += used as u64;
                     on(Ev::Skip { at, reason });
                 }
             }
-            if start == buf.len() {
-                break;
-            }
         }
-        buf.drain(..start);
-        pos += start as u64;
         if eof {
-            return Ok(pos);
+            return Ok(rb.pos);
         }
+        eof = rb.fill(src)? == 0;
     }
 }
 

@@ -47,6 +47,9 @@ pub(super) struct Segment {
     pub(super) dec: Decoder,
     pub(super) warned: bool,
     pub(super) mtime: SystemTime,
+    /// Times the file was truncated in place and decoded afresh: offsets kept from before
+    /// (a read's carry) are void once it changes.
+    pub(super) epoch: u32,
 }
 
 /// A hash of the first bytes of a file, to recognise its compressed copy.
@@ -59,6 +62,9 @@ pub(super) fn head_hash(b: &[u8]) -> u64 {
 impl Segment {
     pub(super) fn new(file: File, name: &OsStr, gz: bool, format: Format) -> io::Result<Segment> {
         let md = file.metadata()?;
+        // Read front to back (indexing, and most reads): a larger readahead window when the
+        // store is not in the page cache. Only a hint; failure changes nothing.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
         Ok(Segment {
             file: Arc::new(file),
             gz,
@@ -77,6 +83,7 @@ impl Segment {
             dec: Decoder::new(format),
             warned: false,
             mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            epoch: 0,
         })
     }
 
@@ -99,6 +106,7 @@ impl Segment {
             self.marks.truncate(1);
             self.dec = self.dec.fresh();
             self.warned = false;
+            self.epoch = self.epoch.wrapping_add(1);
         }
         let at_end = !self.live || gz.is_some();
         if len == self.raw_done && !at_end {

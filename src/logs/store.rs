@@ -5,7 +5,10 @@
 //! keeps its fd (so a rotated-away file stays readable while the kernel holds the view), how
 //! much of it is decoded (`raw_done`), the decoded length per stream, and a *mark* every
 //! 64 KiB of raw bytes (`segment.rs`): (raw offset, decoded offsets). A read decodes forward from the
-//! nearest mark; memory is a few dozen bytes per mark (about 500 KiB for 1 GiB).
+//! nearest mark, or from where the last read of that stream stopped (`Carry`: the rest of the
+//! record it had no room for, and the raw bytes it fetched past its end, so a sequential reader
+//! decodes and reads each byte once); memory is a few dozen bytes per mark (about 500 KiB for
+//! 1 GiB) and a few read-ahead buffers shared by every set.
 //!
 //! Sizes only ever grow while the kernel holds any of the set's files: segments whose files the
 //! runtime deleted stay (their fds held) and new ones are appended, so a follower neither
@@ -26,20 +29,63 @@ use std::time::{Duration, Instant, SystemTime};
 use log::warn;
 
 use super::open::{OpenError, open_dir, open_file};
-use super::scan::{Ev, PRead, decompress, scan};
+use super::scan::{Ev, PRead, RawBuf, decompress, scan_buf};
 use super::segment::{Segment, head_hash};
 use super::{Format, LogSource, Stream};
 
 /// A store is looked at again at most this often (growth shows within a second).
 const RECHECK: Duration = Duration::from_millis(200);
 
-/// A record boundary a read stopped at: in file `id`, raw offset `raw`, `stream` offset `out`.
-#[derive(Debug, Clone, Copy)]
-struct Cursor {
+/// Where the last read of a stream stopped: in file `id` (at `epoch`), after the record
+/// ending at raw offset `raw`, where `stream` is at offset `out`; `text` is the end of that
+/// record's text the read had no room for (it lies at `out - text.len()..out`). The next read
+/// of a sequential reader starts from here and decodes nothing twice.
+#[derive(Debug)]
+struct Carry {
     id: FileId,
+    epoch: u32,
     stream: Stream,
     raw: u64,
     out: u64,
+    text: Vec<u8>,
+}
+
+/// Raw bytes a read of a view read past where it stopped, kept for the read that follows:
+/// (set, file, epoch, the bytes). Shared by every set and bounded ([`AHEAD_KEPT`]), so memory
+/// does not grow with the number of containers read.
+type Ahead = (u64, FileId, u32, RawBuf);
+
+/// Read-ahead buffers kept (each up to a few hundred KiB).
+const AHEAD_KEPT: usize = 4;
+
+static AHEAD: Mutex<Vec<Ahead>> = Mutex::new(Vec::new());
+
+/// A read-ahead buffer of (`set`, `id`, `epoch`) that holds the bytes at raw offset `raw`, or
+/// an emptied one at `raw`.
+fn take_ahead(set: u64, id: FileId, epoch: u32, raw: u64) -> RawBuf {
+    let mut pool = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = pool
+        .iter()
+        .position(|a| (a.0, a.1, a.2, a.3.pos) == (set, id, epoch, raw))
+    {
+        return pool.remove(i).3;
+    }
+    let mut rb = if pool.len() >= AHEAD_KEPT {
+        pool.remove(0).3
+    } else {
+        RawBuf::default()
+    };
+    rb.reset(raw);
+    rb
+}
+
+/// Keeps `rb` for the next read of (`set`, `id`, `epoch`), dropping the least recently used.
+fn keep_ahead(set: u64, id: FileId, epoch: u32, rb: RawBuf) {
+    let mut pool = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() >= AHEAD_KEPT {
+        pool.remove(0);
+    }
+    pool.push((set, id, epoch, rb));
 }
 
 /// (st_dev, st_ino) of a store file.
@@ -53,14 +99,16 @@ struct State {
     problem: Option<OpenError>,
     /// `.gz` files seen: (dev, ino) -> (decompressed length, head hash).
     gz_seen: HashMap<FileId, (u64, u64)>,
-    /// Where the last read stopped, at a record boundary.
-    cursor: Option<Cursor>,
+    /// Where the last read stopped.
+    carry: Option<Carry>,
     /// The decompressed bytes of the one `.gz` segment read last.
     gz_cache: Option<(FileId, Arc<Vec<u8>>)>,
 }
 
 /// One container's log views.
 pub struct LogSet {
+    /// Unique among sets (names its read-ahead buffers).
+    id: u64,
     source: LogSource,
     /// Shown in warnings: the container's path under the mount.
     label: String,
@@ -94,7 +142,9 @@ fn order_key(base: &OsStr, name: &OsStr) -> Option<(u8, i64, Vec<u8>)> {
 impl LogSet {
     /// The views of `source`; `label` names the container in warnings.
     pub fn new(source: LogSource, label: String) -> LogSet {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         LogSet {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             source,
             label,
             state: Mutex::new(State::default()),
@@ -306,11 +356,31 @@ impl LogSet {
         let mut base = 0;
         for i in 0..st.segs.len() {
             let len = st.segs[i].out[stream as usize];
-            let want_at = off + filled as u64;
             if filled == buf.len() {
                 break;
             }
-            if want_at >= base + len {
+            if off + filled as u64 >= base + len {
+                base += len;
+                continue;
+            }
+            let (id, epoch) = ((st.segs[i].dev, st.segs[i].ino), st.segs[i].epoch);
+            let carry = st
+                .carry
+                .take()
+                .filter(|c| (c.id, c.epoch, c.stream) == (id, epoch, stream));
+            // What the last read decoded but had no room for.
+            if let Some(c) = &carry {
+                let (rel, from) = (off + filled as u64 - base, c.out - c.text.len() as u64);
+                if (from..c.out).contains(&rel) {
+                    let t = &c.text[(rel - from) as usize..];
+                    let n = t.len().min(buf.len() - filled);
+                    buf[filled..filled + n].copy_from_slice(&t[..n]);
+                    filled += n;
+                }
+            }
+            let rel = off + filled as u64 - base;
+            if filled == buf.len() || rel >= len {
+                st.carry = carry;
                 base += len;
                 continue;
             }
@@ -320,46 +390,37 @@ impl LogSet {
                 None
             };
             let seg = &st.segs[i];
-            let rel = want_at - base;
             let k = seg.marks.partition_point(|m| m.out[stream as usize] <= rel);
             let mark = seg.marks[k.saturating_sub(1)];
-            // Where the last read of this stream stopped, if between the mark and here: a
-            // sequential reader then decodes nothing twice.
-            let (start_raw, start_out) = match st.cursor {
-                Some(c)
-                    if c.id == (seg.dev, seg.ino)
-                        && c.stream == stream
-                        && c.out <= rel
-                        && c.out >= mark.out[stream as usize] =>
-                {
-                    (c.raw, c.out)
-                }
+            // From where the last read stopped, if between the mark and here.
+            let (start_raw, start_out) = match &carry {
+                Some(c) if c.out <= rel && c.out >= mark.out[stream as usize] => (c.raw, c.out),
                 _ => (mark.raw, mark.out[stream as usize]),
             };
+            let mut rb = take_ahead(self.id, id, epoch, start_raw);
+            if rb.held_end() > seg.raw_done {
+                rb.reset(start_raw);
+            }
             let mut src: Box<dyn Read> = match &gz {
-                Some(g) => Box::new(&g[start_raw as usize..seg.raw_done as usize]),
+                Some(g) => Box::new(&g[rb.held_end() as usize..seg.raw_done as usize]),
                 None => Box::new(PRead {
                     file: &seg.file,
-                    pos: start_raw,
+                    pos: rb.held_end(),
                     end: seg.raw_done,
                 }),
             };
             let mut at = start_out;
             let mut dec = seg.dec.fresh();
-            // The raw end of the last record seen (a record boundary) and the stream's offset there.
-            let mut boundary = (start_raw, start_out);
-            let id = (seg.dev, seg.ino);
-            scan(&mut *src, start_raw, &mut dec, true, |ev| {
+            let mut rest = carry.map(|c| c.text).unwrap_or_default();
+            rest.clear();
+            let end = scan_buf(&mut *src, &mut rb, &mut dec, true, |ev| {
                 let Ev::Rec {
-                    stream: s,
-                    text,
-                    end,
+                    stream: s, text, ..
                 } = ev
                 else {
                     return true;
                 };
                 if stream != Stream::All && s != stream {
-                    boundary = (end, at);
                     return true;
                 }
                 let (a, b) = (at, at + text.len() as u64);
@@ -371,19 +432,20 @@ impl LogSet {
                     let n = (text.len() - skip).min(buf.len() - filled);
                     buf[filled..filled + n].copy_from_slice(&text[skip..skip + n]);
                     filled += n;
-                }
-                if b <= off + filled as u64 - base {
-                    // This record was used up: the next read starts after it.
-                    boundary = (end, b);
+                    // No room for the rest of this record: the next read starts with it.
+                    rest.extend_from_slice(&text[skip + n..]);
                 }
                 filled < buf.len() && at < len
             })?;
             drop(src);
-            st.cursor = Some(Cursor {
+            keep_ahead(self.id, id, epoch, rb);
+            st.carry = Some(Carry {
                 id,
+                epoch,
                 stream,
-                raw: boundary.0,
-                out: boundary.1,
+                raw: end,
+                out: at,
+                text: rest,
             });
             base += len;
         }

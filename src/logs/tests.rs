@@ -392,3 +392,46 @@ fn json_fast_path_agrees_with_serde() {
     // Invalid UTF-8 is left to the full decoder (which replaces it).
     assert!(super::decode::json_fast(b"{\"log\":\"\xff\",\"stream\":\"stdout\"}").is_none());
 }
+
+/// A sequential reader whose reads end inside records (the rest of the record is carried to
+/// the next read) and inside the raw bytes read ahead, with a re-read of the same offset and
+/// a step back between, gets exactly the whole text.
+#[test]
+fn reads_that_stop_inside_records_carry_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = String::new();
+    for i in 0..600 {
+        let long = "y".repeat(i % 50 * 400);
+        live.push_str(&json("stdout", &format!("line {i} {long}\n")));
+        live.push_str(&json("stderr", &format!("err {i}\n")));
+    }
+    fs::write(dir.path().join("c.log"), &live).unwrap();
+    let s = set(dir.path(), Format::JsonFile);
+    assert_eq!(s.refresh(), None);
+    for stream in [Stream::All, Stream::Stdout, Stream::Stderr] {
+        let whole = read_all(&s, stream);
+        for piece in [1, 5, 4096, 131_072] {
+            let mut got = Vec::new();
+            let mut b = vec![0; piece];
+            loop {
+                let n = s.read(stream, got.len() as u64, &mut b).unwrap();
+                if n == 0 {
+                    break;
+                }
+                // Again at the same offset (a retried request), and now and then a little behind.
+                assert_eq!(s.read(stream, got.len() as u64, &mut b).unwrap(), n);
+                if got.len() % 97 == 0 {
+                    let back = got.len().saturating_sub(3);
+                    let m = s.read(stream, back as u64, &mut b[..1]).unwrap();
+                    assert_eq!(&b[..m], &whole[back..back + m]);
+                }
+                let n = s.read(stream, got.len() as u64, &mut b).unwrap();
+                got.extend_from_slice(&b[..n]);
+                if piece < 4096 && got.len() > 20_000 {
+                    got.extend_from_slice(&whole[got.len()..]);
+                }
+            }
+            assert!(got == whole, "{stream:?} in pieces of {piece}");
+        }
+    }
+}

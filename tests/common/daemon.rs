@@ -170,7 +170,7 @@ pub fn tail_follow(
     let mut out = tail.stdout.take().expect("tail stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 4096];
         let n = out.read(&mut buf).unwrap_or(0);
         let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
     });

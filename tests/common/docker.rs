@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output, Stdio};
 
-use super::{require_root, stdout};
+use super::{require_root, sh, stdout};
 
 /// Runs `docker ARGS`, stdin closed.
 pub fn docker(args: &[&str]) -> Output {
@@ -75,4 +75,15 @@ pub fn docker_run_with(name: &str, opts: &[&str], image: &str, cmd: &[&str]) -> 
     args.extend_from_slice(cmd);
     docker_ok(&args);
     DockerCtr(name.to_string())
+}
+
+/// `docker logs NAME` with its stdout and stderr as `which` says: "out", "err" or "all" (both,
+/// as `docker logs NAME 2>&1` prints them).
+pub fn docker_logs(name: &str, which: &str) -> Vec<u8> {
+    let redirect = match which {
+        "out" => "2>/dev/null",
+        "err" => "2>&1 >/dev/null",
+        _ => "2>&1",
+    };
+    sh(&format!("docker logs {name} {redirect}")).stdout
 }

@@ -450,3 +450,40 @@ fn files_rotated_in_after_a_look_come_after_what_was_read() {
     assert_eq!(nums.last(), Some(&2999), "the newest line is last");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), text.len() as u64);
 }
+
+/// `SEEK_DATA`/`SEEK_HOLE` on a log view answer as on a file without holes (grep and `cp`
+/// ask): data from 0, the one hole at the end, ENXIO at or past the end.
+#[test]
+fn a_log_view_seeks_like_a_file_without_holes() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let c = run_ctr(&[], &chatty(20, false));
+    wait_exited(&c.0);
+    wait_shown_exited(&d, &c.0);
+    let path = view(&d, &c.0).join("all");
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 0, "{} is empty", path.display());
+    let script = r#"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = int(sys.argv[2])
+out = []
+for off in (0, size // 2, size - 1, size, size + 1):
+    for w in (os.SEEK_DATA, os.SEEK_HOLE):
+        try:
+            out.append(str(os.lseek(fd, off, w)))
+        except OSError as e:
+            out.append(os.strerror(e.errno))
+print(" ".join(out))
+"#;
+    let o = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&path)
+        .arg(size.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python3: {o:?}");
+    let (h, l) = (size / 2, size - 1);
+    let nx = "No such device or address";
+    let want = format!("0 {size} {h} {size} {l} {size} {nx} {nx} {nx} {nx}");
+    assert_eq!(stdout(&o).trim_end(), want);
+}

@@ -181,6 +181,12 @@ impl Filesystem for FuseFs {
     ) {
         self.stats.op(Op::Lseek);
         debug!("lseek {} fh {} {offset} whence {whence}", ino.0, fh.0);
+        if is_log(ino.0) {
+            return match self.log_seek(ino.0, offset, whence) {
+                Ok(at) => reply.offset(at),
+                Err(e) => reply.error(self.err(&e)),
+            };
+        }
         self.guarded_lseek(ino, fh, offset, whence, reply);
     }
 

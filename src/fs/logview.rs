@@ -383,6 +383,27 @@ impl CtrFs {
         set.read(stream_of(kind), off, buf)
     }
 
+    /// `SEEK_DATA`/`SEEK_HOLE` on log file `ino`: a log view has no holes, so data runs from 0
+    /// to its size and the only hole is at the end (as for any regular file without holes).
+    ///
+    /// # Errors
+    ///
+    /// ENXIO for an offset at or past the size (lseek(2)), EINVAL for another `whence`, and
+    /// what [`Self::log_getattr`] gives (ENOENT once the container's log is gone).
+    pub(super) fn log_seek(&self, ino: u64, offset: i64, whence: i32) -> io::Result<i64> {
+        let size = self.log_getattr(ino)?.0.size;
+        let off = u64::try_from(offset).map_err(|_| errno(libc::ENXIO))?;
+        if off >= size {
+            return Err(errno(libc::ENXIO));
+        }
+        let at = match whence {
+            libc::SEEK_DATA => off,
+            libc::SEEK_HOLE => size,
+            _ => return Err(errno(libc::EINVAL)),
+        };
+        i64::try_from(at).map_err(|_| errno(libc::EOVERFLOW))
+    }
+
     /// Lists log directory `ino` from `offset` (as [`Self::do_readdir`] does).
     pub(super) fn log_readdir(
         &self,

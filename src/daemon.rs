@@ -123,6 +123,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let nodes = fs.nodes();
     let stats = fs.stats();
     let watcher = fs.watcher();
+    let prefetch = fs.prefetcher();
     std::thread::Builder::new()
         .name("maintenance".into())
         .spawn(move || {
@@ -165,6 +166,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             source,
         })?;
     registry.set_notifier(session.notifier());
+    prefetch.set_notifier(session.notifier());
     watcher
         .start(session.notifier())
         .map_err(|e| StartError::Other(format!("starting the watch thread: {e}")))?;

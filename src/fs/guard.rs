@@ -96,6 +96,14 @@ impl<R> Claim<R> {
     }
 }
 
+impl<R> Claim<R> {
+    /// True once the deadline passed (the request was answered EIO): a job of several steps
+    /// stops at the next one.
+    pub fn expired(&self) -> bool {
+        matches!(*lock(&self.slot), Slot::Expired)
+    }
+}
+
 impl<R> Drop for Claim<R> {
     fn drop(&mut self) {
         // Slot, then counts: the deadline thread takes them in the same order.

@@ -165,6 +165,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
             path: mountpoint.clone(),
             source,
         })?;
+    if let Err(e) = mountpoint::set_readahead(&mountpoint) {
+        log::warn!(
+            "{}: cannot raise the readahead to {} KiB ({e}); sequential reads use the kernel's default",
+            mountpoint.display(),
+            mountpoint::READAHEAD_KB
+        );
+    }
     registry.set_notifier(session.notifier());
     prefetch.set_notifier(session.notifier());
     watcher

@@ -149,7 +149,7 @@ fi
 mountpoint -q "$MNT" && umount -l "$MNT"
 setsid "$BIN" --log-level warn ${CTRFSD_ARGS:-} "$MNT" </dev/null >/dev/null 2>>"$WORK/ctrfsd.log" &
 echo \$! > "$PIDFILE"
-for _ in \$(seq 1 300); do [ -d "$MNT/$MAIN/wdata" ] && exit 0; sleep 0.02; done
+for _ in \$(seq 1 1500); do [ -d "$MNT/$MAIN/wdata" ] && exit 0; sleep 0.02; done
 echo "remount.sh: ctrfsd did not serve $MAIN" >&2; exit 1
 EOF
 chmod +x "$REMOUNT"

@@ -10,7 +10,8 @@
 //! in one directory starts one job for it: list the directory and store the regular files
 //! that follow the one just read, in listing order (the order `grep -r`, `tar` or `cp -r`
 //! read them, and the order readdirplus gave the kernel their entries). A walk that goes on
-//! past the stored files misses again and starts the next job, with a larger batch.
+//! past the stored files misses again and starts the next job, with a larger batch; a walk
+//! that overtakes a running job makes it skip ahead to the file the walk read.
 //! Listing, `ls -lR`, `find` and `stat` read no file, so they start nothing.
 //!
 //! Bounds (waste when the guess is wrong, e.g. `cat a b`): one job per directory at a time; a
@@ -25,10 +26,10 @@
 //! Consistency (AUTO_INVAL_DATA, `tail -f`): only files the kernel holds an inode for (it got
 //! them from readdirplus or lookup) and whose status has not changed for [`SETTLED`] are
 //! stored, so the attributes the kernel holds (at most a second old, or kept by a watch
-//! that reports every change) describe the stored bytes. A file changing while it is read
-//! is skipped (status before and after the read must match), and one that changes between
-//! the read and the store is invalidated right after the store (status checked again), so
-//! the kernel never keeps bytes older than the file. A file written to in the last
+//! that reports every change) describe the stored bytes. A file whose size is not what its
+//! status said is skipped, and one whose status changed between the first look and the
+//! store (before, during or after the read) is invalidated right after the store (status
+//! checked again), so the kernel never keeps bytes older than the file. A file written to in the last
 //! [`SETTLED`] (a live log) is never stored: its reads go through ctrfsd as before.
 
 use std::ffi::OsStr;
@@ -75,6 +76,9 @@ struct Walk {
     busy: bool,
     /// Files the next job stores.
     batch: usize,
+    /// The latest whole-file miss while a job ran: the walk got past the job, which then
+    /// skips ahead of it rather than store files already read.
+    ahead: Option<Vec<u8>>,
 }
 
 /// The prefetcher's state: walks followed, the notifier (set once the session exists), counts.
@@ -123,15 +127,18 @@ impl Prefetch {
 
     /// Counts a whole-file miss in directory `dir`; returns how many files to store if a job
     /// should start now (the caller then calls [`Self::done`] when it ends).
-    fn note_miss(&self, dir: u64) -> Option<usize> {
-        self.notifier.get()?;
+    fn note_miss(&self, dir: u64, name: &[u8]) -> Option<usize> {
         let mut walks = self.walks();
         let w = walks.get_or_insert_mut(dir, || Walk {
             batch: FIRST_BATCH,
             ..Walk::default()
         });
         w.misses += 1;
-        if w.misses < 2 || w.busy {
+        if w.busy {
+            w.ahead = Some(name.to_vec());
+            return None;
+        }
+        if w.misses < 2 {
             return None;
         }
         w.busy = true;
@@ -143,7 +150,13 @@ impl Prefetch {
     fn done(&self, dir: u64) {
         if let Some(w) = self.walks().get_mut(&dir) {
             w.busy = false;
+            w.ahead = None;
         }
+    }
+
+    /// The name the walk was last seen reading past a running job, if any since last asked.
+    fn take_ahead(&self, dir: u64) -> Option<Vec<u8>> {
+        self.walks().get_mut(&dir).and_then(|w| w.ahead.take())
     }
 }
 
@@ -152,10 +165,13 @@ impl CtrFs {
     /// the whole file: may start a prefetch job for the files after it (module doc).
     pub(super) fn after_whole_miss(self: &Arc<CtrFs>, file: &Node) {
         let loc = file.loc();
-        if is_virtual(loc.parent) || file.kind != FileType::RegularFile {
+        if is_virtual(loc.parent)
+            || file.kind != FileType::RegularFile
+            || self.prefetch.notifier.get().is_none()
+        {
             return;
         }
-        let Some(n) = self.prefetch.note_miss(loc.parent) else {
+        let Some(n) = self.prefetch.note_miss(loc.parent, &loc.name) else {
             return;
         };
         let dir_ino = loc.parent;
@@ -188,18 +204,28 @@ impl CtrFs {
             return;
         };
         let started = Instant::now();
-        let Ok(names) = self.names_after(dfd, after, n) else {
+        // Room to skip ahead when the walk overtakes the job.
+        let Ok(names) = self.names_after(dfd, after, 2 * n) else {
             return;
         };
-        let (mut files, mut bytes) = (0, 0);
-        for name in names {
+        let (mut files, mut bytes, mut i) = (0, 0, 0);
+        while i < names.len() {
             if files >= n || bytes >= MAX_BYTES || started.elapsed() > MAX_TIME || claim.expired() {
                 break;
             }
-            if let Ok(Some(len)) = self.store_one(dir, dfd, OsStr::from_bytes(&name), notifier) {
+            // The walk read a file further on itself: go on after it.
+            if let Some(past) = self.prefetch.take_ahead(dir.ino)
+                && let Some(j) = names[i..].iter().position(|m| *m == past)
+            {
+                i += j + 1;
+                continue;
+            }
+            let name = OsStr::from_bytes(&names[i]);
+            if let Ok(Some(len)) = self.store_one(dir, dfd, name, notifier) {
                 files += 1;
                 bytes += len;
             }
+            i += 1;
         }
         log::trace!("prefetch in {}: {files} files, {bytes} bytes", dir.ino);
     }
@@ -270,15 +296,15 @@ impl CtrFs {
         let fd = self.reopen(&opath)?;
         let mut buf = vec![0u8; size as usize + 1];
         let got = rustix::io::pread(&fd, &mut buf, 0)?;
-        let after = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
-        if got as u64 != size || !same(&st, &after) {
+        if got as u64 != size {
             return Ok(None); // changing as we read: left to the kernel's own reads
         }
         if let Err(e) = notifier.store(INodeNo(node.ino), 0, &buf[..got]) {
             log::debug!("prefetch store {}: {e}", node.ino);
             return Ok(None);
         }
-        // Changed between the read and the store: take the bytes back.
+        // Changed since its status was taken (before or during the read, or before the
+        // store): take the bytes back.
         let now = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
         if !same(&st, &now) {
             let _ = notifier.inval_inode(INodeNo(node.ino), 0, 0);
@@ -311,4 +337,26 @@ fn same(a: &Statx, b: &Statx) -> bool {
         && a.stx_size == b.stx_size
         && t(&a.stx_mtime) == t(&b.stx_mtime)
         && t(&a.stx_ctime) == t(&b.stx_ctime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_miss_starts_a_job_batches_grow_and_a_walk_ahead_is_remembered() {
+        let p = Prefetch::default();
+        assert_eq!(p.note_miss(7, b"a"), None, "one file read is not a walk");
+        assert_eq!(p.note_miss(7, b"b"), Some(FIRST_BATCH));
+        // While the job runs: no second job; the walk's position is kept for it.
+        assert_eq!(p.note_miss(7, b"x"), None);
+        assert_eq!(p.take_ahead(7).as_deref(), Some(&b"x"[..]));
+        assert_eq!(p.take_ahead(7), None);
+        p.done(7);
+        assert_eq!(p.note_miss(7, b"y"), Some(FIRST_BATCH * 4));
+        p.done(7);
+        assert_eq!(p.note_miss(7, b"z"), Some(MAX_BATCH.min(FIRST_BATCH * 16)));
+        // Another directory is followed on its own.
+        assert_eq!(p.note_miss(8, b"a"), None);
+    }
 }

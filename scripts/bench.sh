@@ -18,6 +18,16 @@
 # instead of on whichever ran last.
 # Containers and images are reused between runs (names ctrfsd-bench-*); `scripts/bench.sh
 # --clean` removes them.
+# ROWS (default: all) runs only the rows named, e.g. ROWS="first_grep cold seq" to iterate on a
+# few: grep stat seq rand cold first_grep vol idle par ls logs (the --scale checks are chosen by
+# the argument, as above).
+# First-walk rows (first_grep): ctrfsd is unmounted and mounted afresh before each timed run,
+# by hyperfine's per-command --prepare, which runs $BENCH_WORK/remount.sh: it stops the running
+# ctrfsd (SIGTERM, which unmounts), starts a new one detached (setsid) and returns once the
+# bench container's tree is served (that wait looks up the container and its `wdata`: two
+# lookups, the only thing the new mount knows before the timed run). The direct column runs the
+# same command with an empty --prepare, first, so the container's files are in the page cache:
+# only ctrfsd's own cost of a first look shows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -30,6 +40,8 @@ BINDMNT=$WORK/bindfs
 OUT=$WORK/results
 SCALE=0
 SCALE_ONLY=0
+ROWS=${ROWS:-grep stat seq rand cold first_grep vol idle par ls logs}
+want() { case " $ROWS " in *" $1 "*) return 0 ;; esac; return 1; }
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
 case "${1:-}" in
   --scale) SCALE=1 ;;
@@ -99,7 +111,7 @@ fi
 # The same tree on a Docker volume (a mount of its own in the container): there ctrfsd closes
 # its cached fds after 1 s idle, so that the volume can be unmounted (README, security model).
 VOL=ctrfsd-bench-vol
-if [ $SCALE_ONLY = 0 ]; then
+if [ $SCALE_ONLY = 0 ] && { want vol || want idle; }; then
   if [ "$(docker inspect -f '{{.State.Running}}' $VOL 2>/dev/null)" != true ]; then
     docker rm -f $VOL >/dev/null 2>&1 || true
     docker run -d --network none --name $VOL -v $VOL:/vdata $IMAGE /bin/sleep 1000000000 >/dev/null
@@ -112,8 +124,10 @@ if [ $SCALE_ONLY = 0 ]; then
   fi
 fi
 PAR_PIDS=()
-for i in 0 1 2 3 4 5 6 7; do PAR_PIDS+=("$(ensure ctrfsd-bench-p$i)"); done
-if [ "$MANY" -gt 0 ] && [ $SCALE_ONLY = 0 ]; then
+if want par; then
+  for i in 0 1 2 3 4 5 6 7; do PAR_PIDS+=("$(ensure ctrfsd-bench-p$i)"); done
+fi
+if [ "$MANY" -gt 0 ] && [ $SCALE_ONLY = 0 ] && want ls; then
   have=$(docker ps -q --filter name=ctrfsd-bench-n | wc -l)
   if [ "$have" -lt "$MANY" ]; then
     echo "bench: starting $MANY idle containers for the listing row (once; reused later)"
@@ -121,16 +135,36 @@ if [ "$MANY" -gt 0 ] && [ $SCALE_ONLY = 0 ]; then
   fi
 fi
 
+# The daemon runs detached, its pid in $PIDFILE, so that remount.sh (run by hyperfine before
+# each timed run of a first-walk row) can replace it.
+PIDFILE=$WORK/ctrfsd.pid
+REMOUNT=$WORK/remount.sh
+cat > "$REMOUNT" <<EOF
+#!/bin/sh
+# Written by scripts/bench.sh: stops the ctrfsd of $PIDFILE and mounts $MNT afresh.
+p=\$(cat "$PIDFILE" 2>/dev/null)
+if [ -n "\$p" ] && kill -TERM "\$p" 2>/dev/null; then
+  while kill -0 "\$p" 2>/dev/null; do sleep 0.02; done
+fi
+mountpoint -q "$MNT" && umount -l "$MNT"
+setsid "$BIN" --log-level warn ${CTRFSD_ARGS:-} "$MNT" </dev/null >/dev/null 2>>"$WORK/ctrfsd.log" &
+echo \$! > "$PIDFILE"
+for _ in \$(seq 1 1500); do [ -d "$MNT/$MAIN/wdata" ] && exit 0; sleep 0.02; done
+echo "remount.sh: ctrfsd did not serve $MAIN" >&2; exit 1
+EOF
+chmod +x "$REMOUNT"
 cleanup() {
-  [ -n "${DPID:-}" ] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
+  local p; p=$(cat "$PIDFILE" 2>/dev/null || true)
+  if [ -n "$p" ] && kill -TERM "$p" 2>/dev/null; then
+    while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+  fi
+  rm -f "$PIDFILE"
   mountpoint -q "$BINDMNT" && umount -l "$BINDMNT" || true
 }
 trap cleanup EXIT
-mountpoint -q "$MNT" && umount -l "$MNT"
-"$BIN" --log-level warn ${CTRFSD_ARGS:-} "$MNT" 2>"$WORK/ctrfsd.log" &
-DPID=$!
-for _ in $(seq 1 100); do [ -d "$MNT/$MAIN/wdata" ] && break; sleep 0.1; done
-[ -d "$MNT/$MAIN/wdata" ] || { echo "bench: ctrfsd did not serve $MAIN" >&2; cat "$WORK/ctrfsd.log" >&2; exit 1; }
+: > "$WORK/ctrfsd.log"
+"$REMOUNT" || { cat "$WORK/ctrfsd.log" >&2; exit 1; }
+DPID=$(cat "$PIDFILE")
 HAVE_BINDFS=0
 if [ "${BINDFS:-1}" != 0 ] && command -v bindfs >/dev/null && bindfs -o ro "/proc/$PID/root" "$BINDMNT" 2>/dev/null; then HAVE_BINDFS=1; fi
 
@@ -148,17 +182,28 @@ bench() { # id, label, command template with {} for the tree root, extra hyperfi
   echo "$label" > "$OUT/$id.label"
 }
 if [ $SCALE_ONLY = 0 ]; then
-bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 1
-bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 1
-bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1
-bench 4rand "4 KiB random reads (fio randread, 64 MiB), warm" \
+want grep && bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 1
+want stat && bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 1
+want seq && bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1
+want rand && bench 4rand "4 KiB random reads (fio randread, 64 MiB), warm" \
   "sh -c 'fio --name=r --filename={}/big --rw=randread --bs=4k --size=1g --io_size=64m --invalidate=0 --ioengine=psync --output=/dev/null'" --warmup 1
-bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR {} >/dev/null'" --prepare "sh -c '$drop'"
+want cold && bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR {} >/dev/null'" --prepare "sh -c '$drop'"
+# First walk after mounting (header): the direct column first (empty prepare), which also warms
+# the page cache of the container's files; ctrfsd is mounted afresh before each of its runs.
+if want first_grep; then
+  (HAVE_BINDFS=0
+   bench 5first "first grep -r -c ERROR after mounting, 30k files, page cache warm" \
+     "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 1 --prepare true --prepare "$REMOUNT")
+  DPID=$(cat "$PIDFILE")
+fi
 # On a volume: warm, and warm after 2 s idle (every cached fd on the volume closed since).
+if want vol || want idle; then
 (D=/proc/$VPID/root/vdata C=$MNT/$VOL/vdata HAVE_BINDFS=0
- bench 8vol "grep -r -c ERROR, 30k files on a volume, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 1
- bench 9idle "the same after 2 s idle (fds on the volume closed)" "sh -c 'grep -r -c ERROR {} >/dev/null'" \
-   --warmup 1 --prepare "sleep 2")
+ if want vol; then bench 8vol "grep -r -c ERROR, 30k files on a volume, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 1; fi
+ if want idle; then bench 9idle "the same after 2 s idle (fds on the volume closed)" "sh -c 'grep -r -c ERROR {} >/dev/null'" \
+   --warmup 1 --prepare "sleep 2"; fi)
+fi
+if want par; then
 par_direct="" par_ctrfsd=""
 for i in 0 1 2 3 4 5 6 7; do
   par_direct+="grep -r -c ERROR /proc/${PAR_PIDS[$i]}/root/data >/dev/null & "
@@ -170,7 +215,8 @@ for r in $(seq 1 "$ROUNDS"); do
     "sh -c '${par_direct}wait'" "sh -c '${par_ctrfsd}wait'" >/dev/null
 done
 echo "8 greps in parallel on 8 containers, wall" > "$OUT/6par.label"
-if [ "$MANY" -gt 0 ]; then
+fi
+if [ "$MANY" -gt 0 ] && want ls; then
   n=$(ls "$MNT" | wc -l)
   echo "bench: ls with $n containers"
   hyperfine -N --style none --runs 30 --warmup 3 --export-json "$OUT/7ls.r1.json" "ls $MNT" >/dev/null
@@ -181,6 +227,7 @@ fi
 # raw JSON file, through /ctr/.logs, and through `docker logs`. The log is written once by a
 # container that stays up (its name is reused between runs).
 LOGC=ctrfsd-bench-log
+if want logs; then
 if [ "$(docker inspect -f '{{.State.Running}}' $LOGC 2>/dev/null)" != true ]; then
   docker rm -f $LOGC >/dev/null 2>&1 || true
   echo "bench: writing a ~100 MiB json-file log ($LOGC, once)"
@@ -202,6 +249,7 @@ for r in $(seq 1 "$ROUNDS"); do
     "grep -c ERROR $LOGRAW" "grep -c ERROR $MNT/.logs/$LOGC/all" \
     "sh -c 'docker logs $LOGC 2>&1 | grep -c ERROR'" >/dev/null
 done
+fi
 
 python3 - "$OUT" "$HAVE_BINDFS" <<'PY'
 import json, os, statistics, sys
@@ -230,7 +278,7 @@ print("|" + "---|" * len(head))
 for r in rows:
     print("| " + " | ".join(r[:len(head)]) + " |")
 PY
-python3 - "$OUT/logs" "$LOGMIB" <<'PY'
+if want logs; then python3 - "$OUT/logs" "$LOGMIB" <<'PY'
 import json, os, statistics, sys
 out, mib = sys.argv[1], sys.argv[2]
 times = [[], [], []]
@@ -269,6 +317,7 @@ for kind, label in (("view", "the view's pages dropped (index kept), raw file wa
     print(f"| {label} | {raw*1000:.0f} ms | {view*1000:.0f} ms | {view/raw:.2f} | | |")
 PY
 # --- end of the logs cold rows ----------------------------------------------------------------
+fi
 echo "machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); medians of $ROUNDS rounds x $RUNS runs"
 echo "ctrfsd requests during the whole run: $(getfattr --only-values -n user.ctrfsd.requests "$MNT" 2>/dev/null | tr '\n' ' ')"
 fi
@@ -289,10 +338,11 @@ for d in range(1000):
 PY
     touch /proc/$SPID/root/m/.complete
   fi
-  kill -TERM $DPID; wait $DPID 2>/dev/null || true
+  kill -TERM $DPID; while kill -0 $DPID 2>/dev/null; do sleep 0.05; done
   sync; echo 3 > /proc/sys/vm/drop_caches
   prlimit --nofile=1024:1024 "$BIN" --log-level warn --runtime none --container "$SC=$SPID" "$MNT" 2>"$WORK/ctrfsd-scale.log" &
   DPID=$!
+  echo $DPID > "$PIDFILE"
   for _ in $(seq 1 100); do [ -d "$MNT/$SC/m" ] && break; sleep 0.1; done
   rss() { awk '/VmRSS/{print $2}' /proc/$DPID/status; }
   r0=$(rss)

@@ -123,6 +123,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let nodes = fs.nodes();
     let stats = fs.stats();
     let watcher = fs.watcher();
+    let prefetch = fs.prefetcher();
     std::thread::Builder::new()
         .name("maintenance".into())
         .spawn(move || {
@@ -164,7 +165,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
             path: mountpoint.clone(),
             source,
         })?;
+    if let Err(e) = mountpoint::set_readahead(&mountpoint) {
+        log::warn!(
+            "{}: cannot raise the readahead to {} KiB ({e}); sequential reads use the kernel's default",
+            mountpoint.display(),
+            mountpoint::READAHEAD_KB
+        );
+    }
     registry.set_notifier(session.notifier());
+    prefetch.set_notifier(session.notifier());
     watcher
         .start(session.notifier())
         .map_err(|e| StartError::Other(format!("starting the watch thread: {e}")))?;

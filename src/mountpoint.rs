@@ -127,3 +127,32 @@ pub fn create(path: &Path) -> Result<(), StartError> {
         Err(e) => Err(StartError::MountpointUnusable(path.to_path_buf(), e)),
     }
 }
+
+/// The readahead ctrfsd asks of the kernel for its mount, in KiB: as large as one FUSE read
+/// request may be (`/proc/sys/fs/fuse/max_pages_limit`, 256 pages by default, which fuser
+/// requests through FUSE_MAX_PAGES). The kernel starts a FUSE mount at its default, 128 KiB,
+/// and takes no larger value at INIT than it offered.
+pub const READAHEAD_KB: u32 = 1024;
+
+/// Sets the readahead of the ctrfsd mount at `path` to [`READAHEAD_KB`] through its backing
+/// device's `/sys/class/bdi/<major>:<minor>/read_ahead_kb`, found in mountinfo (a `stat` of
+/// the mount would wait on the session, which is not serving yet). Sequential reads then come
+/// in 1 MiB requests instead of 128 KiB: 1,024 read requests per GiB instead of 8,192.
+///
+/// # Errors
+///
+/// `ENOENT` when no ctrfsd mount is at `path`; the `io::Error` of writing the sysfs file
+/// otherwise (`EACCES` without root, `ENOENT` on a kernel without that bdi entry).
+pub fn set_readahead(path: &Path) -> io::Result<()> {
+    let infos = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(io::Error::other)?;
+    let info = infos
+        .into_iter()
+        .rfind(|m| m.mount_point == path && m.fs_type == FSTYPE)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+    std::fs::write(
+        format!("/sys/class/bdi/{}/read_ahead_kb", info.majmin),
+        READAHEAD_KB.to_string(),
+    )
+}

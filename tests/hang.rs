@@ -39,7 +39,9 @@ fn image() -> &'static str {
         let r = dir.path();
         busybox_rootfs(
             r,
-            &["etc", "data", "blocked", "blockdir", "mnt", "proc", "dev"],
+            &[
+                "etc", "data", "blocked", "blockdir", "walk", "mnt", "proc", "dev",
+            ],
             &["sh", "cat", "sleep", "ls", "kill", "touch", "test"],
         );
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hang");
@@ -56,6 +58,9 @@ fn image() -> &'static str {
         fs::write(r.join("blocked/a"), "a\n").unwrap();
         fs::write(r.join("blocked/b"), "b\n").unwrap();
         fs::write(r.join("blockdir/c"), "c\n").unwrap();
+        for i in 0..8 {
+            fs::write(r.join(format!("walk/w{i}")), format!("w{i}\n")).unwrap();
+        }
         docker_import(r, IMAGE);
     });
     IMAGE
@@ -369,4 +374,77 @@ fn a_fanotify_block_is_answered_and_others_keep_answering() {
     assert_eq!(fs::read_to_string(v.join("blocked/b")).unwrap(), "b\n");
     assert_eq!(listing(&v.join("blockdir")), ["c"]);
     answers_within("ls", &[Path::new("-la"), &v.join("blocked")], OTHERS_LIMIT);
+}
+
+/// A walk reading `walk/` file by file starts a prefetch job (src/fs/prefetch.rs) that meets
+/// files a fanotify listener blocks: the job waits on a helper thread, never on a FUSE worker,
+/// and the files read right once the listener is gone.
+#[test]
+fn a_fanotify_block_met_by_prefetch_holds_no_fuse_worker() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other4-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let c = run(
+        &format!("ctrfsd-hang-pf-{t}"),
+        &["--cap-add", "SYS_ADMIN"],
+        &["/bin/sleep", "1000000"],
+    );
+    let v = d.path().join(&c.0);
+    let other_v = d.path().join(&other.0);
+    let walk = v.join("walk");
+    wait_until(Duration::from_secs(10), || {
+        walk.join("w7").exists() && other_v.join("etc/os-release").exists()
+    })
+    .expect("not served");
+    // Only files unchanged for a few seconds are prefetched.
+    let newest = || {
+        (0..8)
+            .filter_map(|i| fs::metadata(walk.join(format!("w{i}"))).ok())
+            .map(|m| std::os::unix::fs::MetadataExt::ctime(&m))
+            .max()
+            .unwrap_or(i64::MAX)
+    };
+    wait_until(Duration::from_secs(10), || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        now - newest() >= 4
+    })
+    .expect("files settled");
+    let listed = stdout(&sh(&format!("ls -f {}", walk.display())));
+    let names: Vec<&str> = listed.lines().filter(|n| n.starts_with('w')).collect();
+    assert_eq!(names.len(), 8, "{listed}");
+    let mut args = vec!["exec", "-d", &c.0, "/bin/fanblock"];
+    let blocked: Vec<String> = names[2..].iter().map(|n| format!("/walk/{n}")).collect();
+    args.extend(blocked.iter().map(String::as_str));
+    docker_ok(&args);
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-s", "/fanblock.pid"])
+    })
+    .expect("the fanotify listener did not start");
+    // Two whole files read in listing order: the job starts, and waits on the third.
+    for n in &names[..2] {
+        assert_eq!(fs::read_to_string(walk.join(n)).unwrap(), format!("{n}\n"));
+    }
+    wait_until(ANSWER_LIMIT, || d.log_text().contains("passed its"))
+        .expect("the prefetch job never met the block (or was not started)");
+    other_answers(&other_v);
+    answers_within("ls", &[Path::new("-la"), &walk], OTHERS_LIMIT);
+    assert!(in_container(
+        &c.0,
+        &["sh", "-c", "kill $(cat /fanblock.pid)"]
+    ));
+    for n in &names[2..] {
+        let f = walk.join(n);
+        wait_until(Duration::from_secs(10), || {
+            fs::read_to_string(&f).is_ok_and(|s| s == format!("{n}\n"))
+        })
+        .unwrap_or_else(|| panic!("{n} did not read right once the listener was gone"));
+    }
+    other_answers(&other_v);
 }

@@ -15,7 +15,7 @@
 //! holds a bounded number of threads. Once its listener answers or exits, the stuck calls
 //! return and it is served again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -52,15 +52,62 @@ struct Jobs {
     idle: usize,
 }
 
+/// What runs now: per container, and per call with its deadline.
+#[derive(Default)]
+struct Flights {
+    /// By container instance (`Instance::seq`).
+    counts: HashMap<u64, Count>,
+    /// Calls not yet answered, by submission number: the first is the oldest, so deadlines
+    /// (all [`DEADLINE`] after submission) fall in this order. Removed when the call ends.
+    pending: BTreeMap<u64, (Instant, Weak<dyn Expire>)>,
+    next: u64,
+    /// The deadline thread waits for a first call (nothing pending when it last looked): the
+    /// next submission wakes it. Otherwise it wakes by itself at the oldest deadline, so a
+    /// stream of short calls costs it one wake-up per [`DEADLINE`], not one per call.
+    idle: bool,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// By container instance (`Instance::seq`).
-    counts: Mutex<HashMap<u64, Count>>,
+    flights: Mutex<Flights>,
     jobs: Mutex<Jobs>,
     job_ready: Condvar,
-    /// Deadlines in the order they fall (all are [`DEADLINE`] after submission).
-    timers: Mutex<VecDeque<(Instant, Job)>>,
-    timer_added: Condvar,
+    first_pending: Condvar,
+}
+
+/// A call's answer slot, as the deadline thread sees it.
+trait Expire: Send + Sync {
+    /// Answers the call's request at its deadline (EIO) if it is still unanswered, and counts
+    /// the call as stuck in `flights` (under the slot's lock, as [`Claim`]'s drop takes them).
+    fn expire(&self, flights: &Mutex<Flights>);
+}
+
+/// The reply until someone answers it, and the answer at the deadline.
+struct Cell<R> {
+    slot: Mutex<Slot<R>>,
+    expired: fn(R),
+    seq: u64,
+}
+
+impl<R: Send> Expire for Cell<R> {
+    fn expire(&self, flights: &Mutex<Flights>) {
+        let mut s = lock(&self.slot);
+        if !matches!(*s, Slot::Waiting(_)) {
+            return; // answered in time
+        }
+        if let Slot::Waiting(r) = std::mem::replace(&mut *s, Slot::Expired) {
+            log::warn!(
+                "an open, read or listing in a container (instance {}) passed its {}s \
+                 deadline: answered EIO (a fanotify permission listener that does not answer?)",
+                self.seq,
+                DEADLINE.as_secs()
+            );
+            (self.expired)(r);
+            if let Some(c) = lock(flights).counts.get_mut(&self.seq) {
+                c.stuck += 1;
+            }
+        }
+    }
 }
 
 /// The helper threads, the deadline thread and the per-container accounting.
@@ -77,15 +124,16 @@ enum Slot<R> {
 
 /// The right to answer a request, held by the helper running its call; see [`Guard::run`].
 pub struct Claim<R> {
-    slot: Arc<Mutex<Slot<R>>>,
-    seq: u64,
+    cell: Arc<Cell<R>>,
+    /// Submission number (`Flights::pending`).
+    id: u64,
     inner: Arc<Inner>,
 }
 
 impl<R> Claim<R> {
     /// The reply, unless the deadline passed and it was answered EIO already.
     pub fn take(&self) -> Option<R> {
-        let mut s = lock(&self.slot);
+        let mut s = lock(&self.cell.slot);
         match std::mem::replace(&mut *s, Slot::Taken) {
             Slot::Waiting(r) => Some(r),
             other => {
@@ -96,18 +144,34 @@ impl<R> Claim<R> {
     }
 }
 
+impl<R> Claim<R> {
+    /// True once the deadline passed (the request was answered EIO): a job of several steps
+    /// stops at the next one.
+    pub fn expired(&self) -> bool {
+        matches!(*lock(&self.cell.slot), Slot::Expired)
+    }
+}
+
 impl<R> Drop for Claim<R> {
     fn drop(&mut self) {
-        // Slot, then counts: the deadline thread takes them in the same order.
-        let s = lock(&self.slot);
-        let mut counts = lock(&self.inner.counts);
-        if let Some(c) = counts.get_mut(&self.seq) {
+        // Slot, then flights: the deadline thread takes them in the same order. A reply never
+        // taken (a job that answers nothing, or a panic) is dropped here, so it cannot expire
+        // after this call was counted as ended.
+        let mut s = lock(&self.cell.slot);
+        let expired = matches!(*s, Slot::Expired);
+        if matches!(*s, Slot::Waiting(_)) {
+            *s = Slot::Taken;
+        }
+        let mut f = lock(&self.inner.flights);
+        f.pending.remove(&self.id);
+        let seq = self.cell.seq;
+        if let Some(c) = f.counts.get_mut(&seq) {
             c.in_flight = c.in_flight.saturating_sub(1);
-            if matches!(*s, Slot::Expired) {
+            if expired {
                 c.stuck = c.stuck.saturating_sub(1);
             }
             if c.in_flight == 0 && c.stuck == 0 {
-                counts.remove(&self.seq);
+                f.counts.remove(&seq);
             }
         }
     }
@@ -145,46 +209,31 @@ impl Guard {
         expired: fn(R),
         work: impl FnOnce(Claim<R>) + Send + 'static,
     ) -> Result<(), R> {
-        {
-            let mut counts = lock(&self.inner.counts);
-            let c = counts.entry(seq).or_default();
+        let (cell, id) = {
+            let mut f = lock(&self.inner.flights);
+            let c = f.counts.entry(seq).or_default();
             if c.stuck >= MAX_STUCK || c.in_flight >= MAX_IN_FLIGHT {
                 return Err(reply);
             }
             c.in_flight += 1;
-        }
-        let slot = Arc::new(Mutex::new(Slot::Waiting(reply)));
-        let (weak_slot, weak_inner) = (Arc::downgrade(&slot), Arc::downgrade(&self.inner));
-        let timer: Job = Box::new(move || {
-            let (Some(slot), Some(inner)) = (weak_slot.upgrade(), weak_inner.upgrade()) else {
-                return; // answered and done
-            };
-            let mut s = lock(&slot);
-            if !matches!(*s, Slot::Waiting(_)) {
-                return; // answered in time
+            let cell = Arc::new(Cell {
+                slot: Mutex::new(Slot::Waiting(reply)),
+                expired,
+                seq,
+            });
+            let id = f.next;
+            f.next += 1;
+            let weak: Weak<dyn Expire> = Arc::downgrade(&cell) as Weak<dyn Expire>;
+            f.pending.insert(id, (Instant::now() + DEADLINE, weak));
+            if f.idle {
+                f.idle = false;
+                self.inner.first_pending.notify_one();
             }
-            if let Slot::Waiting(r) = std::mem::replace(&mut *s, Slot::Expired) {
-                log::warn!(
-                    "an open, read or listing in a container (instance {seq}) passed its {}s \
-                     deadline: answered EIO (a fanotify permission listener that does not answer?)",
-                    DEADLINE.as_secs()
-                );
-                expired(r);
-                if let Some(c) = lock(&inner.counts).get_mut(&seq) {
-                    c.stuck += 1;
-                }
-            }
-        });
-        {
-            let mut timers = lock(&self.inner.timers);
-            timers.push_back((Instant::now() + DEADLINE, timer));
-            if timers.len() == 1 {
-                self.inner.timer_added.notify_one();
-            }
-        }
+            (cell, id)
+        };
         let claim = Claim {
-            slot,
-            seq,
+            cell,
+            id,
             inner: self.inner.clone(),
         };
         self.submit(Box::new(move || work(claim)));
@@ -240,25 +289,34 @@ fn deadlines(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let due = {
-            let mut timers = lock(&inner.timers);
-            match timers.front() {
+        let mut due = Vec::new();
+        {
+            let mut f = lock(&inner.flights);
+            let now = Instant::now();
+            match f.pending.first_key_value().map(|(_, (at, _))| *at) {
                 None => {
-                    let _ = inner
-                        .timer_added
-                        .wait_timeout(timers, Duration::from_secs(5));
-                    None
+                    f.idle = true;
+                    let _ = inner.first_pending.wait_timeout(f, Duration::from_secs(5));
                 }
-                Some((at, _)) if *at > Instant::now() => {
-                    let wait = at.saturating_duration_since(Instant::now());
-                    let _ = inner.timer_added.wait_timeout(timers, wait);
-                    None
+                Some(at) if at > now => {
+                    let _ = inner.first_pending.wait_timeout(f, at - now);
                 }
-                Some(_) => timers.pop_front(),
+                Some(_) => {
+                    while let Some(e) = f.pending.first_entry() {
+                        if e.get().0 > now {
+                            break;
+                        }
+                        let (_, cell) = e.remove();
+                        due.push(cell);
+                    }
+                }
             }
-        };
-        if let Some((_, timer)) = due {
-            timer();
+        }
+        // Answered outside the lock (a reply writes to /dev/fuse).
+        for cell in due {
+            if let Some(c) = cell.upgrade() {
+                c.expire(&inner.flights);
+            }
         }
     }
 }

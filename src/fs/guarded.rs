@@ -62,9 +62,15 @@ impl FuseFs {
             Ok(r) => r,
             Err(e) => return reply.error(self.err(&e)),
         };
+        // A read of a file not read before, from its start: if it reads the whole file, the
+        // walk may be reading the directory file by file (`prefetch`).
+        let first = match &from {
+            super::ops::ReadFrom::Open(_, node) if offset == 0 => Some(node.clone()),
+            _ => None,
+        };
         // The read may wait on the container (a fanotify listener): off the FUSE workers,
         // with a deadline (`guard`).
-        let (core, stats) = (self.core.clone(), self.stats.clone());
+        let (core, stats, fs) = (self.core.clone(), self.stats.clone(), self.0.clone());
         let r = self.guard.run(seq, reply, expired_data, move |claim| {
             READ_BUF.with_borrow_mut(|buf| {
                 if buf.len() < size as usize {
@@ -75,7 +81,12 @@ impl FuseFs {
                     return;
                 };
                 match r {
-                    Ok(n) => reply.data(&buf[..n]),
+                    Ok(n) => {
+                        reply.data(&buf[..n]);
+                        if let Some(node) = first.filter(|_| n < size as usize) {
+                            fs.after_whole_miss(&node);
+                        }
+                    }
                     Err(e) => reply.error(counted(&stats, &e)),
                 }
             })

@@ -17,6 +17,8 @@
 //! - `probe`: `user.ctrfsd.host_path`, the host path of a file's real inode (for eBPF probes).
 //! - `replies`: what the helper threads of [`guard`] need to answer requests themselves.
 //! - `seek`: `lseek(SEEK_DATA/SEEK_HOLE)` answered from the real file.
+//! - [`prefetch`]: small files pushed into the kernel's page cache ahead of a walk that reads
+//!   a directory file by file (FUSE_NOTIFY_STORE).
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
 //! directory fd with a single-component name and `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, or goes
@@ -36,6 +38,7 @@ mod links;
 mod logview;
 pub mod nodes;
 mod ops;
+pub mod prefetch;
 mod probe;
 mod replies;
 mod seek;
@@ -120,6 +123,8 @@ pub struct CtrFs {
     stats: Arc<stats::Stats>,
     /// `/ctr/.logs`: the containers' log stores ([`logview`]).
     logs: logview::LogViews,
+    /// Small files stored in the kernel's page cache ahead of a walk ([`prefetch`]).
+    prefetch: Arc<prefetch::Prefetch>,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -185,12 +190,18 @@ impl CtrFs {
             passthrough_on: false,
             stats: Arc::new(stats::Stats::default()),
             logs: logview::LogViews::default(),
+            prefetch: Arc::default(),
         })))
     }
 
     /// The request counters, for the report logged at exit.
     pub fn stats(&self) -> Arc<stats::Stats> {
         self.stats.clone()
+    }
+
+    /// The prefetcher, which needs the session's notifier ([`prefetch::Prefetch::set_notifier`]).
+    pub fn prefetcher(&self) -> Arc<prefetch::Prefetch> {
+        self.prefetch.clone()
     }
 
     /// The inode table, for the maintenance thread that gives memory back.

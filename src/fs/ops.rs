@@ -351,6 +351,7 @@ impl CtrFs {
         if ino == ROOT_INO && name.as_bytes() == REQUESTS_XATTR.as_bytes() {
             let mut report = self.stats.report();
             report.push_str(&self.watches.report());
+            report.push_str(&self.prefetch.report());
             let mut report = report.into_bytes();
             if size == 0 {
                 // Room for the counts to grow before the caller asks for the value.

@@ -1,0 +1,362 @@
+//! Pushing the next small files of a directory into the kernel's page cache before it asks
+//! (FUSE_NOTIFY_STORE), when a walk is clearly reading the directory file by file.
+//!
+//! Why: a first `grep -r` makes one read request per file, a round trip each (the kernel
+//! waits for the answer before grep can go on). A store is one write to `/dev/fuse` made by
+//! ctrfsd on its own time; the kernel then finds the file's pages cached and sends nothing.
+//!
+//! When: a read request that found no cached read fd, at offset 0, which read the whole file
+//! (the answer was shorter than asked for) is a "whole-file miss". The second whole-file miss
+//! in one directory starts one job for it: list the directory and store the regular files
+//! that follow the one just read, in listing order (the order `grep -r`, `tar` or `cp -r`
+//! read them, and the order readdirplus gave the kernel their entries). A walk that goes on
+//! past the stored files misses again and starts the next job, with a larger batch; a walk
+//! that overtakes a running job makes it skip ahead to the file the walk read.
+//! Listing, `ls -lR`, `find` and `stat` read no file, so they start nothing.
+//!
+//! Bounds (waste when the guess is wrong, e.g. `cat a b`): one job per directory at a time; a
+//! job stores at most [`FIRST_BATCH`] files the first time (growing to [`MAX_BATCH`]), at
+//! most [`MAX_BYTES`] in all and only files of at most [`MAX_FILE`] bytes, and stops after
+//! [`MAX_TIME`]. It holds at most three fds while it runs (the directory, the file's
+//! `O_PATH` fd and its read fd) and none after: nothing for the idle sweep of `fdcache`.
+//! It runs on a helper thread of [`super::guard`] under the same deadline as a read, counted
+//! against its container: a container whose files are blocked (a fanotify permission
+//! listener) holds a helper for a while, never a FUSE worker.
+//!
+//! Consistency (AUTO_INVAL_DATA, `tail -f`): only files the kernel holds an inode for (it got
+//! them from readdirplus or lookup) and whose status has not changed for [`SETTLED`] are
+//! stored, so the attributes the kernel holds (at most a second old, or kept by a watch
+//! that reports every change) describe the stored bytes. A file whose size is not what its
+//! status said is skipped, and one whose status changed between the first look and the
+//! store (before, during or after the read) is invalidated right after the store (status
+//! checked again), so the kernel never keeps bytes older than the file. A file written to in the last
+//! [`SETTLED`] (a live log) is never stored: its reads go through ctrfsd as before.
+
+use std::ffi::OsStr;
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileType, INodeNo, Notifier};
+use lru::LruCache;
+use rustix::fs::{AtFlags, Mode, OFlags, Statx, openat, statx};
+
+use super::attr::{STATX_MASK, dev_of, kind_of};
+use super::guard::Claim;
+use super::nodes::{Node, NodeKey, Shown};
+use super::{CtrFs, Reached};
+use crate::registry::is_virtual;
+
+/// Files stored by the first job in a directory; each later job stores four times as many.
+pub const FIRST_BATCH: usize = 16;
+/// Most files one job stores.
+pub const MAX_BATCH: usize = 256;
+/// Largest file stored (the kernel's own readahead reads a file this size in one request).
+pub const MAX_FILE: u64 = 128 * 1024;
+/// Most bytes one job stores.
+pub const MAX_BYTES: usize = 4 << 20;
+/// Longest one job runs (well within the guard's deadline).
+pub const MAX_TIME: Duration = Duration::from_millis(500);
+/// How long a file's status must be unchanged before it is stored: more than the 1 s the
+/// kernel may keep attributes no watch covers (`fs::TTL`).
+pub const SETTLED: Duration = Duration::from_secs(2);
+/// Directories whose walk is followed at once (least recently read forgotten first).
+const WALKS: usize = 64;
+
+/// What is known of the reading of one directory.
+#[derive(Default)]
+struct Walk {
+    /// Whole-file misses seen in it.
+    misses: u32,
+    /// A job for it is running.
+    busy: bool,
+    /// Files the next job stores.
+    batch: usize,
+    /// The latest whole-file miss while a job ran: the walk got past the job, which then
+    /// skips ahead of it rather than store files already read.
+    ahead: Option<Vec<u8>>,
+}
+
+/// The prefetcher's state: walks followed, the notifier (set once the session exists), counts.
+pub struct Prefetch {
+    notifier: OnceLock<Notifier>,
+    walks: Mutex<LruCache<u64, Walk>>,
+    /// Files stored, bytes stored, and stores taken back (the file changed meanwhile).
+    files: AtomicU64,
+    bytes: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Default for Prefetch {
+    fn default() -> Prefetch {
+        Prefetch {
+            notifier: OnceLock::new(),
+            walks: Mutex::new(LruCache::new(
+                NonZeroUsize::new(WALKS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Prefetch {
+    /// Gives the prefetcher the session's notifier; nothing is stored before.
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// `name prefetch-files N` lines for the request report (`user.ctrfsd.requests`).
+    pub fn report(&self) -> String {
+        format!(
+            "prefetch-files {}\nprefetch-bytes {}\nprefetch-dropped {}\n",
+            self.files.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed)
+        )
+    }
+
+    fn walks(&self) -> std::sync::MutexGuard<'_, LruCache<u64, Walk>> {
+        self.walks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a whole-file miss in directory `dir`; returns how many files to store if a job
+    /// should start now (the caller then calls [`Self::done`] when it ends).
+    fn note_miss(&self, dir: u64, name: &[u8]) -> Option<usize> {
+        let mut walks = self.walks();
+        let w = walks.get_or_insert_mut(dir, || Walk {
+            batch: FIRST_BATCH,
+            ..Walk::default()
+        });
+        w.misses += 1;
+        if w.busy {
+            w.ahead = Some(name.to_vec());
+            return None;
+        }
+        if w.misses < 2 {
+            return None;
+        }
+        w.busy = true;
+        let n = w.batch;
+        w.batch = (w.batch * 4).min(MAX_BATCH);
+        Some(n)
+    }
+
+    fn done(&self, dir: u64) {
+        if let Some(w) = self.walks().get_mut(&dir) {
+            w.busy = false;
+            w.ahead = None;
+        }
+    }
+
+    /// The name the walk was last seen reading past a running job, if any since last asked.
+    fn take_ahead(&self, dir: u64) -> Option<Vec<u8>> {
+        self.walks().get_mut(&dir).and_then(|w| w.ahead.take())
+    }
+}
+
+impl CtrFs {
+    /// Called after a read of `file` that found no cached fd, started at offset 0 and read
+    /// the whole file: may start a prefetch job for the files after it (module doc).
+    pub(super) fn after_whole_miss(self: &Arc<CtrFs>, file: &Node) {
+        let loc = file.loc();
+        if is_virtual(loc.parent)
+            || file.kind != FileType::RegularFile
+            || self.prefetch.notifier.get().is_none()
+        {
+            return;
+        }
+        let Some(n) = self.prefetch.note_miss(loc.parent, &loc.name) else {
+            return;
+        };
+        let dir_ino = loc.parent;
+        let dir = match self.node(dir_ino) {
+            Ok(d) if d.kind == FileType::Directory && d.shown == Shown::Normal => d,
+            _ => return self.prefetch.done(dir_ino),
+        };
+        let Ok(dfd) = self.dir_fd(&dir) else {
+            return self.prefetch.done(dir_ino);
+        };
+        let fs = self.clone();
+        let seq = dir.inst.seq;
+        let r = self.guard.run(
+            seq,
+            (),
+            |()| {},
+            move |claim| {
+                fs.store_after(&dir, &dfd, &loc.name, n, &claim);
+                fs.prefetch.done(dir.ino);
+            },
+        );
+        if r.is_err() {
+            self.prefetch.done(dir_ino);
+        }
+    }
+
+    /// The job: stores up to `n` regular files listed after `after` in directory `dir`.
+    fn store_after(&self, dir: &Node, dfd: &OwnedFd, after: &[u8], n: usize, claim: &Claim<()>) {
+        let Some(notifier) = self.prefetch.notifier.get() else {
+            return;
+        };
+        let started = Instant::now();
+        // Room to skip ahead when the walk overtakes the job.
+        let Ok(names) = self.names_after(dfd, after, 2 * n) else {
+            return;
+        };
+        let (mut files, mut bytes, mut i) = (0, 0, 0);
+        while i < names.len() {
+            if files >= n || bytes >= MAX_BYTES || started.elapsed() > MAX_TIME || claim.expired() {
+                break;
+            }
+            // The walk read a file further on itself: go on after it.
+            if let Some(past) = self.prefetch.take_ahead(dir.ino)
+                && let Some(j) = names[i..].iter().position(|m| *m == past)
+            {
+                i += j + 1;
+                continue;
+            }
+            let name = OsStr::from_bytes(&names[i]);
+            if let Ok(Some(len)) = self.store_one(dir, dfd, name, notifier) {
+                files += 1;
+                bytes += len;
+            }
+            i += 1;
+        }
+        log::trace!("prefetch in {}: {files} files, {bytes} bytes", dir.ino);
+    }
+
+    /// Names of possible regular files listed after `after` in `dfd` (at most `n` of them).
+    fn names_after(&self, dfd: &OwnedFd, after: &[u8], n: usize) -> io::Result<Vec<Vec<u8>>> {
+        let fd = self.retry_emfile(|| {
+            openat(
+                dfd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
+                Mode::empty(),
+            )
+        })?;
+        let mut dir = rustix::fs::Dir::new(fd)?;
+        let (mut past, mut out) = (false, Vec::new());
+        while let Some(e) = dir.read() {
+            let e = e?;
+            let name = e.file_name().to_bytes();
+            if !past {
+                past = name == after;
+                continue;
+            }
+            let t = e.file_type();
+            if t == rustix::fs::FileType::RegularFile || t == rustix::fs::FileType::Unknown {
+                out.push(name.to_vec());
+                if out.len() >= n {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores file `name` of `dir` if it qualifies (module doc); its length if stored.
+    fn store_one(
+        &self,
+        dir: &Node,
+        dfd: &OwnedFd,
+        name: &OsStr,
+        notifier: &Notifier,
+    ) -> io::Result<Option<usize>> {
+        let Reached::Here(opath, st) = self.child_at(&dir.inst, dfd.as_fd(), name)? else {
+            return Ok(None);
+        };
+        let size = st.stx_size;
+        if kind_of(u32::from(st.stx_mode)) != FileType::RegularFile
+            || size == 0
+            || size > MAX_FILE
+            || !settled(&st)
+        {
+            return Ok(None);
+        }
+        let key = NodeKey {
+            seq: dir.inst.seq,
+            mnt: st.stx_mnt_id as u32,
+            dev: dev_of(&st),
+            ino: st.stx_ino,
+            link_parent: 0,
+        };
+        // Only an inode the kernel holds can take the bytes (and its attributes came from us).
+        let Some(node) = self.nodes.find(&key) else {
+            return Ok(None);
+        };
+        if node.shown != Shown::Normal || self.files.get(node.ino).is_some() {
+            return Ok(None); // read through ctrfsd already: the kernel has asked for it
+        }
+        let fd = self.reopen(&opath)?;
+        let mut buf = vec![0u8; size as usize + 1];
+        let got = rustix::io::pread(&fd, &mut buf, 0)?;
+        if got as u64 != size {
+            return Ok(None); // changing as we read: left to the kernel's own reads
+        }
+        if let Err(e) = notifier.store(INodeNo(node.ino), 0, &buf[..got]) {
+            log::debug!("prefetch store {}: {e}", node.ino);
+            return Ok(None);
+        }
+        // Changed since its status was taken (before or during the read, or before the
+        // store): take the bytes back.
+        let now = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+        if !same(&st, &now) {
+            let _ = notifier.inval_inode(INodeNo(node.ino), 0, 0);
+            self.prefetch.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        self.prefetch.files.fetch_add(1, Ordering::Relaxed);
+        self.prefetch.bytes.fetch_add(got as u64, Ordering::Relaxed);
+        Ok(Some(got))
+    }
+}
+
+/// True if `st` shows no change (data or status) for [`SETTLED`].
+fn settled(st: &Statx) -> bool {
+    let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else {
+        return false;
+    };
+    let newest = st.stx_ctime.tv_sec.max(st.stx_mtime.tv_sec);
+    let Ok(newest) = u64::try_from(newest) else {
+        return false; // before 1970: odd, not stored
+    };
+    // Whole seconds, rounded up: a change at any point of second `newest` counts as its end.
+    now.as_secs() >= newest + 1 + SETTLED.as_secs()
+}
+
+/// The same file with the same contents, as far as status tells.
+fn same(a: &Statx, b: &Statx) -> bool {
+    let t = |x: &rustix::fs::StatxTimestamp| (x.tv_sec, x.tv_nsec);
+    a.stx_ino == b.stx_ino
+        && a.stx_size == b.stx_size
+        && t(&a.stx_mtime) == t(&b.stx_mtime)
+        && t(&a.stx_ctime) == t(&b.stx_ctime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_second_miss_starts_a_job_batches_grow_and_a_walk_ahead_is_remembered() {
+        let p = Prefetch::default();
+        assert_eq!(p.note_miss(7, b"a"), None, "one file read is not a walk");
+        assert_eq!(p.note_miss(7, b"b"), Some(FIRST_BATCH));
+        // While the job runs: no second job; the walk's position is kept for it.
+        assert_eq!(p.note_miss(7, b"x"), None);
+        assert_eq!(p.take_ahead(7).as_deref(), Some(&b"x"[..]));
+        assert_eq!(p.take_ahead(7), None);
+        p.done(7);
+        assert_eq!(p.note_miss(7, b"y"), Some(FIRST_BATCH * 4));
+        p.done(7);
+        assert_eq!(p.note_miss(7, b"z"), Some(MAX_BATCH.min(FIRST_BATCH * 16)));
+        // Another directory is followed on its own.
+        assert_eq!(p.note_miss(8, b"a"), None);
+    }
+}

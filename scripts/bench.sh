@@ -127,6 +127,7 @@ fi
 
 cleanup() {
   [ -n "${DPID:-}" ] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
+  [ -s "$WORK/fresh-mount.pid" ] && kill -TERM "$(cat "$WORK/fresh-mount.pid")" 2>/dev/null || true  # First look
   mountpoint -q "$BINDMNT" && umount -l "$BINDMNT" || true
 }
 trap cleanup EXIT

@@ -5,6 +5,8 @@
 #   sudo scripts/bench.sh --scale    # also: walk 1,000,000 files under RLIMIT_NOFILE 1024, RSS,
 #                                    # and list one directory of 1,000,000 entries
 #   sudo scripts/bench.sh --scale-only   # only the two scale checks
+#   sudo scripts/bench.sh --first-dirs   # only the first-look directory rows (see the block
+#                                        # "First look: directories" below)
 # The grep is also run on the same tree on a Docker volume (rows 8-9: the volume's fds are
 # closed after 1 s idle, so the second runs each grep after they were).
 # Env: ROUNDS (default 5) x RUNS (default 3) timed runs per command, MANY (containers for the
@@ -19,15 +21,16 @@
 # Containers and images are reused between runs (names ctrfsd-bench-*); `scripts/bench.sh
 # --clean` removes them.
 # ROWS (default: all) runs only the rows named, e.g. ROWS="first_grep cold seq" to iterate on a
-# few: grep stat seq rand cold first_grep vol idle par ls logs (the --scale checks are chosen by
-# the argument, as above).
-# First-walk rows (first_grep): ctrfsd is unmounted and mounted afresh before each timed run,
-# by hyperfine's per-command --prepare, which runs $BENCH_WORK/remount.sh: it stops the running
-# ctrfsd (SIGTERM, which unmounts), starts a new one detached (setsid) and returns once the
-# bench container's tree is served (that wait looks up the container and its `wdata`: two
-# lookups, the only thing the new mount knows before the timed run). The direct column runs the
-# same command with an empty --prepare, first, so the container's files are in the page cache:
-# only ctrfsd's own cost of a first look shows.
+# few: grep stat first_find seq rand cold first_grep vol idle par ls logs (the --scale checks are
+# chosen by the argument, as above).
+# First-look rows (first_grep, first_find, and the 1,000,000-entry rows of --scale and
+# --first-dirs): before every run (the warmup too) hyperfine's --prepare runs
+# $BENCH_WORK/fresh-mount.sh, which stops the ctrfsd it started last and mounts a fresh one on
+# $BENCH_WORK/first (`--runtime none --container NAME=PID`, plus CTRFSD_ARGS) and returns once the
+# container is served: each timed command is the first look of a new mount, the kernel holds no
+# inode, entry, attribute or page of it. The direct command gets the same --prepare (it does not
+# touch the direct side) and its runs keep the container's own files in the page cache: only
+# ctrfsd's own cost of a first look shows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -40,17 +43,19 @@ BINDMNT=$WORK/bindfs
 OUT=$WORK/results
 SCALE=0
 SCALE_ONLY=0
-ROWS=${ROWS:-grep stat seq rand cold first_grep vol idle par ls logs}
+ROWS=${ROWS:-grep stat seq rand cold first_grep first_find vol idle par ls logs}
 want() { case " $ROWS " in *" $1 "*) return 0 ;; esac; return 1; }
+FIRST_DIRS_ONLY=0
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
 case "${1:-}" in
   --scale) SCALE=1 ;;
   --scale-only) SCALE=1 SCALE_ONLY=1 ;;
+  --first-dirs) SCALE=1 SCALE_ONLY=1 FIRST_DIRS_ONLY=1 ;;
   --clean) docker ps -aq --filter name=ctrfsd-bench- | xargs -r docker rm -f >/dev/null
            docker volume rm -f ctrfsd-bench-vol >/dev/null 2>&1 || true
            docker rmi -f $IMAGE >/dev/null 2>&1 || true; exit 0 ;;
   "") ;;
-  *) echo "bench.sh: unknown argument $1 (expected --scale, --scale-only or --clean)" >&2; exit 2 ;;
+  *) echo "bench.sh: unknown argument $1 (expected --scale, --scale-only, --first-dirs or --clean)" >&2; exit 2 ;;
 esac
 
 scripts/setup.sh
@@ -159,6 +164,7 @@ cleanup() {
     while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
   fi
   rm -f "$PIDFILE"
+  [ -s "$WORK/fresh-mount.pid" ] && kill -TERM "$(cat "$WORK/fresh-mount.pid")" 2>/dev/null || true  # First look
   mountpoint -q "$BINDMNT" && umount -l "$BINDMNT" || true
 }
 trap cleanup EXIT
@@ -181,20 +187,104 @@ bench() { # id, label, command template with {} for the tree root, extra hyperfi
   done
   echo "$label" > "$OUT/$id.label"
 }
+# ---- First look: directories (issue #16, directory rows; README "First look: directories") ----
+# Fresh-mount rows: before every timed run (and the warmup) hyperfine's --prepare runs
+# $WORK/fresh-mount.sh, which stops the ctrfsd it started last and mounts a new one on
+# $WORK/first (--runtime none --container NAME=PID, plus CTRFSD_ARGS), so each timed command is
+# the first look of a new mount: the kernel holds no inode, entry or listing of it. The
+# container's own files stay in the page cache (the direct command runs under the same
+# prepare, untimed). FIRST_RUNS (default RUNS x ROUNDS, 3 for the 1,000,000-entry rows)
+# timed runs per command.
+FMNT=$WORK/first
+fresh_mount_setup() { # name=pid [prlimit args] -> writes the helper and its settings
+  mkdir -p "$FMNT"
+  cat > "$WORK/fresh-mount.env" <<ENV
+BIN='$BIN'; FMNT='$FMNT'; FARGS='--runtime none --container $1 ${CTRFSD_ARGS:-}'
+FWAIT='$FMNT/${1%%=*}/.'; FPIDF='$WORK/fresh-mount.pid'; FLOG='$WORK/ctrfsd-first.log'
+PRE='${2:-}'
+ENV
+  cat > "$WORK/fresh-mount.sh" <<'SH'
+#!/bin/sh
+# Stops the ctrfsd this helper started last (by its pid file) and mounts a fresh one.
+set -e
+. "$(dirname "$0")/fresh-mount.env"
+if [ -s "$FPIDF" ]; then
+  p=$(cat "$FPIDF"); : > "$FPIDF"
+  kill -TERM "$p" 2>/dev/null || true
+  while kill -0 "$p" 2>/dev/null; do sleep 0.02; done
+fi
+mountpoint -q "$FMNT" && umount -l "$FMNT"
+setsid $PRE "$BIN" --log-level warn $FARGS "$FMNT" </dev/null >/dev/null 2>>"$FLOG" &
+echo $! > "$FPIDF"
+i=0; until [ -d "$FWAIT" ]; do i=$((i+1)); [ $i -lt 400 ] || exit 1; sleep 0.05; done
+SH
+  chmod +x "$WORK/fresh-mount.sh"
+}
+fresh_mount_stop() {
+  [ -s "$WORK/fresh-mount.pid" ] || return 0
+  local p; p=$(cat "$WORK/fresh-mount.pid"); : > "$WORK/fresh-mount.pid"
+  kill -TERM "$p" 2>/dev/null || true
+  while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+}
+first_bench() { # id, label, template with {}, direct dir, the same through ctrfsd, runs
+  local id=$1 label=$2 tmpl=$3 ddir=$4 cdir=$5 runs=$6
+  echo "bench: $label (a fresh mount before each run)"
+  hyperfine -N --style none --runs "$runs" --warmup 1 --prepare "$WORK/fresh-mount.sh" \
+    --export-json "$OUT/$id.r1.json" "${tmpl//\{\}/$ddir}" "${tmpl//\{\}/$cdir}" >/dev/null
+  echo "$label" > "$OUT/$id.label"
+}
+# First `find -printf %s%m%u` of the 30k-file lab tree after mounting.
+first_dirs_find() {
+  fresh_mount_setup "$MAIN=$PID"
+  first_bench f1find "first find -printf %s%m%u after mount, 30k files" \
+    "sh -c 'find {} -printf %s%m%u >/dev/null'" "/proc/$PID/root/wdata" "$FMNT/$MAIN/wdata" \
+    "${FIRST_RUNS:-$((RUNS * ROUNDS))}"
+  fresh_mount_stop
+}
+# First `ls -f` and first `ls -l` of one directory of 1,000,000 entries after mounting,
+# under RLIMIT_NOFILE 1024 as the scale checks.
+first_dirs_big() { # scale container name, pid
+  fresh_mount_setup "$1=$2" "prlimit --nofile=1024:1024"
+  first_bench f2lsf "first ls -f, one directory of 1,000,000 entries" \
+    "sh -c 'ls -f {} >/dev/null'" "/proc/$2/root/w" "$FMNT/$1/w" "${FIRST_RUNS:-3}"
+  first_bench f3lsl "first ls -l, the same directory" \
+    "sh -c 'ls -l {} >/dev/null'" "/proc/$2/root/w" "$FMNT/$1/w" "${FIRST_RUNS:-3}"
+  fresh_mount_stop
+}
+first_dirs_table() {
+  python3 - "$OUT" <<'PY'
+import json, os, statistics, sys
+out = sys.argv[1]
+print("| first look (fresh mount each run) | direct /proc/<pid>/root | ctrfsd | ratio |")
+print("|---|---|---|---|")
+for lf in sorted(x for x in os.listdir(out) if x.startswith("f") and x.endswith(".label")):
+    rid = lf[:-6]
+    r = json.load(open(os.path.join(out, rid + ".r1.json")))["results"]
+    d, c = (statistics.median(x["times"]) for x in r)
+    print(f"| {open(os.path.join(out, lf)).read().strip()} | {d*1000:.1f} ms | {c*1000:.1f} ms | {c/d:.2f} |")
+PY
+}
+# ---- end of "First look: directories" ----
+
 if [ $SCALE_ONLY = 0 ]; then
-want grep && bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 1
+# The grep rows leave out the 1 GiB file beside the tree (`big`, read by the seq, rand and
+# first_big rows): they measure the 30,000 small files their labels name, the issue's lab tree.
+want grep && bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --warmup 1
 want stat && bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 1
+want first_find && first_dirs_find  # First look: directories
 want seq && bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1
 want rand && bench 4rand "4 KiB random reads (fio randread, 64 MiB), warm" \
   "sh -c 'fio --name=r --filename={}/big --rw=randread --bs=4k --size=1g --io_size=64m --invalidate=0 --ioengine=psync --output=/dev/null'" --warmup 1
-want cold && bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR {} >/dev/null'" --prepare "sh -c '$drop'"
-# First walk after mounting (header): the direct column first (empty prepare), which also warms
-# the page cache of the container's files; ctrfsd is mounted afresh before each of its runs.
+want cold && bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --prepare "sh -c '$drop'"
+# First walk after mounting: a fresh mount before each run (fresh_mount_setup above; the
+# direct command's runs keep the container's files in the page cache).
 if want first_grep; then
-  (HAVE_BINDFS=0
-   bench 5first "first grep -r -c ERROR after mounting, 30k files, page cache warm" \
-     "sh -c 'grep -r -c ERROR {} >/dev/null'" --warmup 1 --prepare true --prepare "$REMOUNT")
-  DPID=$(cat "$PIDFILE")
+  fresh_mount_setup "$MAIN=$PID"
+  first_bench f0grep "first grep -r -c ERROR after mounting, 30k files, page cache warm" \
+    "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" "$D" "$FMNT/$MAIN/wdata" "$((RUNS * ROUNDS))"
+  first_bench f0big "first sequential read of the 1 GiB file after mounting (dd bs=1M), page cache warm" \
+    "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" "$D" "$FMNT/$MAIN/wdata" "$((RUNS * ROUNDS))"
+  fresh_mount_stop
 fi
 # On a volume: warm, and warm after 2 s idle (every cached fd on the volume closed since).
 if want vol || want idle; then
@@ -322,6 +412,14 @@ echo "machine: $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(u
 echo "ctrfsd requests during the whole run: $(getfattr --only-values -n user.ctrfsd.requests "$MNT" 2>/dev/null | tr '\n' ' ')"
 fi
 
+if [ $FIRST_DIRS_ONLY = 1 ]; then  # First look: directories, alone
+  rm -f "$OUT"/f*.json "$OUT"/f*.label
+  first_dirs_find
+  SPID=$(ensure ctrfsd-bench-scale)
+  [ -e /proc/$SPID/root/w/.complete ] && first_dirs_big ctrfsd-bench-scale "$SPID"
+  first_dirs_table
+  exit 0
+fi
 if [ $SCALE = 1 ]; then
   SC=ctrfsd-bench-scale
   SPID=$(ensure $SC)
@@ -400,4 +498,6 @@ PY
   echo "| \`ls -l\` ($ln entries) through ctrfsd | ${lt} s |"
   echo "| ctrfsd RSS before / after ls -f / after ls -l | $((w0/1024)) / $((w1/1024)) / $((w2/1024)) MiB |"
   echo "| open fds after | $fds |"
+  first_dirs_big "$SC" "$SPID"  # First look: directories
+  first_dirs_table
 fi

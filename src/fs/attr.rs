@@ -11,6 +11,14 @@ pub const STATX_MASK: StatxFlags = StatxFlags::BASIC_STATS
     .union(StatxFlags::BTIME)
     .union(StatxFlags::MNT_ID);
 
+/// The `st_blksize` every directory reports: 1 MiB, glibc's largest getdents buffer (it sizes
+/// it from a directory's `st_blksize`, between 32 KiB and 1 MiB: `opendir`'s `__alloc_dir`),
+/// and the largest request the FUSE kernel sends (256 pages). The kernel sizes a listing's
+/// request from the reader's buffer, so a directory of up to about 6,000 entries comes back
+/// whole in the one readdirplus reply of the kernel's auto mode, and a huge one in plain
+/// replies of about 25,000 names. Nothing reads a directory's block size but that buffer.
+pub const DIR_BLKSIZE: u32 = 1 << 20;
+
 /// The FUSE file type of an `st_mode`.
 pub fn kind_of(mode: u32) -> FileType {
     match mode & libc::S_IFMT {
@@ -94,7 +102,11 @@ pub fn to_attr(ino: u64, st: &Statx) -> FileAttr {
         uid: st.stx_uid,
         gid: st.stx_gid,
         rdev,
-        blksize: st.stx_blksize,
+        blksize: if kind_of(mode) == FileType::Directory {
+            DIR_BLKSIZE
+        } else {
+            st.stx_blksize
+        },
         flags: 0,
     }
 }
@@ -115,7 +127,7 @@ pub fn synthetic_dir_attr(ino: u64, time: SystemTime) -> FileAttr {
         uid: 0,
         gid: 0,
         rdev: 0,
-        blksize: 4096,
+        blksize: DIR_BLKSIZE,
         flags: 0,
     }
 }

@@ -20,7 +20,7 @@ use fuser::{FileAttr, FileType};
 use rustix::fs::{Mode, OFlags, SeekFrom, openat, seek};
 
 use super::attr::{kind_of, placeholder_attr, to_attr, whiteout_at};
-use super::handles::{Handle, Handles};
+use super::handles::{DirFd, Handle, Handles};
 use super::nodes::Shown;
 use super::virt::listed_ino;
 use super::{Core, CtrFs, Reached, TTL, errno};
@@ -51,7 +51,10 @@ pub(super) fn open_dir(core: &Core, handles: &Handles, dir: &OwnedFd) -> io::Res
             Mode::empty(),
         )
     })?;
-    Ok(handles.insert(Handle::Dir(Mutex::new(fd))))
+    Ok(handles.insert(Handle::Dir(Mutex::new(DirFd {
+        fd,
+        want: BATCH_BYTES,
+    }))))
 }
 
 /// One entry as getdents returned it, owned: read under a deadline ([`super::guard`]),
@@ -64,22 +67,48 @@ pub(super) struct RawEntry {
     ino: u64,
 }
 
-/// What one getdents call of this size returns at most: as much as a reply asks of it before.
+/// What one getdents call reads at most, and what a listing reads for its first reply.
 const BATCH_BYTES: usize = 32 * 1024;
 
-/// Reads entries of directory handle `handle` from `offset`: about one getdents call's worth
-/// ([`BATCH_BYTES`]). This may wait on a fanotify listener (`FAN_ACCESS_PERM` on the
-/// directory): run it under [`super::guard`].
-pub(super) fn read_batch(handle: &Handle, offset: u64) -> io::Result<Vec<RawEntry>> {
-    let Handle::Dir(fd) = handle else {
+/// The most a listing reads for one reply: the largest request the kernel sends (its
+/// `max_pages`, at most 256 pages), in `linux_dirent64` bytes, which are about a plain FUSE
+/// entry's.
+const MAX_WANT: usize = 1024 * 1024;
+
+/// What a readdirplus reply reads at least: the names of about as many entries as the
+/// kernel's largest request holds with their attributes (a readdirplus entry is 4 to 5 times
+/// a name's `linux_dirent64` record). A directory ends sooner, and the attributes of names
+/// read but not sent are never fetched.
+const PLUS_WANT: usize = 256 * 1024;
+
+/// Reads entries of directory handle `handle` from `offset`: about as many bytes as one
+/// reply has needed so far ([`DirFd::want`]; for readdirplus, `plus`, at least
+/// [`PLUS_WANT`]), in getdents calls of [`BATCH_BYTES`]. Returns them and whether the
+/// directory has more. This may wait on a fanotify listener
+/// (`FAN_ACCESS_PERM` on the directory): run it under [`super::guard`].
+pub(super) fn read_batch(
+    handle: &Handle,
+    offset: u64,
+    plus: bool,
+) -> io::Result<(Vec<RawEntry>, bool)> {
+    let Handle::Dir(dir) = handle else {
         return Err(errno(libc::ENOTDIR));
     };
-    let fd = fd.lock().unwrap_or_else(|e| e.into_inner());
-    seek(&*fd, SeekFrom::Start(offset))?;
+    let dir = dir.lock().unwrap_or_else(|e| e.into_inner());
+    seek(&dir.fd, SeekFrom::Start(offset))?;
     let mut buf = Vec::with_capacity(BATCH_BYTES);
-    let mut dir = rustix::fs::RawDir::new(&*fd, buf.spare_capacity_mut());
+    // Calls getdents again each time its buffer is used up.
+    let mut raw = rustix::fs::RawDir::new(&dir.fd, buf.spare_capacity_mut());
+    let want = if plus {
+        dir.want.max(PLUS_WANT)
+    } else {
+        dir.want
+    };
     let (mut out, mut bytes) = (Vec::new(), 0);
-    while let Some(entry) = dir.next() {
+    while bytes < want {
+        let Some(entry) = raw.next() else {
+            return Ok((out, false)); // the end
+        };
         let entry = entry?;
         let name = entry.file_name().to_bytes().to_vec();
         // linux_dirent64: 19 bytes and the NUL-terminated name, 8-aligned.
@@ -90,11 +119,17 @@ pub(super) fn read_batch(handle: &Handle, offset: u64) -> io::Result<Vec<RawEntr
             ino: entry.ino(),
             name,
         });
-        if bytes + 256 + 24 > BATCH_BYTES {
-            break; // the next one may need another getdents
-        }
     }
-    Ok(out)
+    Ok((out, true))
+}
+
+/// A reply to a listing of `handle` had room left while entries remained: read more next
+/// time, up to [`MAX_WANT`].
+pub(super) fn read_more(handle: &Handle) {
+    if let Handle::Dir(dir) = handle {
+        let mut dir = dir.lock().unwrap_or_else(|e| e.into_inner());
+        dir.want = (dir.want * 4).min(MAX_WANT);
+    }
 }
 
 /// One directory entry to hand to the kernel.
@@ -108,6 +143,30 @@ pub(crate) struct DirEntry<'a> {
 }
 
 impl CtrFs {
+    /// The inode number a plain listing of directory `dir` gives the entry whose real inode
+    /// number is `real` (kind `kind`, as listed): the number a lookup of it gives, or gave
+    /// (`nodes::number_of`), so that `ls -i` agrees with `stat`. The key assumes the entry is
+    /// on the directory's mount and device, true of every entry that is not a mountpoint on
+    /// overlayfs (Docker's, Podman's), tmpfs and every single-device filesystem; see README,
+    /// "First look: directories", for where it is not.
+    fn listed_number(&self, dir: &super::nodes::Node, real: u64, kind: FileType) -> u64 {
+        let key = super::nodes::NodeKey {
+            seq: dir.inst.seq,
+            ino: real,
+            link_parent: if kind == FileType::Symlink {
+                dir.ino
+            } else {
+                0
+            },
+            mnt: dir.key.mnt,
+            dev: dir.key.dev,
+        };
+        match self.nodes.find(&key) {
+            Some(node) => node.ino,
+            None => super::nodes::number_of(&key),
+        }
+    }
+
     /// Opens directory `ino`: its handle and whether a watch covers it (the kernel may then
     /// cache its listing until told otherwise); or, for a real directory, what
     /// [`open_dir`] needs to open it.
@@ -140,6 +199,7 @@ impl CtrFs {
     /// the reply full. For a real directory, `batch` holds what [`read_batch`] read from
     /// `offset`. With `plus`, each entry other than `.`/`..` is also looked up (it
     /// counts a kernel reference, handed back through `forget_unsent` if `add` refuses it).
+    /// Returns true when `add` reported the reply full.
     pub(super) fn do_readdir(
         &self,
         ino: u64,
@@ -148,7 +208,7 @@ impl CtrFs {
         plus: bool,
         batch: Option<Vec<RawEntry>>,
         mut add: impl FnMut(DirEntry<'_>, Option<&FileAttr>) -> bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<bool> {
         let handle = self.handles.get(fh).ok_or_else(|| errno(libc::EBADF))?;
         let parent_ino = match &*handle {
             Handle::Virtual(parent, _) => *parent,
@@ -177,12 +237,12 @@ impl CtrFs {
                     ttl: TTL,
                 };
                 if add(e, attr.as_ref()) {
-                    return Ok(());
+                    return Ok(true);
                 }
             }
         }
         match &*handle {
-            Handle::Empty => Ok(()),
+            Handle::Empty => Ok(false),
             Handle::Virtual(_, entries) => {
                 for (i, (name, entry)) in entries
                     .iter()
@@ -218,10 +278,10 @@ impl CtrFs {
                         if looked_up.is_some() {
                             self.do_forget(entry_ino, 1);
                         }
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
-                Ok(())
+                Ok(false)
             }
             Handle::Dir(_) => {
                 let dir = self.node(ino)?;
@@ -279,7 +339,7 @@ impl CtrFs {
                                         };
                                         if add(e, Some(&attr)) {
                                             self.do_forget(child.ino, 1);
-                                            return Ok(());
+                                            return Ok(true);
                                         }
                                         continue;
                                     }
@@ -298,7 +358,7 @@ impl CtrFs {
                                     };
                                     if add(e, Some(&attr)) {
                                         self.log_forget(attr.ino.0, 1);
-                                        return Ok(());
+                                        return Ok(true);
                                     }
                                     continue;
                                 }
@@ -318,14 +378,14 @@ impl CtrFs {
                             };
                             if add(e, Some(&attr)) {
                                 self.do_forget(child.ino, 1);
-                                return Ok(());
+                                return Ok(true);
                             }
                         }
                         _ => {
                             let dino = match name.as_bytes() {
                                 b"." => ino,
                                 b".." => parent_ino,
-                                _ => entry.ino,
+                                _ => self.listed_number(&dir, entry.ino, kind),
                             };
                             let e = DirEntry {
                                 ino: dino,
@@ -336,12 +396,12 @@ impl CtrFs {
                             };
                             let attr = dot_attr(&mut dots_attr)?;
                             if add(e, attr.as_ref()) {
-                                return Ok(());
+                                return Ok(true);
                             }
                         }
                     }
                 }
-                Ok(())
+                Ok(false)
             }
             Handle::File { .. } => Err(errno(libc::ENOTDIR)),
         }

@@ -14,7 +14,7 @@ use fuser::{
 use log::debug;
 
 use super::FuseFs;
-use super::dirs::{DirEntry, open_dir, read_batch};
+use super::dirs::{DirEntry, open_dir, read_batch, read_more};
 use super::replies::*;
 
 impl FuseFs {
@@ -172,22 +172,29 @@ impl FuseFs {
             let r = self.do_readdir(ino, fh, offset, R::PLUS, None, |e, attr| {
                 reply.add_entry(e, attr)
             });
-            return self.ok_or_error(r, reply);
+            return self.ok_or_error(r.map(drop), reply);
         };
         let fs = self.0.clone();
         let r = self.guard.run(seq, reply, R::expired, move |claim| {
-            let batch = fs
-                .handles
-                .get(fh)
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF));
-            let batch = batch.and_then(|h| read_batch(&h, offset));
+            let handle = fs.handles.get(fh);
+            let batch = handle
+                .as_deref()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+                .and_then(|h| read_batch(h, offset, R::PLUS));
             let Some(mut reply) = claim.take() else {
                 return;
             };
-            let r = batch.and_then(|b| {
-                fs.do_readdir(ino, fh, offset, R::PLUS, Some(b), |e, attr| {
+            let r = batch.and_then(|(b, more)| {
+                let full = fs.do_readdir(ino, fh, offset, R::PLUS, Some(b), |e, attr| {
                     reply.add_entry(e, attr)
-                })
+                })?;
+                if more
+                    && !full
+                    && let Some(h) = handle.as_deref()
+                {
+                    read_more(h); // room was left: read more for the next reply
+                }
+                Ok(())
             });
             match r {
                 Ok(()) => reply.ok(),

@@ -19,11 +19,21 @@ pub enum Handle {
         backing: Option<fuser::BackingId>,
     },
     /// A real directory, read with getdents from the offset the kernel asks for.
-    Dir(Mutex<OwnedFd>),
+    Dir(Mutex<DirFd>),
     /// A made-up directory (the mount root, `k8s/...`): its parent and entries when opened.
     Virtual(u64, Vec<(String, crate::registry::VEntry)>),
     /// A directory shown empty (a pseudo filesystem that is not proxied).
     Empty,
+}
+
+/// A real directory open for reading, and how many bytes of entries to read for one reply.
+pub struct DirFd {
+    /// The directory, open for reading.
+    pub fd: OwnedFd,
+    /// Bytes of `linux_dirent64` records read per reply: starts small and grows when a reply
+    /// had room left while entries remained (the kernel's request size follows the reader's
+    /// getdents buffer, 32 KiB to 1 MiB; fuser does not tell it).
+    pub want: usize,
 }
 
 /// Open handles by the number handed to the kernel (`fh`).

@@ -6,6 +6,12 @@
 //! seen (parent inode + name) and is re-opened from its parent's fd when needed, so the number
 //! of fds is bounded whatever the kernel holds (DESIGN.md invariant 5).
 //!
+//! A node's number is derived from its key ([`number_of`]), so a plain listing, which hands
+//! the kernel names without looking them up, can give each entry the number a later lookup
+//! gives the same file: `ls -i` (which reads the listing) agrees with `stat`. Two keys whose
+//! numbers collide are told apart by a counted number for the second (numbers below
+//! [`HASHED_BIT`]); a forgotten file seen again gets its number again.
+//!
 //! Lookup counts follow the FUSE protocol: every reply that hands the kernel an inode adds one,
 //! `forget` subtracts, and a node leaves the table at zero. Increments and the final removal
 //! both happen under the key map's shard lock, so a lookup racing a forget never loses a node.
@@ -116,6 +122,31 @@ impl Node {
     }
 }
 
+/// Derived numbers carry this bit (and never [`crate::registry::VIRT_BIT`] nor the log views'
+/// bits above it); counted numbers, from 2 up, stay below it.
+pub const HASHED_BIT: u64 = 1 << 59;
+
+/// The number a node for `key` gets unless another key holds it already: a mix of the key's
+/// fields (splitmix64's finalizer, per field), in the 59 bits below [`HASHED_BIT`]. Two of a
+/// million files collide with a probability of about 1e-6.
+pub fn number_of(key: &NodeKey) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let fields = [
+        key.seq,
+        key.ino,
+        key.link_parent,
+        (u64::from(key.mnt) << 32) | u64::from(key.dev),
+    ];
+    let h = fields
+        .iter()
+        .fold(0x9e37_79b9_7f4a_7c15u64, |h, f| mix(h ^ mix(*f)));
+    HASHED_BIT | (h & (HASHED_BIT - 1))
+}
+
 /// Keys are integers we allocate or the kernel's inode identities, not attacker-chosen strings,
 /// so a fast non-cryptographic hash is safe here (measured: SipHash was 8% of a readdirplus).
 pub struct Nodes {
@@ -171,16 +202,35 @@ impl Nodes {
                     parent,
                     name: Name::from_slice(name.as_bytes()),
                 };
-                let node = Arc::new(Node {
-                    ino: self.next.fetch_add(1, Ordering::Relaxed),
+                let mut node = Node {
+                    ino: number_of(&key),
                     inst: inst.clone(),
                     key,
                     kind,
                     shown,
                     loc: Mutex::new(loc),
                     nlookup: AtomicU64::new(1),
-                });
-                self.by_ino.insert(node.ino, node.clone());
+                };
+                // The derived number, unless another key holds it; the same key's node that
+                // is being forgotten (out of the key map already) gives way.
+                let node = match self.by_ino.entry(node.ino) {
+                    Entry::Vacant(v) => {
+                        let node = Arc::new(node);
+                        v.insert(node.clone());
+                        node
+                    }
+                    Entry::Occupied(mut o) if o.get().key == key => {
+                        let node = Arc::new(node);
+                        o.insert(node.clone());
+                        node
+                    }
+                    Entry::Occupied(_) => {
+                        node.ino = self.next.fetch_add(1, Ordering::Relaxed);
+                        let node = Arc::new(node);
+                        self.by_ino.insert(node.ino, node.clone());
+                        node
+                    }
+                };
                 e.insert(node.clone());
                 node
             }
@@ -212,11 +262,15 @@ impl Nodes {
             return None;
         }
         let removed = self.by_key.remove_if(&node.key, |_, v| {
-            v.ino == ino && v.nlookup.load(Ordering::Acquire) == 0
+            Arc::ptr_eq(v, &node) && v.nlookup.load(Ordering::Acquire) == 0
         });
-        let still_keyed = self.by_key.get(&node.key).is_some_and(|v| v.ino == ino);
+        let still_keyed = self
+            .by_key
+            .get(&node.key)
+            .is_some_and(|v| Arc::ptr_eq(&v, &node));
         if removed.is_some() || !still_keyed {
-            self.by_ino.remove(&ino);
+            // Only this node: the same file seen again meanwhile has its number again.
+            self.by_ino.remove_if(&ino, |_, v| Arc::ptr_eq(v, &node));
             return Some(node);
         }
         None
@@ -311,13 +365,45 @@ mod tests {
     }
 
     #[test]
-    fn a_file_seen_again_gets_a_new_number_after_it_was_forgotten() {
+    fn a_file_seen_again_gets_its_number_again_after_it_was_forgotten() {
         let (nodes, i) = (Nodes::default(), inst());
         let a = look(&nodes, &i, key(10), "a");
+        assert_eq!(a.ino, number_of(&key(10)), "the number a listing gives it");
         nodes.forget(a.ino, 1);
-        let again = look(&nodes, &i, key(10), "a");
-        assert_ne!(again.ino, a.ino, "inode numbers are never reused");
         assert!(nodes.get(a.ino).is_none());
+        let again = look(&nodes, &i, key(10), "a");
+        assert_eq!(again.ino, a.ino);
+        assert!(nodes.get(a.ino).is_some_and(|n| Arc::ptr_eq(&n, &again)));
+        // The old node's late removal does not take the new one's number away.
+        assert!(nodes.forget(a.ino, 1).is_some());
+        assert!(nodes.is_empty() && nodes.find(&key(10)).is_none());
+    }
+
+    #[test]
+    fn numbers_are_derived_apart_from_every_other_range() {
+        let mut seen = std::collections::HashSet::new();
+        for ino in 0..10_000 {
+            for seq in [1, 2] {
+                let n = number_of(&NodeKey { seq, ..key(ino) });
+                assert!(n & HASHED_BIT != 0 && !is_virtual(n));
+                assert!(n & crate::registry::VIRT_BIT == 0 && n < 1 << 60);
+                assert!(seen.insert(n), "no collision among 20,000 keys");
+            }
+        }
+    }
+
+    #[test]
+    fn a_collision_gets_a_counted_number() {
+        let (nodes, i) = (Nodes::default(), inst());
+        let a = look(&nodes, &i, key(10), "a");
+        // Another key that would get a's number: it is told apart.
+        let b = look(&nodes, &i, key(11), "b");
+        nodes.by_ino.remove(&b.ino);
+        nodes.by_key.remove(&key(11));
+        nodes.by_ino.insert(number_of(&key(11)), a.clone());
+        let c = look(&nodes, &i, key(11), "b");
+        assert!(c.ino < HASHED_BIT && c.ino > ROOT_INO);
+        assert_eq!(nodes.get(c.ino).map(|n| n.key), Some(key(11)));
     }
 
     #[test]

@@ -15,10 +15,10 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound::{Excluded, Unbounded};
 
 use crate::container::{Identity, Runtime};
 
+use super::few::Few;
 use super::naming::{candidates, fallback, is_reserved, qualified};
 
 /// A container's place in the naming order: runtime priority, running before stopped, newest
@@ -88,22 +88,24 @@ pub struct Names {
     /// Every container, by rank.
     slots: HashMap<Rank, Slot>,
     /// Path -> the containers listed there (one, except for repeated fallbacks).
-    paths: HashMap<String, BTreeSet<Rank>>,
+    paths: HashMap<String, Few<Rank, ()>>,
     /// Qualified name -> the containers whose qualified name it is.
-    quals: HashMap<String, BTreeSet<Rank>>,
+    quals: HashMap<String, Few<Rank, ()>>,
     /// Candidate -> the containers that have it among their candidates.
-    wants: HashMap<String, BTreeSet<Rank>>,
+    wants: HashMap<String, Few<Rank, ()>>,
     /// Work queued by [`Names::add`] and [`Names::remove`].
     queue: BTreeSet<(Rank, Task)>,
     /// The containers placed again since the last settle, with their path before.
     touched: HashMap<Rank, Option<String>>,
 }
 
-fn set_add(map: &mut HashMap<String, BTreeSet<Rank>>, name: &str, r: &Rank) {
-    map.entry(name.to_string()).or_default().insert(r.clone());
+fn set_add(map: &mut HashMap<String, Few<Rank, ()>>, name: &str, r: &Rank) {
+    map.entry(name.to_string())
+        .or_default()
+        .insert(r.clone(), ());
 }
 
-fn set_del(map: &mut HashMap<String, BTreeSet<Rank>>, name: &str, r: &Rank) {
+fn set_del(map: &mut HashMap<String, Few<Rank, ()>>, name: &str, r: &Rank) {
     if let Some(s) = map.get_mut(name) {
         s.remove(r);
         if s.is_empty() {
@@ -113,9 +115,10 @@ fn set_del(map: &mut HashMap<String, BTreeSet<Rank>>, name: &str, r: &Rank) {
 }
 
 /// The members of `set` ranked after `r`.
-fn after<'a>(set: Option<&'a BTreeSet<Rank>>, r: &Rank) -> impl Iterator<Item = &'a Rank> {
+fn after<'a>(set: Option<&'a Few<Rank, ()>>, r: &'a Rank) -> impl Iterator<Item = &'a Rank> {
     set.into_iter()
-        .flat_map(move |s| s.range((Excluded(r.clone()), Unbounded)))
+        .flat_map(move |s| s.after(r))
+        .map(|(k, _)| k)
 }
 
 impl Names {
@@ -204,10 +207,10 @@ impl Names {
     /// True if `name` is reserved or held (as a path or a qualified name) by a container
     /// ranked before `r`.
     fn blocked(&self, name: &str, r: &Rank) -> bool {
-        let before = |m: &HashMap<String, BTreeSet<Rank>>| {
+        let before = |m: &HashMap<String, Few<Rank, ()>>| {
             m.get(name)
                 .and_then(|s| s.first())
-                .is_some_and(|first| first < r)
+                .is_some_and(|(first, _)| first < r)
         };
         is_reserved(name) || before(&self.paths) || before(&self.quals)
     }

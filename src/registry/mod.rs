@@ -15,6 +15,7 @@
 //! - [`pids`]: the `.pid/<PID>` views, opened on lookup and bounded.
 
 pub mod claims;
+mod few;
 pub mod naming;
 pub mod pids;
 pub mod tree;

@@ -6,12 +6,13 @@
 //! Made-up directories keep their inode number while they exist, so the kernel's cached
 //! entries for a directory that survives a change stay valid.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::container::Runtime;
 use crate::instance::Instance;
 
+use super::few::Few;
 use super::naming::qualified;
 use super::view::{VDir, VEntry, View};
 use super::{DIFF_DIR, PID_DIR, ROOT_INO, VIRT_BIT};
@@ -47,9 +48,9 @@ pub struct Tree {
     dirs: HashMap<String, (u64, usize)>,
     /// Leaf path -> the containers placed there by registration number (the first is
     /// listed; more than one only when fallback names repeat).
-    leaves: HashMap<String, BTreeMap<u64, VEntry>>,
+    leaves: HashMap<String, Few<u64, VEntry>>,
     /// Alias -> its claims, best first (runtime rank, registration, kind) -> link inode.
-    aliases: HashMap<String, BTreeMap<(Runtime, u64, AliasKind), u64>>,
+    aliases: HashMap<String, Few<(Runtime, u64, AliasKind), u64>>,
     /// The last inode number handed out (without [`VIRT_BIT`]); never reused.
     next: u64,
     /// (directory inode, name) of every entry changed since [`Tree::publish`].
@@ -157,7 +158,7 @@ impl Tree {
         };
         let adding = entry.is_some();
         let claims = self.leaves.entry(path.to_string()).or_default();
-        let was = claims.first_key_value().map(|(k, _)| *k);
+        let was = claims.first().map(|(k, _)| *k);
         match entry {
             Some(e) => {
                 if claims.insert(reg, e).is_some() {
@@ -170,7 +171,7 @@ impl Tree {
                 }
             }
         }
-        let now = claims.first_key_value().map(|(k, e)| (*k, e.clone()));
+        let now = claims.first().map(|(k, e)| (*k, e.clone()));
         if claims.is_empty() {
             self.leaves.remove(path);
         }
@@ -274,7 +275,7 @@ impl Tree {
     /// claim is the alias.
     fn claim_alias(&mut self, alias: String, key: (Runtime, u64, AliasKind), link: Option<u64>) {
         let claims = self.aliases.entry(alias.clone()).or_default();
-        let was = claims.first_key_value().map(|(k, l)| (*k, *l));
+        let was = claims.first().map(|(k, l)| (*k, *l));
         match link {
             Some(l) => {
                 claims.insert(key, l);
@@ -283,7 +284,7 @@ impl Tree {
                 claims.remove(&key);
             }
         }
-        let now = claims.first_key_value().map(|(k, l)| (*k, *l));
+        let now = claims.first().map(|(k, l)| (*k, *l));
         if claims.is_empty() {
             self.aliases.remove(&alias);
         }

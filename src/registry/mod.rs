@@ -278,6 +278,11 @@ impl Registry {
             placed: false,
         });
         self.settle(&mut st, gone);
+        // Retired before it could be placed: it holds no name (its remover may never come).
+        if st.entries.get(&k).is_some_and(|e| !e.placed) {
+            st.take(&k);
+            self.settle(&mut st, Vec::new());
+        }
         let served = st.entries.get(&k).filter(|e| e.placed);
         served.inspect(|e| log_served(&e.inst));
         let served = served.is_some();

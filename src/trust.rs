@@ -8,8 +8,9 @@
 //! - a main PID ([`process_belongs`]): the process runs as the user, or in a user namespace the
 //!   user owns; checked against the pinned pidfd, so a PID reused meanwhile is refused;
 //! - a host path (layers: [`Owner::storage`] when reported, [`Owner::open_dir`] when opened):
-//!   below the user's home directory, reached from there without following any symlink, and
-//!   owned by the user.
+//!   below the user's home directory, reached from there without following any symlink or
+//!   crossing a mount, on a filesystem known to be local (never one of the user's FUSE
+//!   mounts), and owned by the user.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -99,7 +100,11 @@ impl Owner {
         }
         let rest = path.strip_prefix(&self.home).unwrap_or(path);
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        // An `O_PATH` open asks the home's filesystem nothing; its `fstat` would. The user may
+        // have mounted a FUSE filesystem of theirs there (`fusermount3` is setuid root) and
+        // stopped answering, so only a local filesystem is asked.
         let home = open(&self.home, flags, Mode::empty())?;
+        local_mount(&home, &self.home)?;
         self.owned(home.as_fd(), &self.home)?;
         let rest = if rest.as_os_str().is_empty() {
             Path::new(".")
@@ -111,12 +116,17 @@ impl Owner {
             rest,
             flags,
             Mode::empty(),
-            ResolveFlags::BENEATH | no_links(),
+            // No mount crossed below the home either (EXDEV): one of the user's FUSE mounts
+            // there is refused before it is asked anything.
+            ResolveFlags::BENEATH | ResolveFlags::NO_XDEV | no_links(),
         )
         .map_err(|e| {
             io::Error::new(
                 io::Error::from(e).kind(),
-                format!("{}: {e} (symlinks are not followed)", path.display()),
+                format!(
+                    "{}: {e} (symlinks are not followed, mounts not crossed)",
+                    path.display()
+                ),
             )
         })?;
         self.owned(fd.as_fd(), path)?;
@@ -134,6 +144,22 @@ impl Owner {
             )));
         }
         Ok(())
+    }
+}
+
+/// Refuses `fd` (opened `O_PATH` at `path`) unless it lies on a mount of a filesystem known to
+/// be local ([`crate::mounts::classify`]), read from `/proc/self/fdinfo` and ctrfsd's own mount
+/// table, which the filesystem is not asked for.
+fn local_mount(fd: &OwnedFd, path: &Path) -> io::Result<()> {
+    let id = crate::fs::mount_id_of(fd)?;
+    let table = crate::mounts::MountTable::read(std::process::id() as i32)?;
+    match table.kind(id) {
+        Some(crate::mounts::MountKind::Served) => Ok(()),
+        _ => Err(refused(format!(
+            "{} is not on a filesystem known to be local (a FUSE or network mount is never \
+             read)",
+            path.display()
+        ))),
     }
 }
 

@@ -351,6 +351,14 @@ fn a_fanotify_block_is_answered_and_others_keep_answering() {
     })
     .expect("the readers never waited on ctrfsd");
     other_answers(&other_v);
+    // A permission mark raises no event for `O_PATH` opens and `statx`: the blocked files'
+    // lookups and attributes still answer, on the FUSE workers, without a deadline.
+    answers_within(
+        "stat",
+        &[&v.join("blocked/a"), &v.join("blocked/b")],
+        OTHERS_LIMIT,
+    );
+    answers_within("ls", &[Path::new("-la"), &v.join("blocked")], OTHERS_LIMIT);
     for (i, what) in [(a, "a"), (b, "b")] {
         let (ok, err) = readers
             .finish(i, ANSWER_LIMIT)

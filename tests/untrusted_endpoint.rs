@@ -390,3 +390,47 @@ fn a_socket_link_to_dockers_is_refused() {
     );
     drop(dock);
 }
+
+/// Issue 13, section 2: 20,000 junk containers on one user's endpoint. At most
+/// `MAX_USER_CONTAINERS` are shown, the rest are left out with a logged reason, and a Docker
+/// container started meanwhile appears as promptly as ever (each change costs what it changes:
+/// src/registry/claims.rs; the time is measured by scripts/bench-events.sh, not here).
+#[test]
+fn twenty_thousand_junk_containers_are_bounded() {
+    use ctrfsd::runtime::docker::MAX_USER_CONTAINERS as CAP;
+    let tok = token();
+    let mut fake = Fake::new(&tok);
+    let junk: Vec<serde_json::Value> = (0..20_000)
+        .map(|i| serde_json::json!({"Id": format!("junk{tok}{i:06}"), "Name": format!("junk{i}-{tok}")}))
+        .collect();
+    fake.serve(&serde_json::json!({"endless": false, "containers": junk}));
+    let rel = fake.rel("api.sock");
+    let d = Daemon::start_with(&["--runtime", "docker", "--runtime", "podman"], |c| {
+        c.env("CTRFSD_USER_SOCKET", &rel);
+    });
+    let shown = || {
+        d.names()
+            .iter()
+            .filter(|n| n.starts_with("junk") && n.contains(&tok))
+            .count()
+    };
+    within(Duration::from_secs(600), "the cap is reached", || {
+        shown() >= CAP
+    });
+    let log = d.log_text();
+    assert!(
+        log.contains(&format!(
+            "lists 20000 containers; a user's endpoint shows at most {CAP}"
+        )),
+        "the cap is not logged"
+    );
+    let dock = docker_run(
+        &format!("dock-{tok}"),
+        docker_image(),
+        &["/bin/sleep", "100000"],
+    );
+    within(WITHIN_API, "the Docker container is listed", || {
+        d.has(&dock.0)
+    });
+    assert_eq!(shown(), CAP, "more than the cap shown");
+}

@@ -2,20 +2,26 @@
 //! mountpoint computed from them (the [`View`]).
 //!
 //! Handlers only ever clone an `Arc<View>` here; they never wait on a runtime API. Every change
-//! rebuilds the view in named steps: assign paths ([`naming`]), relabel
-//! the containers whose path changed, build the tree ([`view::build`]), retire what is gone or
-//! replaced (their inodes answer ENOENT or ESTALE from then on), publish, and ask the kernel to
-//! forget the names that changed ([`view::changed_names`]), so a new instance is looked up
-//! afresh at once instead of after the entry TTL.
+//! is worked off in named steps, each costing in proportion to the change, not to the number
+//! of containers: settle the paths ([`claims`]), relabel the containers whose path changed and
+//! move them in the tree ([`tree::Tree`]), retire what is gone or replaced (their inodes answer
+//! ENOENT or ESTALE from then on), publish a snapshot, and ask the kernel to forget the names
+//! that changed, so a new instance is looked up afresh at once instead of after the entry TTL.
 //!
 //! - [`naming`]: the naming rules, pure functions (README, "Naming").
-//! - [`view`]: the tree of names, its inode numbers, and the diff between two trees.
+//! - [`claims`]: the same rules kept up to date one change at a time.
+//! - [`view`]: the tree of names as handlers read it (snapshots).
+//! - [`tree`]: keeps the view, its inode numbers, and the names each change touched.
 //! - [`pids`]: the `.pid/<PID>` views, opened on lookup and bounded.
 
+pub mod claims;
+mod few;
 pub mod naming;
 pub mod pids;
+pub mod tree;
 pub mod view;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -29,10 +35,10 @@ pub use crate::container::describe;
 use crate::container::{Identity, Runtime, Stopped};
 use crate::instance::Instance;
 use crate::layers::Storage;
+use claims::{Names, Rank};
 pub use naming::invalid_name;
-use naming::{Claim, assign};
 use pids::PidViews;
-use view::{Inodes, Placed};
+use tree::{Placed, Tree};
 pub use view::{VDir, VEntry, View};
 
 /// The FUSE inode number of the mount root.
@@ -66,6 +72,14 @@ pub struct Watch {
     pub cancel: Arc<tokio::sync::Notify>,
 }
 
+/// What tells registered containers apart: runtime, scope and id
+/// ([`Identity::same_container`]).
+type Key = (Runtime, String, String);
+
+fn key(ident: &Identity) -> Key {
+    (ident.runtime, ident.scope.clone(), ident.id.clone())
+}
+
 /// One registered container.
 struct Entry {
     /// Its registration, for the exit watcher ([`Registry::remove_token`]).
@@ -78,17 +92,69 @@ struct Entry {
     cancel: Arc<tokio::sync::Notify>,
     /// The alias link pointing at `inst.path()`.
     link: u64,
+    /// Its place in the naming order ([`claims`]).
+    rank: Rank,
+    /// Its registration number: earlier registrations keep contested aliases and leaves.
+    reg: u64,
+    /// True while the tree lists it (at `inst.path()`).
+    placed: bool,
 }
 
-/// What changes with every registration, under one lock.
+impl Entry {
+    fn placed(&self) -> Placed {
+        Placed {
+            inst: self.inst.clone(),
+            diff: self.diff.clone(),
+            link: self.link,
+            reg: self.reg,
+        }
+    }
+}
+
+/// What changes with every registration, under one lock. Every map is kept per change, so no
+/// step walks every container (issue 13: 20,000 junk containers of one user).
 #[derive(Default)]
 struct State {
-    /// Every registered container, in registration order.
-    entries: Vec<Entry>,
-    /// The view built from `entries` last (the one [`Registry::view`] hands out).
-    view: Arc<View>,
-    /// Inode numbers of made-up directories and links.
-    inodes: Inodes,
+    /// Every registered container.
+    entries: HashMap<Key, Entry>,
+    /// Exit-watcher token -> the container it watches.
+    tokens: HashMap<u64, Key>,
+    /// (runtime, scope) -> how many containers it has registered ([`Registry::count`]).
+    counts: HashMap<(Runtime, String), usize>,
+    /// The last registration number handed out.
+    reg: u64,
+    /// Every container's path.
+    names: Names,
+    /// The tree of names, changed in place and published as snapshots.
+    tree: Tree,
+}
+
+impl State {
+    fn add(&mut self, e: Entry) {
+        let k = key(&e.inst.ident);
+        self.tokens.insert(e.token, k.clone());
+        *self.counts.entry((k.0, k.1.clone())).or_default() += 1;
+        self.entries.insert(k, e);
+    }
+
+    /// Takes the container `k` out of every map and the tree; the caller settles the names.
+    fn take(&mut self, k: &Key) -> Option<Entry> {
+        let e = self.entries.remove(k)?;
+        self.tokens.remove(&e.token);
+        let ck = (k.0, k.1.clone());
+        if let Some(n) = self.counts.get_mut(&ck) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&ck);
+            }
+        }
+        self.names.remove(&e.rank);
+        if e.placed {
+            self.tree.unplace(&e.placed());
+        }
+        e.cancel.notify_one();
+        Some(e)
+    }
 }
 
 /// Every container the watchers report, by name; see the module documentation.
@@ -118,7 +184,7 @@ impl Registry {
     /// An empty registry: the root with `.pid` and `.diff` only.
     pub fn new() -> Arc<Registry> {
         let reg = Registry::default();
-        reg.rebuild(&mut reg.lock(), Vec::new());
+        reg.settle(&mut reg.lock(), Vec::new());
         Arc::new(reg)
     }
 
@@ -154,20 +220,13 @@ impl Registry {
 
     /// The served instance of the container `ident` names, if any.
     pub fn find(&self, ident: &Identity) -> Option<Arc<Instance>> {
-        self.lock()
-            .entries
-            .iter()
-            .find(|e| e.inst.ident.same_container(ident))
-            .map(|e| e.inst.clone())
+        self.lock().entries.get(&key(ident)).map(|e| e.inst.clone())
     }
 
     /// How many containers of `runtime` in `scope` are registered.
     pub fn count(&self, runtime: Runtime, scope: &str) -> usize {
-        self.lock()
-            .entries
-            .iter()
-            .filter(|e| e.inst.ident.runtime == runtime && e.inst.ident.scope == scope)
-            .count()
+        let k = (runtime, scope.to_string());
+        self.lock().counts.get(&k).copied().unwrap_or(0)
     }
 
     /// True if the container `ident` is served (its instance current, with a process) as
@@ -192,32 +251,39 @@ impl Registry {
     /// watcher needs, or `None` if it could not be registered.
     pub fn insert(&self, inst: Instance) -> Option<Watch> {
         let mut st = self.lock();
+        let k = key(&inst.ident);
         let mut gone = Vec::new();
-        st.entries.retain(|e| {
-            let same = e.inst.ident.same_container(&inst.ident);
-            if same {
-                e.cancel.notify_one();
-                gone.push(e.inst.clone());
-                gone.extend(e.diff.clone());
-            }
-            !same
-        });
+        if let Some(old) = st.take(&k) {
+            // Replaced by the new instance: the kernel looks the path up again.
+            gone.push((old.inst, true));
+            gone.extend(old.diff.map(|d| (d, true)));
+        }
         let inst = Arc::new(inst);
         let watch = Watch {
             token: inst.seq,
             pidfd: inst.pidfd_arc(),
             cancel: Arc::new(tokio::sync::Notify::new()),
         };
-        st.entries.push(Entry {
+        let rank = st.names.add(&inst.ident, inst.has_process());
+        st.reg += 1;
+        let reg = st.reg;
+        st.add(Entry {
             token: watch.token,
-            inst: inst.clone(),
+            inst,
             diff: None,
             cancel: watch.cancel.clone(),
             link: 0,
+            rank,
+            reg,
+            placed: false,
         });
-        // Replaced by the new instance: the kernel looks the path up again.
-        self.rebuild(&mut st, gone.into_iter().map(|i| (i, true)).collect());
-        let served = st.entries.iter().find(|e| e.token == watch.token);
+        self.settle(&mut st, gone);
+        // Retired before it could be placed: it holds no name (its remover may never come).
+        if st.entries.get(&k).is_some_and(|e| !e.placed) {
+            st.take(&k);
+            self.settle(&mut st, Vec::new());
+        }
+        let served = st.entries.get(&k).filter(|e| e.placed);
         served.inspect(|e| log_served(&e.inst));
         let served = served.is_some();
         drop(st);
@@ -226,22 +292,29 @@ impl Registry {
 
     /// Drops the container registered as `token` (its process exited).
     pub fn remove_token(&self, token: u64) {
-        self.remove_where(|e| e.token == token, "its process exited");
+        let mut st = self.lock();
+        let k = st.tokens.get(&token).cloned();
+        self.remove_keys(&mut st, k.into_iter().collect(), "its process exited");
     }
 
     /// Drops a runtime's container (it stopped or was removed).
     pub fn remove(&self, ident: &Identity, why: &str) {
-        self.remove_where(|e| e.inst.ident.same_container(ident), why);
+        self.remove_keys(&mut self.lock(), vec![key(ident)], why);
     }
 
     /// Drops every container of `runtime` for which `keep` is false (full re-list).
     /// Every watcher calls it at the end of each full list, which also marks `runtime` as
     /// listed ([`Registry::has_listed`]).
     pub fn retain(&self, runtime: Runtime, keep: impl Fn(&Identity) -> bool) {
-        self.remove_where(
-            |e| e.inst.ident.runtime == runtime && !keep(&e.inst.ident),
-            "the runtime no longer lists it",
-        );
+        let mut st = self.lock();
+        let unlisted: Vec<Key> = st
+            .entries
+            .iter()
+            .filter(|(k, e)| k.0 == runtime && !keep(&e.inst.ident))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.remove_keys(&mut st, unlisted, "the runtime no longer lists it");
+        drop(st);
         self.listed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -257,72 +330,48 @@ impl Registry {
             .contains(&runtime)
     }
 
-    fn remove_where(&self, pred: impl Fn(&Entry) -> bool, why: &str) {
-        let mut st = self.lock();
+    fn remove_keys(&self, st: &mut State, keys: Vec<Key>, why: &str) {
         let mut gone = Vec::new();
-        st.entries.retain(|e| {
-            let hit = pred(e);
-            if hit {
-                info!(
-                    "container {} ({} {}) is gone: {why}",
-                    e.inst.path(),
-                    describe(&e.inst.ident),
-                    e.inst.short_id()
-                );
-                e.cancel.notify_one();
-                gone.push(e.inst.clone());
-                gone.extend(e.diff.clone());
-            }
-            !hit
-        });
+        for k in keys {
+            let Some(e) = st.take(&k) else { continue };
+            info!(
+                "container {} ({} {}) is gone: {why}",
+                e.inst.path(),
+                describe(&e.inst.ident),
+                e.inst.short_id()
+            );
+            gone.push((e.inst, false));
+            gone.extend(e.diff.map(|d| (d, false)));
+        }
         if gone.is_empty() {
             return;
         }
-        self.rebuild(&mut st, gone.into_iter().map(|i| (i, false)).collect());
+        self.settle(st, gone);
     }
 
-    /// Recomputes every container's path and the view; relabels the containers whose path
-    /// changed. Retires `retire` (each flagged whether another instance took its place) and the
-    /// relabelled instances *before* the new view is published, so once a listing shows the
-    /// change no old instance is served; then tells the kernel what changed.
-    fn rebuild(&self, st: &mut State, retire: Vec<(Arc<Instance>, bool)>) {
-        let claims: Vec<Claim<'_>> = st
-            .entries
-            .iter()
-            .map(|e| Claim {
-                ident: &e.inst.ident,
-                has_process: e.inst.has_process(),
-            })
-            .collect();
-        let paths = assign(&claims);
-        let replaced = relabel_moved(st, paths);
-        let placed: Vec<Placed> = st
-            .entries
-            .iter()
-            .map(|e| Placed {
-                inst: e.inst.clone(),
-                diff: e.diff.clone(),
-                link: e.link,
-            })
-            .collect();
-        let view = view::build(&mut st.inodes, &placed);
+    /// Settles the paths after a change and relabels the containers whose path changed (and
+    /// places the new ones). Retires `retire` (each flagged whether another instance took its
+    /// place) and the relabelled instances *before* the new view is published, so once a
+    /// listing shows the change no old instance is served; then tells the kernel what changed.
+    fn settle(&self, st: &mut State, retire: Vec<(Arc<Instance>, bool)>) {
+        let moved = st.names.settle();
+        let replaced = relabel_moved(st, moved);
         self.retire_all(retire);
         self.retire_all(replaced.into_iter().map(|i| (i, true)).collect());
-        let old = std::mem::replace(&mut st.view, Arc::new(view));
-        let new = st.view.clone();
-        *self.view.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
-        self.invalidate(&old, &new);
+        let (view, stale) = st.tree.publish();
+        let view = Arc::new(view);
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = view;
+        self.invalidate(&stale);
     }
 
-    /// Asks the kernel to forget every name whose answer changed between two views.
-    fn invalidate(&self, old: &View, new: &View) {
+    /// Asks the kernel to forget every name whose answer changed.
+    fn invalidate(&self, stale: &[(u64, String)]) {
         let Some(notifier) = self.notifier.get() else {
             return;
         };
-        let stale = view::changed_names(old, new);
         for (dir, name) in stale {
             // ENOENT only means the kernel had nothing cached under that name.
-            if let Err(e) = notifier.inval_entry(INodeNo(dir), OsStr::new(name)) {
+            if let Err(e) = notifier.inval_entry(INodeNo(*dir), OsStr::new(name)) {
                 debug!("invalidate {name}: {e}");
             }
         }
@@ -393,33 +442,42 @@ impl Registry {
     }
 }
 
-/// Gives every entry whose path changed a new instance at its new path (and a new `.diff`
-/// view and alias link), and returns the instances that were replaced.
-fn relabel_moved(st: &mut State, paths: Vec<String>) -> Vec<Arc<Instance>> {
+/// Gives every entry whose path changed (and every new one) a new instance at its new path,
+/// a new `.diff` view and alias link, and moves it in the tree; returns the instances that
+/// were replaced. An instance retired meanwhile is left unlisted: its remover is on its way.
+fn relabel_moved(st: &mut State, moved: Vec<Rank>) -> Vec<Arc<Instance>> {
     let mut replaced = Vec::new();
-    for (i, path) in paths.into_iter().enumerate() {
-        if st.entries[i].inst.path() == path && st.entries[i].link != 0 {
+    for rank in moved {
+        let Some(path) = st.names.path(&rank).map(str::to_string) else {
             continue;
+        };
+        let k = rank.key();
+        let link = st.tree.alloc();
+        let State { entries, tree, .. } = st;
+        let Some(e) = entries.get_mut(&k) else {
+            continue;
+        };
+        if e.placed {
+            tree.unplace(&e.placed());
+            e.placed = false;
         }
-        let link = st.inodes.alloc();
-        let e = &mut st.entries[i];
-        if e.inst.path() != path {
-            if !e.inst.path().is_empty() {
-                info!(
-                    "container {} ({} {}) moves to {path}: the names changed",
-                    e.inst.path(),
-                    describe(&e.inst.ident),
-                    e.inst.short_id()
-                );
-            }
-            match e.inst.relabel(path.clone()) {
-                Some(new) => replaced.push(std::mem::replace(&mut e.inst, Arc::new(new))),
-                None => continue,
-            }
+        if !e.inst.path().is_empty() && e.inst.path() != path {
+            info!(
+                "container {} ({} {}) moves to {path}: the names changed",
+                e.inst.path(),
+                describe(&e.inst.ident),
+                e.inst.short_id()
+            );
+        }
+        match e.inst.relabel(path.clone()) {
+            Some(new) => replaced.push(std::mem::replace(&mut e.inst, Arc::new(new))),
+            None => continue,
         }
         let diff = Arc::new(e.inst.diff_view(format!("{DIFF_DIR}/{path}")));
         replaced.extend(e.diff.replace(diff));
         e.link = link;
+        tree.place(&e.placed());
+        e.placed = true;
     }
     replaced
 }
@@ -452,33 +510,4 @@ fn log_served(i: &Instance) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Issue 12: the field's documentation said the opposite of what it does.
-    #[test]
-    fn running_only_hides_stopped_containers() {
-        let reg = Registry::new();
-        assert!(
-            reg.shows_stopped(),
-            "stopped containers are shown by default"
-        );
-        reg.set_hide_stopped(true);
-        assert!(!reg.shows_stopped(), "--running-only hides them");
-        reg.set_hide_stopped(false);
-        assert!(reg.shows_stopped());
-    }
-
-    #[test]
-    fn an_empty_registry_shows_the_made_up_directories() {
-        let reg = Registry::new();
-        let v = reg.view();
-        let names: Vec<&str> = v.dirs[&ROOT_INO]
-            .children
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(names, [DIFF_DIR, PID_DIR]);
-        assert!(is_virtual(v.pid_dir) && v.pid_dir != ROOT_INO);
-    }
-}
+mod tests;

@@ -81,6 +81,17 @@ pub fn candidates(ident: &Identity) -> Vec<String> {
     out
 }
 
+/// The names no container is listed under: they are the made-up directories.
+pub fn is_reserved(name: &str) -> bool {
+    [PID_DIR, K8S_DIR, DIFF_DIR].contains(&name)
+}
+
+/// Where a container goes when every candidate is taken: `<runtime>~<id>` (not checked
+/// against the others: two scopes of one runtime may report one id).
+pub fn fallback(ident: &Identity) -> String {
+    format!("{}~{}", ident.runtime.as_str(), ident.id)
+}
+
 /// One container as naming sees it: who it is, and whether it runs (running containers come
 /// before stopped ones of the same runtime).
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +105,8 @@ pub struct Claim<'a> {
 /// The path of every container, in the order given: by priority, each takes its first
 /// candidate not taken by a container before it (its path or qualified name) nor reserved
 /// (`.pid`, `.diff`, `k8s`); a
-/// container with no free candidate gets `<runtime>~<id>`.
+/// container with no free candidate gets `<runtime>~<id>`. The specification of
+/// [`super::claims::Names`], which keeps the same answer one change at a time.
 pub fn assign(claims: &[Claim<'_>]) -> Vec<String> {
     let mut order: Vec<usize> = (0..claims.len()).collect();
     // Running before stopped: a restarted Kubernetes container takes the plain path, its
@@ -110,17 +122,14 @@ pub fn assign(claims: &[Claim<'_>]) -> Vec<String> {
             d.id.clone(),
         )
     });
-    let mut taken: HashSet<String> = [PID_DIR, K8S_DIR, DIFF_DIR]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let mut taken: HashSet<String> = HashSet::new();
     let mut paths = vec![String::new(); claims.len()];
     for i in order {
         let ident = claims[i].ident;
         let path = candidates(ident)
             .into_iter()
-            .find(|p| !taken.contains(p))
-            .unwrap_or_else(|| format!("{}~{}", ident.runtime.as_str(), ident.id));
+            .find(|p| !is_reserved(p) && !taken.contains(p))
+            .unwrap_or_else(|| fallback(ident));
         taken.insert(path.clone());
         // Its qualified name resolves to it (an alias) even where it is listed elsewhere: a
         // lower-ranked container (a user named "docker") must not be listed under it.

@@ -456,3 +456,53 @@ fn a_fanotify_block_met_by_prefetch_holds_no_fuse_worker() {
     }
     other_answers(&other_v);
 }
+
+/// A container process can hold one of its directories' inode lock for good: `getdents64`
+/// into memory mapped from its own FUSE file whose reads it never answers holds the lock while
+/// the copy faults, and a `creat` queued behind it makes every later lookup of a name not yet
+/// cached in that directory wait too (the lock favours the waiting writer). Lookups through
+/// `/ctr` of such names must be answered (EIO after the deadline) and never take the FUSE
+/// workers: the other container answers within a second meanwhile, and this one again once
+/// the block ends.
+#[test]
+fn a_directory_lock_held_in_the_container_never_blocks_ctr() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let mut readers = Readers::default();
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other5-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let c = run(
+        &format!("ctrfsd-hang-dirlock-{t}"),
+        FUSE_OPTS,
+        &["/bin/fusehang", "dirlock"],
+    );
+    let v = d.path().join(&c.0);
+    wait_until(Duration::from_secs(10), || v.join("data/file").exists()).expect("not served");
+    assert!(in_container(&c.0, &["touch", "/go"]));
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the directory lock was not taken");
+    // More lookups than FUSE workers, each of a name the kernel has not cached.
+    let stats: Vec<usize> = (0..4)
+        .map(|i| readers.spawn("stat", &[&v.join(format!("data/nope-{i}"))]))
+        .collect();
+    other_answers(&d.path().join(&other.0));
+    for i in stats {
+        let (ok, err) = readers
+            .finish(i, ANSWER_LIMIT)
+            .expect("a lookup in a directory locked by the container hangs");
+        assert!(!ok, "stat of a name in a locked directory succeeded");
+        assert!(
+            err.contains("Input/output error") || err.contains("temporarily unavailable"),
+            "stat: {err}"
+        );
+    }
+    other_answers(&d.path().join(&other.0));
+    // The block ends with the container: ctrfsd still serves.
+    drop(c);
+    other_answers(&d.path().join(&other.0));
+}

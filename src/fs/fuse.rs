@@ -79,6 +79,10 @@ impl Filesystem for FuseFs {
         self.stats.op(Op::Lookup);
         let r = if is_log(parent.0) || parent.0 == ROOT_INO && name == LOGS_DIR {
             self.log_lookup(parent.0, name)
+        } else if let Some(seq) = self.container_of(parent.0) {
+            // A name not yet cached in a container's directory takes that directory's inode
+            // lock, which a container process can hold indefinitely: off the FUSE workers.
+            return self.guarded_lookup(seq, parent, name, reply);
         } else {
             self.do_lookup(parent.0, name)
         };

@@ -49,6 +49,57 @@ impl FuseFs {
         }
     }
 
+    /// The container instance (`Instance::seq`) whose directory `ino` is, or `None` for the
+    /// mount's own directories (the registry's), which no container can lock.
+    pub(super) fn container_of(&self, ino: u64) -> Option<u64> {
+        if crate::registry::is_virtual(ino) {
+            return None;
+        }
+        self.nodes.get(ino).map(|n| n.inst.seq)
+    }
+
+    /// Looks `name` up in container directory `parent` under the deadline of [`super::guard`]:
+    /// a lookup of a name the kernel has not cached takes the directory's inode lock (shared),
+    /// which waits while a container process holds it, or queues behind a writer that waits on
+    /// one (a `getdents` into memory the container never serves, a `creat` behind it). A
+    /// lookup answered after the deadline is given back (its lookup count undone).
+    pub(super) fn guarded_lookup(
+        &self,
+        seq: u64,
+        parent: INodeNo,
+        name: &std::ffi::OsStr,
+        reply: fuser::ReplyEntry,
+    ) {
+        let fs = self.0.clone();
+        let name = name.to_os_string();
+        let r = self.guard.run(seq, reply, expired_entry, move |claim| {
+            let r = fs.do_lookup(parent.0, &name);
+            debug!(
+                "lookup {} {name:?}: {:?}",
+                parent.0,
+                r.as_ref().map(|(a, ttl)| (a.ino.0, ttl.as_secs()))
+            );
+            let Some(reply) = claim.take() else {
+                // Answered EIO at the deadline: the kernel never got this reference.
+                match r {
+                    Ok((attr, _)) if super::logview::is_log(attr.ino.0) => {
+                        fs.log_forget(attr.ino.0, 1)
+                    }
+                    Ok((attr, _)) => fs.do_forget(attr.ino.0, 1),
+                    Err(_) => {}
+                }
+                return;
+            };
+            match r {
+                Ok((attr, ttl)) => reply.entry(&ttl, &attr, fuser::Generation(0)),
+                Err(e) => reply.error(fs.err(&e)),
+            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
     /// Reads `size` bytes of file `ino` at `offset` under the deadline of [`super::guard`].
     pub(super) fn guarded_read(
         &self,

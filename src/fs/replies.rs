@@ -74,6 +74,11 @@ pub(super) fn expired_data(reply: ReplyData) {
     reply.error(Errno::EIO);
 }
 
+/// A lookup past the deadline (the directory's inode lock is held in the container): EIO.
+pub(super) fn expired_entry(reply: fuser::ReplyEntry) {
+    reply.error(Errno::EIO);
+}
+
 /// A seek past the deadline (opening the file waits on the container): EIO.
 pub(super) fn expired_lseek(reply: fuser::ReplyLseek) {
     reply.error(Errno::EIO);

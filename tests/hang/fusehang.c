@@ -11,6 +11,11 @@
  * fusehang reuse:   mounts a tmpfs at /a and one at /c, writes /armed, waits for /go; then takes
  *                   every free mount id below /a's with bind mounts, unmounts /a and mounts
  *                   itself at /b, which gets /a's id; answers INIT only, then never again.
+ * fusehang dirlock: waits for /go, mounts itself at /mnt/f with one file, x, whose reads are never answered;
+ *                   a child lists /data into memory mapped from x (getdents64 holds /data's
+ *                   inode lock while the copy faults on that page, forever), another creates
+ *                   /data/new (queued for the lock, so every later lookup in /data queues
+ *                   behind it). Reads of x are the only requests left unanswered.
  * Writes /ready once the trap is set. Raw /dev/fuse, no libfuse: the image has no libc. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -40,6 +47,18 @@ static void root_attr(struct fuse_attr *a) {
     a->ino = 1;
     a->mode = S_IFDIR | 0755;
     a->nlink = 2;
+}
+
+/* dirlock: the one file, x (4 KiB), exists. */
+static int with_file;
+
+static void file_attr(struct fuse_attr *a) {
+    memset(a, 0, sizeof *a);
+    a->ino = 2;
+    a->mode = S_IFREG | 0644;
+    a->nlink = 1;
+    a->size = 4096;
+    a->blocks = 8;
 }
 
 /* Answers one request; returns 0 once INIT was answered (for "late"), 1 otherwise. */
@@ -64,7 +83,7 @@ static int serve_one(void) {
     }
     case FUSE_GETATTR: {
         struct fuse_attr_out o = {0};
-        root_attr(&o.attr);
+        if (in->nodeid == 2) file_attr(&o.attr); else root_attr(&o.attr);
         reply(in->unique, 0, &o, sizeof o);
         break;
     }
@@ -87,8 +106,21 @@ static int serve_one(void) {
         break;
     }
     case FUSE_LOOKUP:
-        reply(in->unique, ENOENT, NULL, 0);
+        if (with_file && in->nodeid == 1 && strcmp(arg, "x") == 0) {
+            struct fuse_entry_out o = {.nodeid = 2, .attr_valid = 100, .entry_valid = 100};
+            file_attr(&o.attr);
+            reply(in->unique, 0, &o, sizeof o);
+        } else {
+            reply(in->unique, ENOENT, NULL, 0);
+        }
         break;
+    case FUSE_OPEN: {
+        struct fuse_open_out o = {.fh = 2};
+        reply(in->unique, 0, &o, sizeof o);
+        break;
+    }
+    case FUSE_READ:
+        break; /* never answered */
     case FUSE_FORGET:
     case FUSE_BATCH_FORGET:
     case FUSE_INTERRUPT:
@@ -152,7 +184,40 @@ static void reuse(void) {
     hang();
 }
 
+/* Holds /data's inode lock (see the header) and queues a writer behind it. */
+static void dirlock(void) {
+    while (access("/go", F_OK) != 0) usleep(10000);
+    with_file = 1;
+    mkdir("/mnt", 0755);
+    mkdir("/mnt/f", 0755);
+    mount_fuse("/mnt/f");
+    if (fork() == 0) {
+        for (;;) serve_one();
+    }
+    /* Only the server keeps /dev/fuse: once it dies (the container is removed) the connection
+     * is aborted and the faulting getdents returns, or nothing could ever kill it. */
+    close(fd);
+    int x = open("/mnt/f/x", O_RDONLY);
+    if (x < 0) { perror("open /mnt/f/x"); exit(1); }
+    char *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, x, 0);
+    if (page == MAP_FAILED) { perror("mmap"); exit(1); }
+    if (fork() == 0) {
+        int d = open("/data", O_RDONLY | O_DIRECTORY);
+        syscall(SYS_getdents64, d, page, 4096); /* faults on x: never returns */
+        _exit(0);
+    }
+    usleep(300000);
+    if (fork() == 0) {
+        close(open("/data/new", O_WRONLY | O_CREAT, 0644)); /* waits for the lock */
+        _exit(0);
+    }
+    usleep(300000);
+    ready();
+    for (;;) pause();
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "dirlock") == 0) dirlock();
     if (argc > 1 && strcmp(argv[1], "reuse") == 0) reuse();
     if (argc > 1 && strcmp(argv[1], "late") == 0) {
         while (access("/go", F_OK) != 0) usleep(10000);

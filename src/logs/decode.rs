@@ -66,10 +66,37 @@ pub struct LogEntry {
     /// The text, without its newline.
     #[prost(bytes = "vec", tag = "3")]
     pub line: Vec<u8>,
-    /// A piece of a longer line: no newline follows it. (Field 5, the partial-line metadata,
-    /// is not needed to join pieces and is skipped.)
+    /// Set on every piece of a line Docker split at 16 KiB, the last piece included (moby's
+    /// `messageToProto`: `Partial = PLogMetaData != nil`); [`LogEntry::meta`] says which piece
+    /// is the last.
     #[prost(bool, tag = "4")]
     pub partial: bool,
+    /// The partial-line metadata of a piece (`PartialLogEntryMetadata`).
+    #[prost(message, optional, tag = "5")]
+    pub meta: Option<PartialMeta>,
+}
+
+impl LogEntry {
+    /// Whether the line ends with this record: a whole line, or the last piece of a split one.
+    /// Docker 20.10's `docker logs` prints no newline after a last piece (it looks at
+    /// `partial` only) and so runs a long line into the next one; the container wrote one.
+    pub fn ends_line(&self) -> bool {
+        !self.partial || self.meta.as_ref().is_some_and(|m| m.last)
+    }
+}
+
+/// moby `PartialLogEntryMetadata`: which line a piece belongs to and whether it is the last.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PartialMeta {
+    /// The line's last piece: the container's newline follows it.
+    #[prost(bool, tag = "1")]
+    pub last: bool,
+    /// The line's id, the same on all its pieces.
+    #[prost(string, tag = "2")]
+    pub id: String,
+    /// The piece's number, from 1.
+    #[prost(int32, tag = "3")]
+    pub ordinal: i32,
 }
 
 #[derive(Deserialize)]
@@ -408,8 +435,9 @@ fn local(buf: &[u8], eof: bool) -> Step<'_> {
             reason: "a record of an unknown stream",
         };
     };
+    let ends = entry.ends_line();
     let mut text = entry.line;
-    if !entry.partial {
+    if ends {
         text.push(b'\n');
     }
     Step::Rec {

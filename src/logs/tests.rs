@@ -16,11 +16,22 @@ fn json(stream: &str, log: &str) -> String {
 }
 
 fn local(stream: &str, line: &[u8], partial: bool) -> Vec<u8> {
+    local_piece(stream, line, partial, None)
+}
+
+/// A `local` record as Docker writes a piece of a split line: `partial` set on every piece,
+/// `last` in the metadata of the last one.
+fn local_piece(stream: &str, line: &[u8], partial: bool, last: Option<bool>) -> Vec<u8> {
     let e = LogEntry {
         source: stream.into(),
         time_nano: 1,
         line: line.to_vec(),
         partial,
+        meta: last.map(|last| super::decode::PartialMeta {
+            last,
+            id: "a1".into(),
+            ordinal: 1,
+        }),
     };
     let body = prost::Message::encode_to_vec(&e);
     let n = (body.len() as u32).to_be_bytes();
@@ -144,6 +155,19 @@ fn local_records_partials_and_corruption() {
     let all: Vec<u8> = recs.iter().flat_map(|r| r.1.clone()).collect();
     assert_eq!(all, b"out1\nerr1\nhalf done\nafter nuls\n");
     assert_eq!(skips, ["a run of NUL bytes", "a truncated last record"]);
+    // As Docker 20.10 writes a split line: `partial` on every piece, `last` in the metadata of
+    // the final one, after which the container's newline belongs; a trailing piece that is
+    // not the last (the container's output ends without a newline) gets none.
+    let split = [
+        local_piece("stdout", b"long ", true, Some(false)),
+        local_piece("stdout", b"line", true, Some(true)),
+        local_piece("stdout", b"next", false, None),
+        local_piece("stdout", b"no newline", true, Some(false)),
+    ]
+    .concat();
+    let (recs, _) = decode_all(Format::Local, &split);
+    let all: Vec<u8> = recs.iter().flat_map(|r| r.1.clone()).collect();
+    assert_eq!(all, b"long line\nnext\nno newline");
     assert!(matches!(
         Decoder::new(Format::Local).next(&[0, 0, 0, 5, 1], false),
         Step::More

@@ -153,8 +153,20 @@ pub(crate) fn scan_buf(
     }
 }
 
+/// Most bytes a `.gz` rotation may decompress to (128 MiB): more than any runtime writes
+/// before it rotates (Docker's `local` driver rotates at 20 MB by default), and what bounds the
+/// memory a planted file can cost (a rootless user controls the directory of their logs: 4.6 MB
+/// of gzip can hold 1 GiB of zeros).
+pub(crate) const MAX_GZ: u64 = 128 << 20;
+
 /// The whole decompressed content of a `.gz` file (`MultiGzDecoder`: several members are one
 /// stream, as `zcat` reads them).
+///
+/// # Errors
+///
+/// The read or decompression error (`InvalidInput`/`InvalidData` for a file that is not
+/// gzip, `UnexpectedEof` for one still being written), and `FileTooLarge` for a file that
+/// decompresses to more than [`MAX_GZ`] bytes.
 pub(crate) fn decompress(file: &File) -> io::Result<Vec<u8>> {
     let len = file.metadata()?.len();
     let mut out = Vec::new();
@@ -163,6 +175,13 @@ pub(crate) fn decompress(file: &File) -> io::Result<Vec<u8>> {
         pos: 0,
         end: len,
     })
+    .take(MAX_GZ + 1)
     .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_GZ {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("decompresses to more than {} MiB", MAX_GZ >> 20),
+        ));
+    }
     Ok(out)
 }

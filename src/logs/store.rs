@@ -17,7 +17,7 @@
 //! instead of adding one. Decoded sizes count only complete records, so `stat` agrees with what
 //! `read` returns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -101,8 +101,16 @@ struct State {
     gz_seen: HashMap<FileId, (u64, u64)>,
     /// Where the last read stopped.
     carry: Option<Carry>,
-    /// The decompressed bytes of the one `.gz` segment read last.
-    gz_cache: Option<(FileId, Arc<Vec<u8>>)>,
+    /// `.gz` files refused for good (they decompress to more than `MAX_GZ`).
+    gz_refused: HashSet<FileId>,
+}
+
+/// The decompressed bytes of the one `.gz` segment read last, of any container: one cache
+/// for all log views, so its memory is bounded by `MAX_GZ` whatever the number of containers.
+static GZ_CACHE: Mutex<Option<(FileId, Arc<Vec<u8>>)>> = Mutex::new(None);
+
+fn gz_cache() -> std::sync::MutexGuard<'static, Option<(FileId, Arc<Vec<u8>>)>> {
+    GZ_CACHE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One container's log views.
@@ -183,7 +191,6 @@ impl LogSet {
                 }
                 if matches!(e, OpenError::Refused(_)) {
                     st.segs.clear();
-                    st.gz_cache = None;
                 }
                 st.problem = Some(e);
             } else {
@@ -270,14 +277,26 @@ impl LogSet {
             }
             let gz = name.as_bytes().ends_with(b".gz");
             if gz {
+                if st.gz_refused.contains(&id) {
+                    continue;
+                }
                 let fp = match st.gz_seen.get(&id) {
                     Some(fp) => *fp,
                     None => match decompress(&file) {
                         Ok(bytes) => {
                             let fp = (bytes.len() as u64, head_hash(&bytes));
                             st.gz_seen.insert(id, fp);
-                            st.gz_cache = Some((id, Arc::new(bytes)));
+                            *gz_cache() = Some((id, Arc::new(bytes)));
                             fp
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                            warn!(
+                                "{}: {}: not served: {e}",
+                                self.label,
+                                name.to_string_lossy()
+                            );
+                            st.gz_refused.insert(id);
+                            continue;
                         }
                         // Still being written by the runtime: next time.
                         Err(_) => continue,
@@ -453,16 +472,16 @@ impl LogSet {
     }
 }
 
-/// The decompressed bytes of `.gz` segment `i` (one is cached per set).
+/// The decompressed bytes of `.gz` segment `i` (one is cached for all sets: [`GZ_CACHE`]).
 fn gz_bytes(st: &mut State, i: usize) -> io::Result<Arc<Vec<u8>>> {
     let id = (st.segs[i].dev, st.segs[i].ino);
-    if let Some((cid, bytes)) = &st.gz_cache
+    if let Some((cid, bytes)) = &*gz_cache()
         && *cid == id
     {
         return Ok(bytes.clone());
     }
     let bytes = Arc::new(decompress(&st.segs[i].file)?);
-    st.gz_cache = Some((id, bytes.clone()));
+    *gz_cache() = Some((id, bytes.clone()));
     Ok(bytes)
 }
 

@@ -459,3 +459,34 @@ fn reads_that_stop_inside_records_carry_the_rest() {
         }
     }
 }
+
+/// A `.gz` rotation that decompresses to more than `MAX_GZ` (a planted gzip bomb: a rootless
+/// user controls their logs' directory) is left out with a reason and the rest is served.
+#[test]
+fn a_gz_rotation_over_the_limit_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bomb = d.join("c.log.1.gz");
+    let sh = format!(
+        "head -c {} /dev/zero | gzip -1 > {}",
+        super::scan::MAX_GZ + 1,
+        bomb.display()
+    );
+    let o = std::process::Command::new("sh")
+        .args(["-c", &sh])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let e = super::scan::decompress(&fs::File::open(&bomb).unwrap()).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge, "{e}");
+    assert!(e.to_string().contains("more than 128 MiB"), "{e}");
+    fs::write(d.join("c.log"), json("stdout", "live\n")).unwrap();
+    let s = set(d, Format::JsonFile);
+    assert_eq!(s.refresh(), None);
+    assert_eq!(read_all(&s, Stream::All), b"live\n");
+    // Refused for good: a second look does not decompress it again.
+    let t = std::time::Instant::now();
+    s.refresh();
+    assert_eq!(read_all(&s, Stream::All), b"live\n");
+    assert!(t.elapsed() < std::time::Duration::from_millis(500));
+}

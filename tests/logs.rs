@@ -309,7 +309,7 @@ fn corrupt_json_store_is_served_around_the_damage() {
 }
 
 /// An image in the official nginx layout (`access.log -> /dev/stdout`, `error.log ->
-/// /dev/stderr`), plus a chain and a `/proc/self/fd/1` link, and a real file beside them.
+/// /dev/stderr`), plus a chain, a `/proc/self/fd/1` link, relative links, and a real file.
 fn nginx_layout_image() -> String {
     let tag = format!("ctrfsd-logs-nginx:{}", token());
     let dir = tempfile::tempdir().unwrap();
@@ -325,6 +325,11 @@ fn nginx_layout_image() -> String {
     l("/var/log/nginx/error.log", "var/log/app/chain.log");
     l("/proc/self/fd/1", "var/log/app/fd1.log");
     l("/etc/passwd", "var/log/app/other-link");
+    // Relative texts, from their link's directory, first hop or later.
+    l("../../../dev/stdout", "var/log/app/rel.log");
+    l("../../dev/stderr", "var/log/relerr.log");
+    l("../nginx/error.log", "var/log/app/relchain.log");
+    l("../../../etc/passwd", "var/log/app/rel-other");
     std::fs::write(r.join("var/log/app/real.log"), "a real file\n").unwrap();
     docker_import(r, &tag);
     tag
@@ -368,19 +373,34 @@ fn links_to_stdout_and_stderr_read_as_the_containers_log() {
     let mut found = grep();
     wait_until(WITHIN, || {
         found = grep();
-        found.contains("nginx/error.log:") && found.contains("app/chain.log:")
+        [
+            "nginx/error.log:",
+            "app/chain.log:",
+            "app/relchain.log:",
+            "log/relerr.log:",
+        ]
+        .iter()
+        .all(|f| found.contains(f))
     });
     assert!(
         found.contains("nginx/error.log:2026/11/30 [error]"),
         "{found}"
     );
-    assert!(found.contains("app/chain.log:"), "{found}");
+    for f in ["app/chain.log:", "app/relchain.log:", "log/relerr.log:"] {
+        assert!(found.contains(f), "{f} not in {found}");
+    }
     assert!(!found.contains("access.log"), "{found}");
     let err = std::fs::read(log.join("nginx/error.log")).unwrap();
     assert_eq!(err, docker_logs(&c.0, "err"));
     let out = std::fs::read(log.join("nginx/access.log")).unwrap();
     assert_eq!(out, docker_logs(&c.0, "out"));
     assert_eq!(std::fs::read(log.join("app/fd1.log")).unwrap(), out);
+    assert_eq!(std::fs::read(log.join("app/rel.log")).unwrap(), out);
+    assert_eq!(std::fs::read(log.join("relerr.log")).unwrap(), err);
+    assert_eq!(
+        ctrfsd_xattr(&log.join("app/rel.log"), "link").as_deref(),
+        Some("../../../dev/stdout")
+    );
     let md = std::fs::symlink_metadata(log.join("nginx/access.log")).unwrap();
     assert!(md.is_file() && md.len() == out.len() as u64 && md.permissions().readonly());
     assert_eq!(
@@ -388,11 +408,12 @@ fn links_to_stdout_and_stderr_read_as_the_containers_log() {
         Some("/dev/stderr")
     );
     // Other links stay links; a real file is the file.
-    assert!(
-        std::fs::symlink_metadata(log.join("app/other-link"))
-            .unwrap()
-            .is_symlink()
-    );
+    for l in ["app/other-link", "app/rel-other"] {
+        assert!(
+            std::fs::symlink_metadata(log.join(l)).unwrap().is_symlink(),
+            "{l}"
+        );
+    }
     assert_eq!(
         std::fs::read_to_string(log.join("app/real.log")).unwrap(),
         "a real file\n"

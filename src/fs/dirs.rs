@@ -300,7 +300,7 @@ impl CtrFs {
                     let mut kind = entry.kind;
                     if kind == FileType::Symlink
                         && !plus
-                        && self.is_stdio_link(&self.node(ino)?.inst, fd.as_fd(), name)
+                        && self.is_stdio_link(&self.node(ino)?.inst, ino, fd.as_fd(), name)
                     {
                         kind = FileType::RegularFile; // as a lookup shows it (stdio_links.rs)
                     }

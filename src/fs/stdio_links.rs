@@ -5,8 +5,9 @@
 //! meant. The original link text stays in `user.ctrfsd.link`.
 //!
 //! A link qualifies when its text, or the text of the links it leads to (at most
-//! [`MAX_HOPS`], each resolved inside the container's root, never on the host), is one of
-//! `/dev/stdout`, `/dev/stderr`, `/proc/self/fd/1|2`, `/dev/fd/1|2`. Only link texts are
+//! [`MAX_HOPS`], each resolved inside the container's root, never on the host; a relative text
+//! from its link's directory), is one of `/dev/stdout`, `/dev/stderr`, `/proc/self/fd/1|2`,
+//! `/dev/fd/1|2`. Only link texts are
 //! read; no target is ever opened for reading.
 
 use std::ffi::{OsStr, OsString};
@@ -45,25 +46,33 @@ pub(crate) fn stdio_stream(text: &[u8]) -> Option<Stream> {
 }
 
 /// The stream link `name` in `dir` leads to, and its own text. `root`: the container's root,
-/// against which absolute texts further along the chain are resolved.
+/// against which texts further along the chain are resolved; `dir_path`: the path of `dir`
+/// from that root (`/var/log/nginx`), asked for only when a text is relative.
 fn stdio_target(
     root: BorrowedFd<'_>,
     dir: BorrowedFd<'_>,
     name: &OsStr,
+    dir_path: impl FnOnce() -> Option<Vec<u8>>,
 ) -> Option<(Stream, OsString)> {
     let first = readlinkat(dir, name, Vec::new()).ok()?;
     let own = OsStr::from_bytes(first.as_bytes()).to_owned();
     let mut text = first.into_bytes();
+    let mut dir_path = Some(dir_path);
+    // The directory of the link whose text is `text`, once known (absolute, from the root).
+    let mut here: Option<Vec<u8>> = None;
     for _ in 0..MAX_HOPS {
+        if !text.starts_with(b"/") {
+            let base = match here.take() {
+                Some(h) => h,
+                None => (dir_path.take()?)()?,
+            };
+            text = join_relative(&base, &text);
+        }
         if let Some(s) = stdio_stream(&text) {
             return Some((s, own));
         }
-        // Only absolute texts are followed further (a relative one would need the next link's
-        // directory); each resolved inside the container's root, the last component not
-        // followed, so the next link is read as a link.
-        if !text.starts_with(b"/") {
-            return None;
-        }
+        // Each text resolved inside the container's root, the last component not followed,
+        // so the next link is read as a link.
         let fd = openat2(
             root,
             OsStr::from_bytes(&text),
@@ -75,9 +84,52 @@ fn stdio_target(
         if FileType::from_raw_mode(fstat(&fd).ok()?.st_mode) != FileType::Symlink {
             return None;
         }
+        here = Some(parent_of(&text));
         text = readlinkat(&fd, "", Vec::new()).ok()?.into_bytes();
     }
     None
+}
+
+/// `text` (relative) from directory `base` (absolute, real directories only): its leading
+/// `..` components are taken off `base` (never above `/`, as inside the root), the rest is
+/// appended as it is (a later `..` is left to the kernel's resolution).
+fn join_relative(base: &[u8], text: &[u8]) -> Vec<u8> {
+    let mut dirs: Vec<&[u8]> = base
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut rest = text;
+    loop {
+        let (first, after) = match rest.iter().position(|&b| b == b'/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &b""[..]),
+        };
+        match first {
+            b".." => {
+                dirs.pop();
+            }
+            b"." | b"" if !after.is_empty() => {}
+            _ => break,
+        }
+        rest = after;
+    }
+    let mut out = Vec::with_capacity(base.len() + rest.len() + 1);
+    for d in dirs {
+        out.push(b'/');
+        out.extend_from_slice(d);
+    }
+    out.push(b'/');
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The directory part of absolute path `p` (`/` for a name at the root).
+fn parent_of(p: &[u8]) -> Vec<u8> {
+    let t = p.strip_suffix(b"/").unwrap_or(p);
+    match t.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => b"/".to_vec(),
+        Some(i) => t[..i].to_vec(),
+    }
 }
 
 impl CtrFs {
@@ -91,17 +143,38 @@ impl CtrFs {
         name: &OsStr,
     ) -> Option<FileAttr> {
         let root = inst.root().ok()?;
-        let (stream, text) = stdio_target(root.as_fd(), dir, name)?;
+        let (stream, text) = stdio_target(root.as_fd(), dir, name, || self.dir_path(parent))?;
         self.log_link(inst, parent, name, stream, text)
+    }
+
+    /// The path of container directory `ino` from the container's root (`/var/log`).
+    fn dir_path(&self, ino: u64) -> Option<Vec<u8>> {
+        let node = self.node(ino).ok()?;
+        let mut p = Vec::new();
+        for n in self.path_of(&node).ok()? {
+            p.push(b'/');
+            p.extend_from_slice(&n);
+        }
+        if p.is_empty() {
+            p.push(b'/');
+        }
+        Some(p)
     }
 
     /// Whether `name` in `dir` is such a link whose log is served (for listings that give
     /// only a type; a lookup then shows the same).
-    pub(super) fn is_stdio_link(&self, inst: &Instance, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    pub(super) fn is_stdio_link(
+        &self,
+        inst: &Instance,
+        ino: u64,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> bool {
         let Ok(root) = inst.root() else {
             return false;
         };
-        stdio_target(root.as_fd(), dir, name).is_some() && self.log_served(inst)
+        stdio_target(root.as_fd(), dir, name, || self.dir_path(ino)).is_some()
+            && self.log_served(inst)
     }
 }
 
@@ -113,6 +186,22 @@ pub(crate) fn is_link(mode: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_texts_join_their_links_directory() {
+        for (base, text, want) in [
+            ("/var/log/nginx", "../../../dev/stdout", "/dev/stdout"),
+            ("/var/log", "../../../../../dev/stderr", "/dev/stderr"),
+            ("/", "dev/stdout", "/dev/stdout"),
+            ("/var/log", "./../../proc/self/fd/1", "/proc/self/fd/1"),
+            ("/var/log", "app/../x", "/var/log/app/../x"),
+        ] {
+            let got = join_relative(base.as_bytes(), text.as_bytes());
+            assert_eq!(String::from_utf8(got).unwrap(), want, "{base} + {text}");
+        }
+        assert_eq!(parent_of(b"/dev/stdout"), b"/dev");
+        assert_eq!(parent_of(b"/stdout"), b"/");
+    }
 
     #[test]
     fn stdio_link_texts() {

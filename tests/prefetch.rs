@@ -198,3 +198,39 @@ fn prefetch_keeps_no_fd_on_a_container_mount_after_the_idle_sweep() {
     })
     .unwrap_or_else(|| panic!("the tmpfs stayed busy: {last}"));
 }
+
+/// A directory read again after two of its files were replaced: the two are read through ctrfsd,
+/// and the unchanged rest, stored before, is not stored again.
+#[test]
+fn files_stored_before_and_unchanged_are_not_stored_again() {
+    let c = FakeContainer::start(|r| logs(&r.join("logs")), "");
+    let inside = c.root().join("logs");
+    settled(&inside);
+    let d = serve(&c, "pf2");
+    let mnt = d.path().join("pf2/logs");
+    let names = start_walk(&mnt, &d);
+    for n in &names[2..] {
+        fs::read(mnt.join(n)).unwrap();
+    }
+    let (_, stored) = counts(&d);
+    assert!(stored >= 10, "stored {stored}");
+    // Two files replaced by rename (new inodes: the kernel has no page of them, ctrfsd no fd),
+    // as a log writer or a config reload does; their new contents show within a second.
+    for n in &names[..2] {
+        fs::write(inside.join(".new"), format!("rewritten {n}\n")).unwrap();
+        fs::rename(inside.join(".new"), inside.join(n)).unwrap();
+    }
+    for n in &names[..2] {
+        within(Duration::from_secs(1), "rewritten file", || {
+            fs::read_to_string(mnt.join(n)).unwrap_or_default() == format!("rewritten {n}\n")
+        });
+    }
+    // The two misses start a job as before; it finds nothing new to store. (A store, when
+    // there is one, lands within milliseconds of the second miss: a second is ample.)
+    let more = wait_until(Duration::from_secs(1), || counts(&d).1 > stored);
+    assert!(
+        more.is_none(),
+        "unchanged files stored again: {stored} -> {}",
+        counts(&d).1
+    );
+}

@@ -64,6 +64,8 @@ pub const MAX_TIME: Duration = Duration::from_millis(500);
 /// How long a file's status must be unchanged before it is stored: more than the 1 s the
 /// kernel may keep attributes no watch covers (`fs::TTL`).
 pub const SETTLED: Duration = Duration::from_secs(2);
+/// Stored files remembered (about 80 bytes each: 1.3 MB at most).
+const STORED: usize = 16 * 1024;
 /// Directories whose walk is followed at once (least recently read forgotten first).
 const WALKS: usize = 64;
 
@@ -85,6 +87,10 @@ struct Walk {
 pub struct Prefetch {
     notifier: OnceLock<Notifier>,
     walks: Mutex<LruCache<u64, Walk>>,
+    /// Files stored lately, by inode: the size and mtime stored. A file stored unchanged since
+    /// is not stored again (a directory re-read after one of its files changed would otherwise
+    /// push the unchanged rest into the kernel once more).
+    stored: Mutex<LruCache<u64, (u64, i64, u32)>>,
     /// Files stored, bytes stored, and stores taken back (the file changed meanwhile).
     files: AtomicU64,
     bytes: AtomicU64,
@@ -97,6 +103,9 @@ impl Default for Prefetch {
             notifier: OnceLock::new(),
             walks: Mutex::new(LruCache::new(
                 NonZeroUsize::new(WALKS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            stored: Mutex::new(LruCache::new(
+                NonZeroUsize::new(STORED).unwrap_or(NonZeroUsize::MIN),
             )),
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -119,6 +128,10 @@ impl Prefetch {
             self.bytes.load(Ordering::Relaxed),
             self.dropped.load(Ordering::Relaxed)
         )
+    }
+
+    fn stored_lock(&self) -> std::sync::MutexGuard<'_, LruCache<u64, (u64, i64, u32)>> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn walks(&self) -> std::sync::MutexGuard<'_, LruCache<u64, Walk>> {
@@ -293,6 +306,10 @@ impl CtrFs {
         if node.shown != Shown::Normal || self.files.get(node.ino).is_some() {
             return Ok(None); // read through ctrfsd already: the kernel has asked for it
         }
+        let version = (size, st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec);
+        if self.prefetch.stored_lock().get(&node.ino) == Some(&version) {
+            return Ok(None); // stored before and unchanged since
+        }
         let fd = self.reopen(&opath)?;
         let mut buf = vec![0u8; size as usize + 1];
         let got = rustix::io::pread(&fd, &mut buf, 0)?;
@@ -311,6 +328,7 @@ impl CtrFs {
             self.prefetch.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
+        self.prefetch.stored_lock().put(node.ino, version);
         self.prefetch.files.fetch_add(1, Ordering::Relaxed);
         self.prefetch.bytes.fetch_add(got as u64, Ordering::Relaxed);
         Ok(Some(got))

@@ -222,31 +222,43 @@ fn overlay_on_a_hung_fuse_mount(mode: &str) {
     drop(c);
 }
 
-#[test]
-fn a_fuse_mount_made_after_the_host_looked_never_blocks_ctr() {
+/// The daemon, a bystander container and one running `fusehang <mode>` (a mode that waits
+/// for `/go`), once ctrfsd serves the latter's `/data/file`; and its path under the mount.
+fn with_trap(mode: &str) -> (Daemon, DockerCtr, DockerCtr, PathBuf) {
     let d = Daemon::start(&["--runtime", "docker"]);
-    let mut readers = Readers::default();
     let t = token();
     let other = run(
-        &format!("ctrfsd-hang-other2-{t}"),
+        &format!("ctrfsd-hang-other-{mode}-{t}"),
         &[],
         &["/bin/sleep", "1000000"],
     );
     let c = run(
-        &format!("ctrfsd-hang-late-{t}"),
+        &format!("ctrfsd-hang-{mode}-{t}"),
         FUSE_OPTS,
-        &["/bin/fusehang", "late"],
+        &["/bin/fusehang", mode],
     );
     let v = d.path().join(&c.0);
-    // The host lists the directory first, then the container mounts over it at once (well
-    // within the time a mount table read is reused).
     wait_until(Duration::from_secs(10), || v.join("data/file").exists()).expect("not served");
-    assert_eq!(listing(&v.join("data")), ["file"]);
+    (d, other, c, v)
+}
+
+/// Sets `c`'s trap (`/go`) and waits until it is set (`/ready`).
+fn spring(c: &DockerCtr, what: &str) {
     assert!(in_container(&c.0, &["touch", "/go"]));
     wait_until(Duration::from_secs(20), || {
         in_container(&c.0, &["test", "-e", "/ready"])
     })
-    .expect("the late FUSE mount was not set up");
+    .unwrap_or_else(|| panic!("{what} was not set up"));
+}
+
+#[test]
+fn a_fuse_mount_made_after_the_host_looked_never_blocks_ctr() {
+    let mut readers = Readers::default();
+    let (d, other, c, v) = with_trap("late");
+    // The host lists the directory first, then the container mounts over it at once (well
+    // within the time a mount table read is reused).
+    assert_eq!(listing(&v.join("data")), ["file"]);
+    spring(&c, "the late FUSE mount");
     let stat = readers.spawn("stat", &[&v.join("data")]);
     let ls = readers.spawn("ls", &[Path::new("-la"), &v.join("data")]);
     let cat = readers.spawn("cat", &[&v.join("data/file")]);
@@ -466,26 +478,9 @@ fn a_fanotify_block_met_by_prefetch_holds_no_fuse_worker() {
 /// the block ends.
 #[test]
 fn a_directory_lock_held_in_the_container_never_blocks_ctr() {
-    let d = Daemon::start(&["--runtime", "docker"]);
     let mut readers = Readers::default();
-    let t = token();
-    let other = run(
-        &format!("ctrfsd-hang-other5-{t}"),
-        &[],
-        &["/bin/sleep", "1000000"],
-    );
-    let c = run(
-        &format!("ctrfsd-hang-dirlock-{t}"),
-        FUSE_OPTS,
-        &["/bin/fusehang", "dirlock"],
-    );
-    let v = d.path().join(&c.0);
-    wait_until(Duration::from_secs(10), || v.join("data/file").exists()).expect("not served");
-    assert!(in_container(&c.0, &["touch", "/go"]));
-    wait_until(Duration::from_secs(20), || {
-        in_container(&c.0, &["test", "-e", "/ready"])
-    })
-    .expect("the directory lock was not taken");
+    let (d, other, c, v) = with_trap("dirlock");
+    spring(&c, "the directory lock");
     // More lookups than FUSE workers, each of a name the kernel has not cached.
     let stats: Vec<usize> = (0..4)
         .map(|i| readers.spawn("stat", &[&v.join(format!("data/nope-{i}"))]))

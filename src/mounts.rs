@@ -32,6 +32,22 @@ pub enum MountKind {
     Unserved,
 }
 
+/// The mount id of the file `fd` is open on, from `/proc/self/fdinfo` (proc(5): `mnt_id:`),
+/// which the file's filesystem is not asked for (a `statx` of a FUSE root would wait on its
+/// server).
+///
+/// # Errors
+///
+/// What reading `/proc/self/fdinfo/<fd>` answers (EMFILE, ...), EIO if it names no mount id.
+pub fn mount_id_of(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EIO))
+}
+
 /// How a mount of filesystem type `fstype` (as in mountinfo) is shown: only types known to be
 /// local are served.
 pub fn classify(fstype: &str) -> MountKind {

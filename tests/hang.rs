@@ -222,21 +222,23 @@ fn overlay_on_a_hung_fuse_mount(mode: &str) {
     drop(c);
 }
 
-/// The daemon, a bystander container and one running `fusehang <mode>` (a mode that waits
-/// for `/go`), once ctrfsd serves the latter's `/data/file`; and its path under the mount.
-fn with_trap(mode: &str) -> (Daemon, DockerCtr, DockerCtr, PathBuf) {
+/// The daemon, a bystander container and one named after `tag` running `cmd` with `opts`.
+fn bystander_and(tag: &str, opts: &[&str], cmd: &[&str]) -> (Daemon, DockerCtr, DockerCtr) {
     let d = Daemon::start(&["--runtime", "docker"]);
     let t = token();
     let other = run(
-        &format!("ctrfsd-hang-other-{mode}-{t}"),
+        &format!("ctrfsd-hang-other-{tag}-{t}"),
         &[],
         &["/bin/sleep", "1000000"],
     );
-    let c = run(
-        &format!("ctrfsd-hang-{mode}-{t}"),
-        FUSE_OPTS,
-        &["/bin/fusehang", mode],
-    );
+    let c = run(&format!("ctrfsd-hang-{tag}-{t}"), opts, cmd);
+    (d, other, c)
+}
+
+/// The daemon, a bystander container and one running `fusehang <mode>` (a mode that waits
+/// for `/go`), once ctrfsd serves the latter's `/data/file`; and its path under the mount.
+fn with_trap(mode: &str) -> (Daemon, DockerCtr, DockerCtr, PathBuf) {
+    let (d, other, c) = bystander_and(mode, FUSE_OPTS, &["/bin/fusehang", mode]);
     let v = d.path().join(&c.0);
     wait_until(Duration::from_secs(10), || v.join("data/file").exists()).expect("not served");
     (d, other, c, v)
@@ -324,16 +326,9 @@ fn a_fuse_mount_that_reuses_a_classified_mount_id_never_blocks_ctr() {
 
 #[test]
 fn a_fanotify_block_is_answered_and_others_keep_answering() {
-    let d = Daemon::start(&["--runtime", "docker"]);
     let mut readers = Readers::default();
-    let t = token();
-    let other = run(
-        &format!("ctrfsd-hang-other3-{t}"),
-        &[],
-        &["/bin/sleep", "1000000"],
-    );
-    let c = run(
-        &format!("ctrfsd-hang-fan-{t}"),
+    let (d, other, c) = bystander_and(
+        "fan",
         &["--cap-add", "SYS_ADMIN"],
         &["/bin/sleep", "1000000"],
     );
@@ -401,15 +396,8 @@ fn a_fanotify_block_is_answered_and_others_keep_answering() {
 /// and the files read right once the listener is gone.
 #[test]
 fn a_fanotify_block_met_by_prefetch_holds_no_fuse_worker() {
-    let d = Daemon::start(&["--runtime", "docker"]);
-    let t = token();
-    let other = run(
-        &format!("ctrfsd-hang-other4-{t}"),
-        &[],
-        &["/bin/sleep", "1000000"],
-    );
-    let c = run(
-        &format!("ctrfsd-hang-pf-{t}"),
+    let (d, other, c) = bystander_and(
+        "pf",
         &["--cap-add", "SYS_ADMIN"],
         &["/bin/sleep", "1000000"],
     );
@@ -500,4 +488,45 @@ fn a_directory_lock_held_in_the_container_never_blocks_ctr() {
     // The block ends with the container: ctrfsd still serves.
     drop(c);
     other_answers(&d.path().join(&other.0));
+}
+
+/// A container's main process can make its root a FUSE mount it serves (mount, chroot) and then
+/// stop answering: ctrfsd must ask that root nothing (not even a `statx` when it first opens it),
+/// leave the container out with the reason, and serve the others.
+#[test]
+fn a_main_process_rooted_in_a_hung_fuse_mount_never_blocks_ctr() {
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other-root-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let c = run(
+        &format!("ctrfsd-hang-root-{t}"),
+        FUSE_OPTS,
+        &["/bin/fusehang", "root"],
+    );
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the FUSE root was not set up");
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let other_v = d.path().join(&other.0);
+    wait_until(Duration::from_secs(10), || {
+        other_v.join("etc/os-release").exists()
+    })
+    .expect("the other container is not served");
+    answers_within("ls", &[d.path()], OTHERS_LIMIT);
+    other_answers(&other_v);
+    assert!(
+        !listing(d.path()).iter().any(|n| n == &c.0),
+        "a container rooted in a hung FUSE mount is listed"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains(&c.0) && log.contains("never read"),
+        "no reason logged: {log}"
+    );
+    drop(c);
+    other_answers(&other_v);
 }

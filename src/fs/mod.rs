@@ -467,12 +467,7 @@ pub(crate) enum Reached {
 /// The mount id of the file `fd` is open on, from `/proc/self/fdinfo` (proc(5): `mnt_id:`),
 /// which the file's filesystem is not asked for.
 pub(crate) fn mount_id_of(fd: &OwnedFd) -> io::Result<u64> {
-    use std::os::fd::AsRawFd;
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("mnt_id:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| errno(libc::EIO))
+    crate::mounts::mount_id_of(fd.as_fd())
 }
 
 /// ESTALE unless `st` describes the file `node` was created for.

@@ -105,8 +105,10 @@ impl Instance {
     /// # Errors
     ///
     /// ESRCH if the process behind `pidfd` exited while being opened (what was opened may
-    /// belong to a later process of the same PID); otherwise what opening `/proc/<pid>/root` or
-    /// reading `/proc/<pid>/mountinfo` answers (ENOENT for a process already gone or a zombie,
+    /// belong to a later process of the same PID); an error of kind `Other` naming the mount
+    /// when the root is on a mount that is not served (`mounts::classify`: FUSE, network,
+    /// unknown or pseudo); otherwise what opening `/proc/<pid>/root` or reading
+    /// `/proc/<pid>/mountinfo` or `/proc/self/fdinfo` answers (ENOENT for a process already gone or a zombie,
     /// EACCES, EMFILE, ...).
     pub fn open(ident: Identity, pid: i32, pidfd: OwnedFd) -> io::Result<Instance> {
         // Through a live thread if the main thread has exited (`proc_root`).
@@ -118,13 +120,23 @@ impl Instance {
             // we read is trusted.
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
-        let root_mnt = rustix::fs::statx(
-            &root,
-            "",
-            rustix::fs::AtFlags::EMPTY_PATH,
-            rustix::fs::StatxFlags::MNT_ID,
-        )
-        .map_or(0, |st| st.stx_mnt_id);
+        // From fdinfo, not `statx`: a process can make its root a FUSE mount it serves (mount,
+        // chroot), and a `statx` of that root would wait on the server.
+        let root_mnt = crate::mounts::mount_id_of(root.as_fd())?;
+        match mounts.kind(root_mnt) {
+            Some(MountKind::Served) => {}
+            kind => {
+                return Err(io::Error::other(format!(
+                    "its root is on mount {root_mnt}, which is {}: never read (a FUSE or \
+                     network filesystem, or one not known to be local, could wait forever)",
+                    match kind {
+                        Some(MountKind::Pseudo) => "a pseudo filesystem",
+                        Some(_) => "not known to be local",
+                        None => "not in its mount table",
+                    }
+                )));
+            }
+        }
         Ok(Instance {
             seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
             ident,

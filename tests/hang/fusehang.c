@@ -16,6 +16,9 @@
  *                   inode lock while the copy faults on that page, forever), another creates
  *                   /data/new (queued for the lock, so every later lookup in /data queues
  *                   behind it). Reads of x are the only requests left unanswered.
+ * fusehang root:   mounts itself at /mnt/f, answers while this process chroots into it, then
+ *                   never answers again: the process's root is a hung FUSE mount. /ready is
+ *                   written in the old root (what `docker exec` sees).
  * Writes /ready once the trap is set. Raw /dev/fuse, no libfuse: the image has no libc. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -216,7 +219,33 @@ static void dirlock(void) {
     for (;;) pause();
 }
 
+/* Makes this process's root a FUSE mount whose server stops answering once it is. */
+static void fuseroot(void) {
+    mkdir("/mnt", 0755);
+    mkdir("/mnt/f", 0755);
+    mount_fuse("/mnt/f");
+    int p[2];
+    if (pipe(p) != 0) exit(1);
+    if (fork() == 0) {
+        close(p[1]);
+        for (;;) {
+            struct pollfd pf[2] = {{.fd = fd, .events = POLLIN}, {.fd = p[0], .events = POLLIN}};
+            poll(pf, 2, -1);
+            if (pf[1].revents) hang(); /* chrooted: never answer again */
+            if (pf[0].revents) serve_one();
+        }
+    }
+    close(fd);
+    close(p[0]);
+    int old = open("/", O_PATH | O_DIRECTORY);
+    if (chroot("/mnt/f") != 0 || chdir("/") != 0) { perror("chroot"); exit(1); }
+    close(p[1]);
+    close(openat(old, "ready", O_WRONLY | O_CREAT, 0644));
+    for (;;) pause();
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "root") == 0) fuseroot();
     if (argc > 1 && strcmp(argv[1], "dirlock") == 0) dirlock();
     if (argc > 1 && strcmp(argv[1], "reuse") == 0) reuse();
     if (argc > 1 && strcmp(argv[1], "late") == 0) {

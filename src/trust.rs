@@ -15,7 +15,6 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{CWD, FileType, Mode, OFlags, ResolveFlags, fstat, open, openat2};
@@ -215,11 +214,16 @@ pub fn process_belongs(pid: i32, pidfd: BorrowedFd<'_>, uid: u32) -> io::Result<
     let uids = proc_uids(pid)?;
     let mine = uids.iter().all(|&u| u == uid) || userns_owned_by(pid, uid)?;
     let host_root = {
-        let (theirs, ours) = (
-            std::fs::metadata(format!("/proc/{pid}/root"))?,
-            std::fs::metadata("/")?,
-        );
-        (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino())
+        // Never a `stat` of their root before its mount is known: the user's process can be
+        // rooted in a FUSE mount it serves and never answers. Another mount than ours is not
+        // our root; on our own (local) root mount a `fstat` is safe.
+        let path = |p: &str| open(p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty());
+        let (theirs, ours) = (path(&format!("/proc/{pid}/root"))?, path("/")?);
+        crate::mounts::mount_id_of(theirs.as_fd())? == crate::mounts::mount_id_of(ours.as_fd())?
+            && {
+                let (a, b) = (fstat(&theirs)?, fstat(&ours)?);
+                (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+            }
     };
     if has_exited(pidfd) {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));

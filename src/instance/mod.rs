@@ -123,19 +123,20 @@ impl Instance {
         // From fdinfo, not `statx`: a process can make its root a FUSE mount it serves (mount,
         // chroot), and a `statx` of that root would wait on the server.
         let root_mnt = crate::mounts::mount_id_of(root.as_fd())?;
-        match mounts.kind(root_mnt) {
-            Some(MountKind::Served) => {}
-            kind => {
-                return Err(io::Error::other(format!(
-                    "its root is on mount {root_mnt}, which is {}: never read (a FUSE or \
-                     network filesystem, or one not known to be local, could wait forever)",
-                    match kind {
-                        Some(MountKind::Pseudo) => "a pseudo filesystem",
-                        Some(_) => "not known to be local",
-                        None => "not in its mount table",
-                    }
-                )));
-            }
+        // A root that is a mount's root (what runtimes make: `pivot_root`) is in the table
+        // and judged by its kind. A process chrooted into a directory below a mount does not
+        // show that mount in its table: it is taken as before (see README, security model).
+        let kind = mounts.kind(root_mnt);
+        if let Some(kind @ (MountKind::Unserved | MountKind::Pseudo)) = kind {
+            return Err(io::Error::other(format!(
+                "its root is on mount {root_mnt}, which is {}: never read (a FUSE or network \
+                 filesystem, or one not known to be local, could wait forever)",
+                if kind == MountKind::Pseudo {
+                    "a pseudo filesystem"
+                } else {
+                    "not known to be local"
+                }
+            )));
         }
         Ok(Instance {
             seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),

@@ -30,15 +30,31 @@ impl std::fmt::Display for OpenError {
 }
 
 /// Opens directory `dir` (absolute) as an `O_PATH` fd without following any symlink on the way,
-/// and checks it is a directory owned by root or `owner`.
+/// and checks it is a directory owned by root or `owner`. A user's store (`owner` not 0) must
+/// also lie below the user's home directory and be reached without crossing a mount, as the
+/// user's layers (`trust::Owner::open_dir`).
 ///
 /// # Errors
 ///
 /// [`OpenError::Refused`] when a component of `dir` is a symbolic link (`openat2` answered
-/// `ELOOP` or `EXDEV`), or when `dir` is owned by neither root nor `owner`;
+/// `ELOOP` or `EXDEV`), when `dir` is owned by neither root nor `owner`, or, for a user's store,
+/// when it is not below the home directory, is across a mount or the home is not local;
 /// [`OpenError::Failed`] with the path and the errno text for any other failure of `openat2` or
 /// `fstat` (`ENOENT`, `ENOTDIR` for a non-directory, `EACCES`, ...).
 pub fn open_dir(dir: &Path, owner: u32) -> Result<OwnedFd, OpenError> {
+    if owner != 0 {
+        // A user's store, as the user's layers: below their home directory, no symlink, no
+        // mount crossed (one of the user's own FUSE mounts could hold the reader's worker),
+        // the home on a local filesystem (`trust::Owner::open_dir`).
+        return crate::trust::Owner::of(owner)
+            .open_dir(dir)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    OpenError::Failed(format!("{}: {e}", dir.display()))
+                }
+                _ => OpenError::Refused(format!("{}: refused: {e}", dir.display())),
+            });
+    }
     let fd = openat2(
         rustix::fs::CWD,
         dir,

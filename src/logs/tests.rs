@@ -490,3 +490,18 @@ fn a_gz_rotation_over_the_limit_is_left_out() {
     assert_eq!(read_all(&s, Stream::All), b"live\n");
     assert!(t.elapsed() < std::time::Duration::from_millis(500));
 }
+
+/// A user's store must lie below the user's home directory, as the user's layers: a rootless
+/// runtime's endpoint that names `/tmp/...` (or `/etc`) as a log directory is refused.
+#[test]
+fn a_users_store_outside_their_home_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A uid with no account: no home directory, so no path is below it.
+    let e = super::open::open_dir(dir.path(), 4_242_424).unwrap_err();
+    assert!(
+        matches!(&e, super::open::OpenError::Refused(why) if why.contains("refused")),
+        "{e}"
+    );
+    // Root's stores are not confined (the runtimes' own directories).
+    assert!(super::open::open_dir(dir.path(), 0).is_ok());
+}

@@ -37,8 +37,12 @@ impl FakeContainer {
     /// Starts the process in a prepared root: nothing slow happens before the fork.
     pub fn start_in(dir: tempfile::TempDir, mounts: &str) -> FakeContainer {
         let root = dir.path();
+        // The busybox copy may be "text file busy" for a moment: a process another test thread
+        // forked while the copy was open for writing holds that fd until it execs. Retried
+        // until it runs (bounded by the wait below).
         let script = format!(
-            "R={}; {mounts}\nexec chroot \"$R\" /bin/busybox sleep 1000000",
+            "R={}; {mounts}\nuntil chroot \"$R\" /bin/busybox true 2>/dev/null; do sleep 0.01; \
+             done\nexec chroot \"$R\" /bin/busybox sleep 1000000",
             root.display()
         );
         let child = Command::new("unshare")

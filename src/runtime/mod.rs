@@ -19,6 +19,7 @@ pub mod containerd;
 pub mod cri;
 pub mod detect;
 pub mod docker;
+mod grpc;
 pub mod static_pids;
 mod stream;
 

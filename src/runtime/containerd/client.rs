@@ -1,18 +1,14 @@
 //! A gRPC client of containerd over its Unix socket: one unary call per API method used, each
-//! bounded by [`CALL_TIMEOUT`], and the event subscription.
+//! bounded by `grpc::CALL_TIMEOUT` (10 s), and the event subscription.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use hyper_util::rt::TokioIo;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint as GrpcEndpoint, Uri};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::proto;
-
-/// No single API call may hold the watcher longer than this.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::runtime::grpc::{unary, unix_channel};
 
 /// A connection to containerd.
 #[derive(Clone)]
@@ -35,33 +31,26 @@ impl Client {
     }
 
     /// One unary call of method `path`, in namespace `ns` if given, bounded by
-    /// [`CALL_TIMEOUT`] (then DEADLINE_EXCEEDED).
+    /// `grpc::CALL_TIMEOUT` (10 s) (then DEADLINE_EXCEEDED).
     async fn unary<Q, R>(&self, path: &'static str, ns: Option<&str>, req: Q) -> Result<R, Status>
     where
         Q: prost::Message + Send + Sync + 'static,
         R: prost::Message + Default + Send + Sync + 'static,
     {
-        let call = async {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            let mut request = tonic::Request::new(req);
-            if let Some(ns) = ns {
-                let v = ns
-                    .parse()
-                    .map_err(|_| Status::invalid_argument("namespace"))?;
-                request.metadata_mut().insert("containerd-namespace", v);
-            }
-            let codec = tonic_prost::ProstCodec::<Q, R>::default();
-            Ok(grpc
-                .unary(request, PathAndQuery::from_static(path), codec)
-                .await?
-                .into_inner())
-        };
-        tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded(path)))
+        let mut request = tonic::Request::new(req);
+        if let Some(ns) = ns {
+            let v = ns
+                .parse()
+                .map_err(|_| Status::invalid_argument("namespace"))?;
+            request.metadata_mut().insert("containerd-namespace", v);
+        }
+        unary(
+            &self.channel,
+            request,
+            PathAndQuery::from_static(path),
+            path,
+        )
+        .await
     }
 
     /// Every namespace's name.
@@ -189,31 +178,4 @@ impl Client {
         let path = PathAndQuery::from_static("/containerd.services.events.v1.Events/Subscribe");
         Ok(grpc.server_streaming(req, path, codec).await?.into_inner())
     }
-}
-
-/// A gRPC channel over the Unix socket `socket`, connected at once (a dead socket fails
-/// here, within [`CALL_TIMEOUT`]); shared with the CRI client.
-pub(crate) async fn unix_channel(socket: &Path) -> Result<Channel, String> {
-    let path: PathBuf = socket.to_path_buf();
-    GrpcEndpoint::from_static("http://localhost")
-        .connect_timeout(CALL_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(s))
-            }
-        }))
-        .await
-        .map_err(|e| format!("{e}: {}", source_chain(&e)))
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push(s.to_string());
-        cur = s.source();
-    }
-    out.join(": ")
 }

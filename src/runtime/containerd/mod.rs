@@ -27,7 +27,6 @@ use crate::container::{Identity, Runtime};
 use crate::layers::Storage;
 use crate::registry::Registry;
 pub use client::Client;
-pub(crate) use client::unix_channel;
 use parse::{identity, live, stopped, storage_of};
 
 /// containerd's default socket.

@@ -3,16 +3,14 @@
 //! stream.
 
 use std::path::Path;
-use std::time::Duration;
 
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::proto;
-
-/// No single call may hold the watcher longer than this.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::runtime::grpc::CALL_TIMEOUT;
+use crate::runtime::grpc::{unary, unix_channel};
 
 /// A connection to a CRI runtime.
 #[derive(Clone)]
@@ -28,7 +26,7 @@ impl Client {
     /// Why the socket did not answer, in words.
     pub async fn connect(socket: &Path) -> Result<Client, String> {
         Ok(Client {
-            channel: crate::runtime::containerd::unix_channel(socket).await?,
+            channel: unix_channel(socket).await?,
         })
     }
 
@@ -46,20 +44,7 @@ impl Client {
     {
         let path = PathAndQuery::try_from(format!("/runtime.v1.RuntimeService/{method}"))
             .map_err(|_| Status::invalid_argument("method name"))?;
-        let call = async {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            let codec = tonic_prost::ProstCodec::<Q, R>::default();
-            Ok(grpc
-                .unary(tonic::Request::new(req), path, codec)
-                .await?
-                .into_inner())
-        };
-        tokio::time::timeout(CALL_TIMEOUT, call)
-            .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded(method.to_string())))
+        unary(&self.channel, tonic::Request::new(req), path, method).await
     }
 
     /// The runtime's name and versions.

@@ -18,11 +18,8 @@ const MARKER_TEXT: &str = "HOST-ONLY-DOCKER-MARKER-7f3a";
 /// Builds the test image once per test binary.
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_docker();
+    docker_image_once(&BUILT, IMAGE, |r| {
         fs::write(MARKER, MARKER_TEXT).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
         busybox_rootfs(
             r,
             &[
@@ -51,9 +48,7 @@ fn image() -> &'static str {
         )
         .unwrap();
         fs::write(r.join("etc/os-release"), "NAME=ctrfsd-test\n").unwrap();
-        docker_import(r, IMAGE);
-    });
-    IMAGE
+    })
 }
 
 /// A running test container of [`image`] that runs `script` in its shell.

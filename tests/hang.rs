@@ -33,10 +33,7 @@ const OTHERS_LIMIT: Duration = Duration::from_secs(1);
 
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_docker();
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
+    docker_image_once(&BUILT, IMAGE, |r| {
         busybox_rootfs(
             r,
             &[
@@ -61,9 +58,7 @@ fn image() -> &'static str {
         for i in 0..8 {
             fs::write(r.join(format!("walk/w{i}")), format!("w{i}\n")).unwrap();
         }
-        docker_import(r, IMAGE);
-    });
-    IMAGE
+    })
 }
 
 /// Host processes reading through `/ctr`; dropping waits for each (declare it before the

@@ -49,11 +49,8 @@ int main(void) {
 
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_docker();
+    docker_image_once(&BUILT, IMAGE, |r| {
         fs::write(format!("/etc/{MARKER}"), SECRET).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
         busybox_rootfs(
             r,
             &[
@@ -107,9 +104,7 @@ fn image() -> &'static str {
             "not utf-8\n",
         )
         .unwrap();
-        docker_import(r, IMAGE);
-    });
-    IMAGE
+    })
 }
 
 fn run(name: &str, cmd: &[&str]) -> DockerCtr {

@@ -29,10 +29,7 @@ int main(void) {
 /// Builds the test image once per test binary (busybox and a few links, no registry).
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_docker();
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
+    docker_image_once(&BUILT, IMAGE, |r| {
         busybox_rootfs(
             r,
             &[
@@ -61,9 +58,7 @@ fn image() -> &'static str {
             src.path().display()
         ));
         assert!(out.status.success(), "gcc -static: {out:?}");
-        docker_import(r, IMAGE);
-    });
-    IMAGE
+    })
 }
 
 /// A running container of [`image`] named `ctrfsd-ll-<what>-<token>`.

@@ -18,17 +18,13 @@ const IMAGE: &str = "ctrfsd-open-files:1";
 
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_docker();
-        let dir = tempfile::tempdir().unwrap();
+    docker_image_once(&BUILT, IMAGE, |r| {
         busybox_rootfs(
-            dir.path(),
+            r,
             &["etc", "tmp", "proc", "sys", "dev"],
             &["sh", "sleep", "echo", "cat", "mv", "rm", "mkdir"],
         );
-        docker_import(dir.path(), IMAGE);
-    });
-    IMAGE
+    })
 }
 
 /// A running container and ctrfsd serving it.

@@ -22,10 +22,7 @@ const OUTSIDER: &str = "ctrfsd-outsider";
 /// The test image: files of every kind of permission, owned as a tar made as root keeps them.
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_docker();
-        let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
+    docker_image_once(&BUILT, IMAGE, |r| {
         busybox_rootfs(r, &["etc", "root", "home/alice", "srv"], &["sh", "sleep"]);
         let file = |p: &str, mode: u32, uid: u32| {
             fs::write(r.join(p), format!("content of {p}\n")).unwrap();
@@ -40,9 +37,7 @@ fn image() -> &'static str {
         chown(r.join("home/alice"), Some(1000), Some(1000)).unwrap();
         fs::set_permissions(r.join("home/alice"), fs::Permissions::from_mode(0o700)).unwrap();
         fs::set_permissions(r.join("root"), fs::Permissions::from_mode(0o700)).unwrap();
-        docker_import(r, IMAGE);
-    });
-    IMAGE
+    })
 }
 
 /// A container of the test image with no capabilities (so a capability-less uid-0 caller may

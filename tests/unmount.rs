@@ -21,19 +21,15 @@ const RELEASED_WITHIN: Duration = Duration::from_millis(3500);
 
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        require_docker();
-        let dir = tempfile::tempdir().unwrap();
+    docker_image_once(&BUILT, IMAGE, |r| {
         busybox_rootfs(
-            dir.path(),
+            r,
             &["mnt", "share", "tmp"],
             &[
                 "sh", "sleep", "mount", "umount", "mkdir", "echo", "cat", "true",
             ],
         );
-        docker_import(dir.path(), IMAGE);
-    });
-    IMAGE
+    })
 }
 
 /// Host `ls` of `dir` and of `dir/d`, and `cat` of `dir/f` and `dir/d/g`, through the mount;

@@ -3,8 +3,9 @@
 
 use std::fs;
 use std::path::Path;
+use std::sync::OnceLock;
 
-use super::{BUSYBOX, sh};
+use super::{BUSYBOX, require_docker, sh};
 
 /// Lays out a test image's root in `root`: the directories `dirs`, busybox at
 /// `/bin/busybox` and each of `applets` as a link to it.
@@ -16,6 +17,22 @@ pub fn busybox_rootfs(root: &Path, dirs: &[&str], applets: &[&str]) {
     for applet in applets {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
+}
+
+/// Docker image `tag`, made once per test binary (`once`): `fill` lays out its root (in a
+/// new temporary directory, usually with [`busybox_rootfs`]), then it is `docker import`ed.
+pub fn docker_image_once(
+    once: &'static OnceLock<()>,
+    tag: &'static str,
+    fill: impl FnOnce(&Path),
+) -> &'static str {
+    once.get_or_init(|| {
+        require_docker();
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path());
+        docker_import(dir.path(), tag);
+    });
+    tag
 }
 
 /// `docker import` of the tree at `root` as image `tag` (no registry involved).

@@ -28,6 +28,7 @@ pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod fs;
+pub mod idmap;
 pub mod instance;
 pub mod layers;
 pub mod logs;

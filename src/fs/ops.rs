@@ -86,6 +86,10 @@ impl CtrFs {
             if pnode.shown != Shown::Normal || pnode.kind != FileType::Directory {
                 return Err(errno(libc::ENOENT));
             }
+            // A user's container: looked up only where their processes may search.
+            if pnode.inst.is_confined() {
+                self.may_dir(&pnode, &*self.dir_fd(&pnode)?, crate::idmap::SEARCH)?;
+            }
             // Checked before any system call: a statx of the mountpoint would already reach
             // (and could hang on) the mounted filesystem.
             if let Some(mnt) = self.unserved_child(&pnode, &mut None, name)? {
@@ -253,7 +257,9 @@ impl CtrFs {
         Ok((self.opath_of(&node)?, node.inst.seq))
     }
 
-    /// The verified `O_PATH` fd of regular file `node` (no permission event: see [`guard`]).
+    /// The verified `O_PATH` fd of regular file `node` (no permission event: see [`guard`]);
+    /// EACCES in a user's container where their processes could not read it (every read of a
+    /// file not read before, and every open in passthrough mode, comes here).
     ///
     /// [`guard`]: super::guard
     fn opath_of(&self, node: &Node) -> io::Result<OwnedFd> {
@@ -263,13 +269,15 @@ impl CtrFs {
             _ => return Err(errno(libc::EOPNOTSUPP)),
         }
         let (pfd, name) = self.parent_fd(node)?;
-        self.open_verified(
-            &node.inst,
-            pfd.as_fd(),
-            OsStr::from_bytes(&name),
-            node,
-            false,
-        )
+        let Reached::Here(fd, st) =
+            self.child_at(&node.inst, pfd.as_fd(), OsStr::from_bytes(&name))?
+        else {
+            return Err(crate::instance::stale());
+        };
+        super::check_same(node, &st)?;
+        // A user's container: read only what their processes may read (`crate::idmap`).
+        node.inst.may(&st, crate::idmap::READ)?;
+        Ok(fd)
     }
 
     /// Where a read of `ino` comes from, and its container's instance number (0 if its

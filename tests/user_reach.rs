@@ -90,6 +90,16 @@ fn a_rootless_container_shows_only_what_its_user_can_read() {
     let secret = tempfile::tempdir().unwrap();
     fs::set_permissions(secret.path(), fs::Permissions::from_mode(0o700)).unwrap();
     fs::write(secret.path().join("inside"), "root only\n").unwrap();
+    // A directory anyone may enter, with root's 0600 file carrying extended attributes.
+    let open = tempfile::tempdir().unwrap();
+    fs::set_permissions(open.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let rootfile = open.path().join("rootfile");
+    fs::write(&rootfile, "root only\n").unwrap();
+    fs::set_permissions(&rootfile, fs::Permissions::from_mode(0o600)).unwrap();
+    for (k, v) in [("user.note", "u"), ("trusted.note", "t")] {
+        rustix::fs::setxattr(&rootfile, k, v.as_bytes(), rustix::fs::XattrFlags::empty())
+            .unwrap_or_else(|e| panic!("setxattr {k} on {rootfile:?}: {e}"));
+    }
     let uid = rootless_uid();
     let home_dir = format!("/home/{ROOTLESS_USER}/reach-{tok}");
     run(&as_user(&format!(
@@ -100,11 +110,12 @@ fn a_rootless_container_shows_only_what_its_user_can_read() {
         name: name.clone(),
         home_dir: home_dir.clone(),
     };
-    let d = Daemon::start(&["--runtime", "podman"]);
+    let d = Daemon::start(&["--runtime", "podman", "--xattrs"]);
     run(&as_user(&format!(
         "podman --runtime runc run -d --network none --name {name} -v /:/host \
-         -v {}:/secret -v {home_dir}:/mine {IMAGE} /bin/busybox sleep 100000",
-        secret.path().display()
+         -v {}:/secret -v {}:/open -v {home_dir}:/mine {IMAGE} /bin/busybox sleep 100000",
+        secret.path().display(),
+        open.path().display()
     )));
     // A file of a container uid other than root: a subordinate uid on the host, mode 0600.
     run(&as_user(&format!(
@@ -158,6 +169,27 @@ fn a_rootless_container_shows_only_what_its_user_can_read() {
     denied(fs::read_dir(c.join("secret")), "list secret");
     denied(fs::read(c.join("secret/inside")), "secret/inside");
     denied(fs::read_dir(c.join("host/root")), "list host/root");
+
+    // Root's 0600 file in a directory anyone may enter: listed, not read; its `user.*`
+    // attributes need read permission, its `trusted.*` ones are not there for the user.
+    assert!(!user_reads(&name, "/open/rootfile"));
+    assert_eq!(listing(&c.join("open")), vec!["rootfile".to_string()]);
+    denied(fs::read(c.join("open/rootfile")), "open/rootfile");
+    let served = c.join("open/rootfile");
+    let mut buf = [0u8; 64];
+    denied(
+        rustix::fs::getxattr(&served, "user.note", &mut buf).map_err(std::io::Error::from),
+        "user.note of open/rootfile",
+    );
+    let e = rustix::fs::getxattr(&served, "trusted.note", &mut buf).unwrap_err();
+    assert_eq!(e, rustix::io::Errno::NODATA, "trusted.note");
+    let mut names = [0u8; 1024];
+    let n = rustix::fs::listxattr(&served, &mut names).unwrap();
+    let names = String::from_utf8_lossy(&names[..n]).to_string();
+    assert!(
+        names.contains("user.note") && !names.contains("trusted"),
+        "{names:?}"
+    );
 
     // The user's own 0600 file in their home.
     assert!(user_reads(&name, "/mine/own"));

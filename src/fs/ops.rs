@@ -390,6 +390,9 @@ impl CtrFs {
                 libc::EOPNOTSUPP
             }));
         }
+        if node.inst.is_confined() {
+            self.user_xattr(&node, name.as_bytes())?;
+        }
         let (_keep, path, follow) = self.xattr_path(&node)?;
         if size == 0 {
             let n = if follow {
@@ -429,6 +432,9 @@ impl CtrFs {
                 rustix::fs::llistxattr(&*path, &mut buf[..])?
             };
             buf.truncate(n);
+            if node.inst.is_confined() {
+                buf = without_trusted(&buf);
+            }
             buf
         } else if root {
             Vec::new()
@@ -442,6 +448,20 @@ impl CtrFs {
             }
         }
         Ok(list)
+    }
+
+    /// What a process of the user whose endpoint reports `node`'s container would get for
+    /// xattr `name` (`crate::idmap`): `trusted.*` ones are not there for it (ENODATA, the
+    /// kernel's answer without `CAP_SYS_ADMIN`: fs/xattr.c `xattr_permission`), `user.*` ones
+    /// need read permission on the file (EACCES); others are readable.
+    fn user_xattr(&self, node: &Node, name: &[u8]) -> io::Result<()> {
+        if name.starts_with(b"trusted.") {
+            return Err(errno(libc::ENODATA));
+        }
+        if name.starts_with(b"user.") {
+            node.inst.may(&self.stat_node(node)?, crate::idmap::READ)?;
+        }
+        Ok(())
     }
 
     /// `access(2)` for root on a read-only view: writing is refused, executing needs an x bit.
@@ -459,4 +479,17 @@ impl CtrFs {
         }
         Ok(())
     }
+}
+
+/// A NUL-separated xattr name list without its `trusted.*` names (which a process without
+/// `CAP_SYS_ADMIN` is not shown).
+fn without_trusted(list: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(list.len());
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if !name.starts_with(b"trusted.") {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+    }
+    out
 }

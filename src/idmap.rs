@@ -166,6 +166,27 @@ mod tests {
         .unwrap()
     }
 
+    /// A process in ctrfsd's own namespace counts as its uid alone, without the namespace's
+    /// capabilities; a process that exited gives no ids.
+    #[test]
+    fn a_process_outside_any_namespace_of_the_user_is_its_uid_alone() {
+        let me = std::process::id() as i32;
+        // Not ours: root owns the initial namespace (the tests run as root).
+        let uid = 4242;
+        let fd = crate::pidfd::pin(me).unwrap();
+        let ids = IdMaps::of_process(me, fd.as_fd(), uid);
+        assert_eq!(ids.uids, vec![(uid, 1)]);
+        assert!(!ids.privileged);
+        assert!(ids.allows(&st(0o100600, uid, 4242), READ));
+        assert!(!ids.allows(&st(0o100060, uid, 4242), READ));
+        assert!(!ids.allows(&st(0o100600, 0, 0), READ));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let fd = crate::pidfd::pin(pid).unwrap();
+        child.wait().unwrap();
+        assert_eq!(IdMaps::of_process(pid, fd.as_fd(), uid), IdMaps::default());
+    }
+
     #[test]
     fn maps_and_subids_parse() {
         let m = parse_map("         0       1001          1\n         1     100000      65536\n");

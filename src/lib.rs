@@ -15,7 +15,9 @@
 //!   [`mounts`] tells which of a container's mounts are served; [`layers`] assembles a stopped
 //!   container's filesystem from its layers.
 //! - [`runtime`] feeds the registry: Docker, Podman, containerd, and static `NAME=PID` entries;
-//!   [`trust`] checks what an endpoint run by an unprivileged user says before root acts on it.
+//!   [`trust`] checks what an endpoint run by an unprivileged user says before root acts on it;
+//!   [`idmap`] decides which of that user's containers' files may be shown (what the user's
+//!   own processes could read).
 //! - [`fs`] is the FUSE filesystem; [`pathsafe`] holds the containment and link-rewriting rules.
 //! - [`notify`] tells systemd (`Type=notify`) when the mount is ready and when it stops.
 //! - [`error`] maps start-up failures to exit codes; [`sys`] holds the only `unsafe`.
@@ -28,6 +30,7 @@ pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod fs;
+pub mod idmap;
 pub mod instance;
 pub mod layers;
 pub mod logs;

@@ -263,7 +263,7 @@ fn proc_uids(pid: i32) -> io::Result<Vec<u32>> {
 
 /// True if the user namespace of `pid`, or one of its ancestors below ctrfsd's own, is owned
 /// by `uid` (nesting is bounded by the kernel at 32 levels).
-fn userns_owned_by(pid: i32, uid: u32) -> io::Result<bool> {
+pub(crate) fn userns_owned_by(pid: i32, uid: u32) -> io::Result<bool> {
     let mut ns: OwnedFd = File::open(format!("/proc/{pid}/ns/user"))?.into();
     for _ in 0..33 {
         match crate::sys::ns_owner_uid(ns.as_fd()) {

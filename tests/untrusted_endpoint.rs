@@ -208,6 +208,16 @@ fn a_users_endpoint_shows_only_what_the_user_reaches() {
     let o = sh(&format!("chown -R {USER}: {}", h.display()));
     assert!(o.status.success(), "{o:?}");
     run_as_user(&["ln", "-s", "/etc", h.join("link").to_str().unwrap()]);
+    // Root's 0600 files among the user's: what a hard link to another user's file would be
+    // where `fs.protected_hardlinks` is 0. The user's processes cannot read them.
+    for planted in [h.join("upper/planted"), rootfs.join("etc/planted")] {
+        fs::write(&planted, "root only\n").unwrap();
+        fs::set_permissions(
+            &planted,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+    }
     let live = UserProc(
         as_user(&[
             "unshare",
@@ -280,6 +290,21 @@ fn a_users_endpoint_shows_only_what_the_user_reaches() {
     let ok = d.path().join(q("ok"));
     assert_eq!(fs::read_to_string(ok.join("hello")).unwrap(), "from-upper");
     assert_eq!(fs::read_to_string(ok.join("base")).unwrap(), "from-lower");
+    // Shown only as the user's processes could read them (`idmap`): root's 0600 files in the
+    // user's running container, stopped view and `.diff` view are listed, never read.
+    for planted in [
+        d.path().join(q("live")).join("etc/planted"),
+        ok.join("planted"),
+        d.path().join(".diff").join(q("ok")).join("planted"),
+    ] {
+        assert!(fs::metadata(&planted).is_ok(), "{planted:?} is listed");
+        let e = fs::read(&planted).map(|_| ()).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "{planted:?}"
+        );
+    }
 
     // Another process's PID (dockerd's: the host's root), the user's own plain process (also
     // the host's root), and a name with control characters: never shown.

@@ -183,6 +183,7 @@ impl CtrFs {
                 Handle::Empty
             } else {
                 let dfd = self.dir_fd(&node)?;
+                self.may_dir(&node, &dfd, crate::idmap::LIST)?;
                 // Watched before it is read: a change after this point is reported.
                 let watched = self.watches.watch(&node, &dfd);
                 return Ok(Opened::ToOpen {

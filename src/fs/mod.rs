@@ -470,6 +470,19 @@ pub(crate) fn mount_id_of(fd: &OwnedFd) -> io::Result<u64> {
     crate::mounts::mount_id_of(fd.as_fd())
 }
 
+impl Core {
+    /// EACCES unless a process of the user whose endpoint reports `node`'s container could
+    /// have `want` ([`crate::idmap`]) on directory `node`, open as `fd`. Root's runtimes'
+    /// containers: no system call.
+    fn may_dir(&self, node: &Node, fd: &OwnedFd, want: u32) -> io::Result<()> {
+        if !node.inst.is_confined() {
+            return Ok(());
+        }
+        let st = statx(fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+        node.inst.may(&st, want)
+    }
+}
+
 /// ESTALE unless `st` describes the file `node` was created for.
 fn check_same(node: &Node, st: &Statx) -> io::Result<()> {
     let k = &node.key;

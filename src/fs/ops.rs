@@ -86,6 +86,10 @@ impl CtrFs {
             if pnode.shown != Shown::Normal || pnode.kind != FileType::Directory {
                 return Err(errno(libc::ENOENT));
             }
+            // A user's container: looked up only where their processes may search.
+            if pnode.inst.is_confined() {
+                self.may_dir(&pnode, &*self.dir_fd(&pnode)?, crate::idmap::SEARCH)?;
+            }
             // Checked before any system call: a statx of the mountpoint would already reach
             // (and could hang on) the mounted filesystem.
             if let Some(mnt) = self.unserved_child(&pnode, &mut None, name)? {
@@ -253,7 +257,9 @@ impl CtrFs {
         Ok((self.opath_of(&node)?, node.inst.seq))
     }
 
-    /// The verified `O_PATH` fd of regular file `node` (no permission event: see [`guard`]).
+    /// The verified `O_PATH` fd of regular file `node` (no permission event: see [`guard`]);
+    /// EACCES in a user's container where their processes could not read it (every read of a
+    /// file not read before, and every open in passthrough mode, comes here).
     ///
     /// [`guard`]: super::guard
     fn opath_of(&self, node: &Node) -> io::Result<OwnedFd> {
@@ -263,13 +269,15 @@ impl CtrFs {
             _ => return Err(errno(libc::EOPNOTSUPP)),
         }
         let (pfd, name) = self.parent_fd(node)?;
-        self.open_verified(
-            &node.inst,
-            pfd.as_fd(),
-            OsStr::from_bytes(&name),
-            node,
-            false,
-        )
+        let Reached::Here(fd, st) =
+            self.child_at(&node.inst, pfd.as_fd(), OsStr::from_bytes(&name))?
+        else {
+            return Err(crate::instance::stale());
+        };
+        super::check_same(node, &st)?;
+        // A user's container: read only what their processes may read (`crate::idmap`).
+        node.inst.may(&st, crate::idmap::READ)?;
+        Ok(fd)
     }
 
     /// Where a read of `ino` comes from, and its container's instance number (0 if its
@@ -382,6 +390,9 @@ impl CtrFs {
                 libc::EOPNOTSUPP
             }));
         }
+        if node.inst.is_confined() {
+            self.user_xattr(&node, name.as_bytes())?;
+        }
         let (_keep, path, follow) = self.xattr_path(&node)?;
         if size == 0 {
             let n = if follow {
@@ -421,6 +432,9 @@ impl CtrFs {
                 rustix::fs::llistxattr(&*path, &mut buf[..])?
             };
             buf.truncate(n);
+            if node.inst.is_confined() {
+                buf = without_trusted(&buf);
+            }
             buf
         } else if root {
             Vec::new()
@@ -434,6 +448,20 @@ impl CtrFs {
             }
         }
         Ok(list)
+    }
+
+    /// What a process of the user whose endpoint reports `node`'s container would get for
+    /// xattr `name` (`crate::idmap`): `trusted.*` ones are not there for it (ENODATA, the
+    /// kernel's answer without `CAP_SYS_ADMIN`: fs/xattr.c `xattr_permission`), `user.*` ones
+    /// need read permission on the file (EACCES); others are readable.
+    fn user_xattr(&self, node: &Node, name: &[u8]) -> io::Result<()> {
+        if name.starts_with(b"trusted.") {
+            return Err(errno(libc::ENODATA));
+        }
+        if name.starts_with(b"user.") {
+            node.inst.may(&self.stat_node(node)?, crate::idmap::READ)?;
+        }
+        Ok(())
     }
 
     /// `access(2)` for root on a read-only view: writing is refused, executing needs an x bit.
@@ -451,4 +479,17 @@ impl CtrFs {
         }
         Ok(())
     }
+}
+
+/// A NUL-separated xattr name list without its `trusted.*` names (which a process without
+/// `CAP_SYS_ADMIN` is not shown).
+fn without_trusted(list: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(list.len());
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if !name.starts_with(b"trusted.") {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+    }
+    out
 }

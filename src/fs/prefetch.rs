@@ -306,6 +306,11 @@ impl CtrFs {
         if node.shown != Shown::Normal || self.files.get(node.ino).is_some() {
             return Ok(None); // read through ctrfsd already: the kernel has asked for it
         }
+        // Never a file a user's container may not show: a read of it would be EACCES, but
+        // bytes in the page cache are read without asking ctrfsd (no-open mode).
+        if dir.inst.may(&st, crate::idmap::READ).is_err() {
+            return Ok(None);
+        }
         let version = (size, st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec);
         if self.prefetch.stored_lock().get(&node.ino) == Some(&version) {
             return Ok(None); // stored before and unchanged since

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rustix::fs::{Mode, OFlags, open};
 
 use crate::container::{Identity, Stopped, describe, short_id};
+use crate::idmap::IdMaps;
 use crate::layers::{Storage, assemble};
 use crate::mounts::{MountKind, MountTable, REFRESH};
 use crate::pidfd::has_exited;
@@ -71,6 +72,10 @@ pub struct Instance {
     /// The unprivileged user whose endpoint reports it: its layers are opened as that user's
     /// ([`Owner::open_dir`]: no symlinks, owned by the user). `None` for root's runtimes.
     owner: Option<Arc<Owner>>,
+    /// For a user's container, the ids its processes can act as: files are shown only as the
+    /// kernel would let them reach ([`Self::may`]). Read once, when the owner is set. `None`
+    /// for root's runtimes (one branch per check).
+    ids: Option<Arc<IdMaps>>,
     /// `O_PATH` fd of `/proc/<pid>/root` (or of the detached mount, or of the writable layer);
     /// `None` once retired so a dead container's mounts are not kept alive by us, and for a
     /// stopped or `.diff` view until first used (or after it was released to bound fds).
@@ -147,6 +152,7 @@ impl Instance {
             source: Source::Live,
             storage: None,
             owner: None,
+            ids: None,
             root: Arc::new(RwLock::new(Some(Arc::new(root)))),
             root_mnt,
             assembling: Mutex::new(()),
@@ -174,6 +180,7 @@ impl Instance {
             source,
             storage: Some(storage),
             owner: None,
+            ids: None,
             root: Arc::new(RwLock::new(None)),
             root_mnt: 0,
             assembling: Mutex::new(()),
@@ -197,6 +204,7 @@ impl Instance {
         let mut inst = Instance::detached(self.ident.clone(), Source::Diff, storage);
         inst.path = path;
         inst.owner = self.owner.clone();
+        inst.ids = self.ids.clone();
         inst
     }
 
@@ -206,10 +214,39 @@ impl Instance {
         self
     }
 
-    /// Adds the unprivileged user whose endpoint reports it (see the `owner` field).
+    /// Adds the unprivileged user whose endpoint reports it (see the `owner` field), and the
+    /// ids its files are judged by (the `ids` field): the pinned process's user namespace maps,
+    /// or, without a process, the ids the user may map ([`IdMaps::of_user`]).
     pub fn with_owner(mut self, owner: Option<Owner>) -> Instance {
+        self.ids = owner.as_ref().map(|o| {
+            Arc::new(match &self.pidfd {
+                Some(fd) => IdMaps::of_process(self.pid, fd.as_fd(), o.uid),
+                None => IdMaps::of_user(o.uid),
+            })
+        });
         self.owner = owner.map(Arc::new);
         self
+    }
+
+    /// EACCES unless a process of the user whose endpoint reports this container could have
+    /// `want` ([`crate::idmap::READ`], `SEARCH`, `LIST`) on the file of status `st`; always Ok
+    /// for root's runtimes' containers.
+    ///
+    /// # Errors
+    ///
+    /// EACCES ("Permission denied") where [`IdMaps::allows`] refuses.
+    #[inline]
+    pub fn may(&self, st: &rustix::fs::Statx, want: u32) -> io::Result<()> {
+        match &self.ids {
+            Some(ids) if !ids.allows(st, want) => Err(io::Error::from_raw_os_error(libc::EACCES)),
+            _ => Ok(()),
+        }
+    }
+
+    /// True for a user's container, whose files are checked with [`Self::may`].
+    #[inline]
+    pub fn is_confined(&self) -> bool {
+        self.ids.is_some()
     }
 
     /// True for a view of a process's root (a running container, a `.pid` view); false for
@@ -283,6 +320,7 @@ impl Instance {
             source: self.source.clone(),
             storage: self.storage.clone(),
             owner: self.owner.clone(),
+            ids: self.ids.clone(),
             root: Arc::new(RwLock::new(root)),
             root_mnt: self.root_mnt,
             assembling: Mutex::new(()),

@@ -50,6 +50,9 @@ pub(super) struct Segment {
     /// Times the file was truncated in place and decoded afresh: offsets kept from before
     /// (a read's carry) are void once it changes.
     pub(super) epoch: u32,
+    /// Its fd was let go (too many rotated-away files held, `store.rs`): its lengths stay, so
+    /// offsets after it do not move, but its bytes cannot be read any more.
+    pub(super) released: bool,
 }
 
 /// A hash of the first bytes of a file, to recognise its compressed copy.
@@ -84,6 +87,7 @@ impl Segment {
             warned: false,
             mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             epoch: 0,
+            released: false,
         })
     }
 

@@ -22,7 +22,7 @@ use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +35,16 @@ use super::{Format, LogSource, Stream};
 
 /// A store is looked at again at most this often (growth shows within a second).
 const RECHECK: Duration = Duration::from_millis(200);
+
+/// Most files the runtime deleted that one set keeps open for its readers (README, "Logs"):
+/// past this the oldest is let go (`Segment::released`). A follower passes each within a
+/// poll (a second); 32 is eight seconds of Docker rotating four times a second.
+const AWAY_PER_SET: usize = 32;
+/// Most such files kept open by all sets together, so that many followed containers stay
+/// within a 1024-fd limit (the daemon's other caches take a quarter of it each).
+const AWAY_TOTAL: usize = 128;
+/// Files the runtime deleted held open by all sets now.
+static AWAY: AtomicUsize = AtomicUsize::new(0);
 
 /// Where the last read of a stream stopped: in file `id` (at `epoch`), after the record
 /// ending at raw offset `raw`, where `stream` is at offset `out`; `text` is the end of that
@@ -79,6 +89,12 @@ fn take_ahead(set: u64, id: FileId, epoch: u32, raw: u64) -> RawBuf {
     rb
 }
 
+/// Drops the read-ahead buffers of file `id` of `set`.
+fn drop_ahead(set: u64, id: FileId) {
+    let mut pool = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
+    pool.retain(|a| (a.0, a.1) != (set, id));
+}
+
 /// Keeps `rb` for the next read of (`set`, `id`, `epoch`), dropping the least recently used.
 fn keep_ahead(set: u64, id: FileId, epoch: u32, rb: RawBuf) {
     let mut pool = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
@@ -103,6 +119,10 @@ struct State {
     carry: Option<Carry>,
     /// `.gz` files refused for good (they decompress to more than `MAX_GZ`).
     gz_refused: HashSet<FileId>,
+    /// This set's share of [`AWAY`].
+    away: usize,
+    /// A file was let go (logged once per set).
+    let_go_logged: bool,
 }
 
 /// The decompressed bytes of the one `.gz` segment read last, of any container: one cache
@@ -165,6 +185,41 @@ impl LogSet {
         &self.source
     }
 
+    /// Unique among sets.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The container's path under the mount, for messages.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The store's directory, opened as its files are (no symlink, owner checked); `None`
+    /// without a store or when it cannot be opened.
+    pub(crate) fn dir_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        let LogSource::Files { path, owner, .. } = &self.source else {
+            return None;
+        };
+        open_dir(path.parent()?, *owner).ok()
+    }
+
+    /// Whether `name` (in the store's directory) is one of the store's files.
+    pub(crate) fn is_store_name(&self, name: &[u8]) -> bool {
+        let LogSource::Files { path, .. } = &self.source else {
+            return false;
+        };
+        path.file_name()
+            .is_some_and(|base| order_key(base, OsStr::from_bytes(name)).is_some())
+    }
+
+    /// Looks at the store now, whenever it was looked at last (the runtime just created or
+    /// renamed one of its files: `follow.rs`).
+    pub(crate) fn look_now(&self) {
+        self.lock().checked = None;
+        self.refresh();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -196,6 +251,7 @@ impl LogSet {
             } else {
                 st.problem = None;
             }
+            self.bound_away(&mut st);
         }
         match &st.problem {
             Some(OpenError::Refused(why)) => Some(why.clone()),
@@ -265,11 +321,16 @@ impl LogSet {
         let mut insert_at = st
             .segs
             .iter()
-            .position(|s| listed.iter().any(|(_, _, id)| *id == (s.dev, s.ino)))
+            .position(|s| !s.released && listed.iter().any(|(_, _, id)| *id == (s.dev, s.ino)))
             .unwrap_or(st.segs.len());
         for (name, file, id) in listed {
             let live = name.as_os_str() == base;
-            if let Some(i) = st.segs.iter().position(|s| (s.dev, s.ino) == id) {
+            // A released segment's inode number may be the filesystem's again, for a new file.
+            if let Some(i) = st
+                .segs
+                .iter()
+                .position(|s| !s.released && (s.dev, s.ino) == id)
+            {
                 let s = &mut st.segs[i];
                 (s.present, s.live, s.name) = (true, live, name);
                 insert_at = i + 1;
@@ -305,7 +366,7 @@ impl LogSet {
                 if let Some(i) = st
                     .segs
                     .iter()
-                    .position(|s| !s.gz && s.fingerprint() == Some(fp))
+                    .position(|s| !s.gz && !s.released && s.fingerprint() == Some(fp))
                 {
                     // The compressed copy of a segment held: it becomes the backing once the
                     // plain file is gone.
@@ -350,6 +411,46 @@ impl LogSet {
         Ok(())
     }
 
+    /// Keeps at most [`AWAY_PER_SET`] files the runtime deleted open in this set, and lets go
+    /// of its oldest while all sets hold more than [`AWAY_TOTAL`].
+    fn bound_away(&self, st: &mut State) {
+        let away = |s: &Segment| !s.present && !s.released;
+        let mut n = st.segs.iter().filter(|s| away(s)).count();
+        if n >= st.away {
+            AWAY.fetch_add(n - st.away, Ordering::Relaxed);
+        } else {
+            AWAY.fetch_sub(st.away - n, Ordering::Relaxed);
+        }
+        st.away = n;
+        let mut let_go = 0;
+        while n > 0 && (n > AWAY_PER_SET || AWAY.load(Ordering::Relaxed) > AWAY_TOTAL) {
+            let Some(null) = dev_null() else { break };
+            let Some(s) = st.segs.iter_mut().find(|s| away(s)) else {
+                break;
+            };
+            (s.file, s.released, s.complete, s.gz) = (null, true, true, false);
+            // Its inode number may come back for a new file: nothing read from it may be
+            // taken for that file's bytes.
+            let id = (s.dev, s.ino);
+            if st.carry.as_ref().is_some_and(|c| c.id == id) {
+                st.carry = None;
+            }
+            drop_ahead(self.id, id);
+            n -= 1;
+            st.away -= 1;
+            AWAY.fetch_sub(1, Ordering::Relaxed);
+            let_go += 1;
+        }
+        if let_go > 0 && !st.let_go_logged {
+            st.let_go_logged = true;
+            warn!(
+                "{}: let go of {let_go} rotated-away log file(s) kept for readers (at most \
+                 {AWAY_PER_SET} per container, {AWAY_TOTAL} in all; logged once); reading them gives EIO",
+                self.label
+            );
+        }
+    }
+
     /// The decoded size of `stream`, and the newest modification time of the store's files.
     pub fn size(&self, stream: Stream) -> (u64, SystemTime) {
         let st = self.lock();
@@ -381,6 +482,14 @@ impl LogSet {
             if off + filled as u64 >= base + len {
                 base += len;
                 continue;
+            }
+            if st.segs[i].released {
+                // Its fd was let go (`bound_away`): what came before is returned, and a read
+                // that starts here fails as a lost block would.
+                if filled > 0 {
+                    break;
+                }
+                return Err(io::Error::from_raw_os_error(libc::EIO));
             }
             let (id, epoch) = ((st.segs[i].dev, st.segs[i].ino), st.segs[i].epoch);
             let carry = st
@@ -470,6 +579,19 @@ impl LogSet {
         }
         Ok(filled)
     }
+}
+
+impl Drop for LogSet {
+    fn drop(&mut self) {
+        AWAY.fetch_sub(self.lock().away, Ordering::Relaxed);
+    }
+}
+
+/// `/dev/null`, opened once: what a segment whose fd was let go holds instead.
+fn dev_null() -> Option<Arc<std::fs::File>> {
+    static NULL: std::sync::OnceLock<Option<Arc<std::fs::File>>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok().map(Arc::new))
+        .clone()
 }
 
 /// The decompressed bytes of `.gz` segment `i` (one is cached for all sets: [`GZ_CACHE`]).

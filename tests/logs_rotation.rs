@@ -2,7 +2,8 @@
 //! `json-file` with a small `max-size` and `max-file=2` deletes each rotated file well before a
 //! reader's next look (`tail -F` through FUSE polls once a second), and every line must still
 //! reach the reader exactly once, in order (issue #14: "a rotation by the runtime neither
-//! repeats nor loses lines for a reader that follows").
+//! repeats nor loses lines for a reader that follows"); and a view held past its container's
+//! removal.
 
 mod common;
 
@@ -160,4 +161,28 @@ fn followers_see_every_line_once_while_docker_rotates_fast() {
         }
         assert_eq!(g.len() as u64, size, "{who} read what stat says");
     }
+}
+
+/// A log view held open after `docker rm` reads on and reports no link, as a deleted file
+/// does (it reported 1).
+#[test]
+fn a_view_held_after_docker_rm_is_a_deleted_file() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let name = format!("ctrfsd-logrot-{}", token());
+    let c = docker_run_with(&name, &[], image(), &["sh", "-c", "echo last words"]);
+    let path = d.path().join(".logs").join(&c.0).join("stdout");
+    let shown = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&path).is_ok_and(|s| s == "last words\n")
+    });
+    assert!(shown.is_some(), "the view is served");
+    let mut f = std::fs::File::open(&path).unwrap();
+    assert_eq!(f.metadata().unwrap().nlink(), 1);
+    drop(c);
+    let gone = wait_until(Duration::from_secs(5), || !path.exists());
+    assert!(gone.is_some(), "the view is gone with its container");
+    assert_eq!(f.metadata().unwrap().nlink(), 0, "held after docker rm");
+    let mut text = String::new();
+    f.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "last words\n");
 }

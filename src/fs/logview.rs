@@ -306,7 +306,9 @@ impl CtrFs {
                 // Root's alone, as the runtime's own log files are (json-file is 0640
                 // root:root): `--allow-group` members get no more than the host gives them.
                 attr.perm = 0o440;
-                attr.nlink = 1;
+                // A view held after its container was removed is a deleted file (as the
+                // store's files it still reads are).
+                attr.nlink = u32::from(find(&self.registry.view(), seq).is_some());
                 attr.size = size;
                 attr.blocks = size.div_ceil(512);
                 Ok((attr, Duration::ZERO))

@@ -12,6 +12,8 @@
 //! - [`follow`]: while a view is held, an inotify watch on its store's directory opens each
 //!   file the runtime creates at once, before it can be rotated away and deleted.
 
+mod ahead;
+mod away;
 /// The store formats, record by record.
 pub mod decode;
 /// Watching held stores, so that files rotated away fast are opened in time.

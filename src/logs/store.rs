@@ -22,29 +22,21 @@ use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::warn;
 
-use super::open::{OpenError, open_dir, open_file};
-use super::scan::{Ev, PRead, RawBuf, decompress, scan_buf};
-use super::segment::{Segment, head_hash};
+use super::ahead::{drop_ahead, keep_ahead, take_ahead};
+use super::away;
+use super::open::{OpenError, open_dir, open_file, planted};
+use super::scan::{Ev, PRead, decompress, scan_buf};
+use super::segment::{Segment, gz_bytes, head_hash, keep_gz, order_key};
 use super::{Format, LogSource, Stream};
 
 /// A store is looked at again at most this often (growth shows within a second).
 const RECHECK: Duration = Duration::from_millis(200);
-
-/// Most files the runtime deleted that one set keeps open for its readers (README, "Logs"):
-/// past this the oldest is let go (`Segment::released`). A follower passes each within a
-/// poll (a second); 32 is eight seconds of Docker rotating four times a second.
-const AWAY_PER_SET: usize = 32;
-/// Most such files kept open by all sets together, so that many followed containers stay
-/// within a 1024-fd limit (the daemon's other caches take a quarter of it each).
-const AWAY_TOTAL: usize = 128;
-/// Files the runtime deleted held open by all sets now.
-static AWAY: AtomicUsize = AtomicUsize::new(0);
 
 /// Where the last read of a stream stopped: in file `id` (at `epoch`), after the record
 /// ending at raw offset `raw`, where `stream` is at offset `out`; `text` is the end of that
@@ -60,52 +52,8 @@ struct Carry {
     text: Vec<u8>,
 }
 
-/// Raw bytes a read of a view read past where it stopped, kept for the read that follows:
-/// (set, file, epoch, the bytes). Shared by every set and bounded ([`AHEAD_KEPT`]), so memory
-/// does not grow with the number of containers read.
-type Ahead = (u64, FileId, u32, RawBuf);
-
-/// Read-ahead buffers kept (each up to a few hundred KiB).
-const AHEAD_KEPT: usize = 4;
-
-static AHEAD: Mutex<Vec<Ahead>> = Mutex::new(Vec::new());
-
-/// A read-ahead buffer of (`set`, `id`, `epoch`) that holds the bytes at raw offset `raw`, or
-/// an emptied one at `raw`.
-fn take_ahead(set: u64, id: FileId, epoch: u32, raw: u64) -> RawBuf {
-    let mut pool = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = pool
-        .iter()
-        .position(|a| (a.0, a.1, a.2, a.3.pos) == (set, id, epoch, raw))
-    {
-        return pool.remove(i).3;
-    }
-    let mut rb = if pool.len() >= AHEAD_KEPT {
-        pool.remove(0).3
-    } else {
-        RawBuf::default()
-    };
-    rb.reset(raw);
-    rb
-}
-
-/// Drops the read-ahead buffers of file `id` of `set`.
-fn drop_ahead(set: u64, id: FileId) {
-    let mut pool = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
-    pool.retain(|a| (a.0, a.1) != (set, id));
-}
-
-/// Keeps `rb` for the next read of (`set`, `id`, `epoch`), dropping the least recently used.
-fn keep_ahead(set: u64, id: FileId, epoch: u32, rb: RawBuf) {
-    let mut pool = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() >= AHEAD_KEPT {
-        pool.remove(0);
-    }
-    pool.push((set, id, epoch, rb));
-}
-
 /// (st_dev, st_ino) of a store file.
-type FileId = (u64, u64);
+pub(super) type FileId = (u64, u64);
 
 #[derive(Default)]
 struct State {
@@ -125,14 +73,6 @@ struct State {
     let_go_logged: bool,
 }
 
-/// The decompressed bytes of the one `.gz` segment read last, of any container: one cache
-/// for all log views, so its memory is bounded by `MAX_GZ` whatever the number of containers.
-static GZ_CACHE: Mutex<Option<(FileId, Arc<Vec<u8>>)>> = Mutex::new(None);
-
-fn gz_cache() -> std::sync::MutexGuard<'static, Option<(FileId, Arc<Vec<u8>>)>> {
-    GZ_CACHE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// One container's log views.
 pub struct LogSet {
     /// Unique among sets (names its read-ahead buffers).
@@ -144,27 +84,6 @@ pub struct LogSet {
     /// Kernel references to this set's files, kept by the FUSE side: while any is held, a
     /// segment the runtime deleted is kept (its offsets must not move).
     pub refs: AtomicU64,
-}
-
-/// Orders the store's file names: rotations oldest first (`x.log.3`, `x.log.2.gz`, `x.log.1`;
-/// timestamped ones ascending), the live file last. `None`: not one of the store's files.
-fn order_key(base: &OsStr, name: &OsStr) -> Option<(u8, i64, Vec<u8>)> {
-    let (b, n) = (base.as_bytes(), name.as_bytes());
-    if n == b {
-        return Some((2, 0, Vec::new()));
-    }
-    let suffix = n.strip_prefix(b)?.strip_prefix(b".")?;
-    let plain = suffix.strip_suffix(b".gz").unwrap_or(suffix);
-    if plain.is_empty() || plain.ends_with(b".tmp") {
-        return None;
-    }
-    match std::str::from_utf8(plain)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-    {
-        Some(num) => Some((0, -num, Vec::new())),
-        None => Some((1, 0, plain.to_vec())),
-    }
 }
 
 impl LogSet {
@@ -313,6 +232,14 @@ impl LogSet {
                 continue;
             };
             let md = file.metadata().map_err(failed)?;
+            if owner != 0
+                && let Some(why) = planted(&file, md.len(), name.as_os_str() != base)
+            {
+                return Err(OpenError::Refused(format!(
+                    "{}: refused: {why}",
+                    name.to_string_lossy()
+                )));
+            }
             listed.push((name, file, (md.dev(), md.ino())));
         }
         // New files go before the first segment still listed, or after every segment when none
@@ -347,7 +274,7 @@ impl LogSet {
                         Ok(bytes) => {
                             let fp = (bytes.len() as u64, head_hash(&bytes));
                             st.gz_seen.insert(id, fp);
-                            *gz_cache() = Some((id, Arc::new(bytes)));
+                            keep_gz(id, bytes);
                             fp
                         }
                         Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
@@ -397,7 +324,7 @@ impl LogSet {
         }
         for i in 0..st.segs.len() {
             let gz = if st.segs[i].gz && !st.segs[i].complete {
-                Some(gz_bytes(st, i).map_err(failed)?)
+                Some(gz_bytes(&st.segs[i]).map_err(failed)?)
             } else {
                 None
             };
@@ -411,42 +338,25 @@ impl LogSet {
         Ok(())
     }
 
-    /// Keeps at most [`AWAY_PER_SET`] files the runtime deleted open in this set, and lets go
-    /// of its oldest while all sets hold more than [`AWAY_TOTAL`].
+    /// Bounds the files the runtime deleted that this set keeps open ([`away::bound`]); what
+    /// was read from one it lets go is forgotten (its inode number may come back for a new
+    /// file, whose bytes it must not be taken for).
     fn bound_away(&self, st: &mut State) {
-        let away = |s: &Segment| !s.present && !s.released;
-        let mut n = st.segs.iter().filter(|s| away(s)).count();
-        if n >= st.away {
-            AWAY.fetch_add(n - st.away, Ordering::Relaxed);
-        } else {
-            AWAY.fetch_sub(st.away - n, Ordering::Relaxed);
-        }
-        st.away = n;
-        let mut let_go = 0;
-        while n > 0 && (n > AWAY_PER_SET || AWAY.load(Ordering::Relaxed) > AWAY_TOTAL) {
-            let Some(null) = dev_null() else { break };
-            let Some(s) = st.segs.iter_mut().find(|s| away(s)) else {
-                break;
-            };
-            (s.file, s.released, s.complete, s.gz) = (null, true, true, false);
-            // Its inode number may come back for a new file: nothing read from it may be
-            // taken for that file's bytes.
-            let id = (s.dev, s.ino);
-            if st.carry.as_ref().is_some_and(|c| c.id == id) {
+        let let_go = away::bound(&mut st.segs, &mut st.away);
+        for id in &let_go {
+            if st.carry.as_ref().is_some_and(|c| c.id == *id) {
                 st.carry = None;
             }
-            drop_ahead(self.id, id);
-            n -= 1;
-            st.away -= 1;
-            AWAY.fetch_sub(1, Ordering::Relaxed);
-            let_go += 1;
+            drop_ahead(self.id, *id);
         }
-        if let_go > 0 && !st.let_go_logged {
+        if !let_go.is_empty() && !st.let_go_logged {
             st.let_go_logged = true;
             warn!(
-                "{}: let go of {let_go} rotated-away log file(s) kept for readers (at most \
-                 {AWAY_PER_SET} per container, {AWAY_TOTAL} in all; logged once); reading them gives EIO",
-                self.label
+                "{}: let go of {} rotated-away log file(s) kept for readers ({}; logged once); \
+                 reading them gives EIO",
+                self.label,
+                let_go.len(),
+                away::LIMITS
             );
         }
     }
@@ -513,7 +423,7 @@ impl LogSet {
                 continue;
             }
             let gz = if st.segs[i].gz {
-                Some(gz_bytes(&mut st, i)?)
+                Some(gz_bytes(&st.segs[i])?)
             } else {
                 None
             };
@@ -583,28 +493,8 @@ impl LogSet {
 
 impl Drop for LogSet {
     fn drop(&mut self) {
-        AWAY.fetch_sub(self.lock().away, Ordering::Relaxed);
+        away::forget(self.lock().away);
     }
-}
-
-/// `/dev/null`, opened once: what a segment whose fd was let go holds instead.
-fn dev_null() -> Option<Arc<std::fs::File>> {
-    static NULL: std::sync::OnceLock<Option<Arc<std::fs::File>>> = std::sync::OnceLock::new();
-    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok().map(Arc::new))
-        .clone()
-}
-
-/// The decompressed bytes of `.gz` segment `i` (one is cached for all sets: [`GZ_CACHE`]).
-fn gz_bytes(st: &mut State, i: usize) -> io::Result<Arc<Vec<u8>>> {
-    let id = (st.segs[i].dev, st.segs[i].ino);
-    if let Some((cid, bytes)) = &*gz_cache()
-        && *cid == id
-    {
-        return Ok(bytes.clone());
-    }
-    let bytes = Arc::new(decompress(&st.segs[i].file)?);
-    *gz_cache() = Some((id, bytes.clone()));
-    Ok(bytes)
 }
 
 /// The path to show for a source in messages.

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use log::warn;
+use log::{info, warn};
 
 use super::ahead::{drop_ahead, keep_ahead, take_ahead};
 use super::away;
@@ -351,7 +351,7 @@ impl LogSet {
         }
         if !let_go.is_empty() && !st.let_go_logged {
             st.let_go_logged = true;
-            warn!(
+            info!(
                 "{}: let go of {} rotated-away log file(s) kept for readers ({}; logged once); \
                  reading them gives EIO",
                 self.label,

@@ -12,8 +12,8 @@
 //! set becomes held ([`follow`]) and removed when the kernel lets go of it ([`unfollow`]). The
 //! directory is opened as the store's files are (`open::open_dir`: no symlink, owner checked)
 //! and the watch is added through that fd (`/proc/self/fd/N`), so no path is followed twice.
-//! Watches count against `fs.inotify.max_user_watches`; one that cannot be added is logged and
-//! the set is served as before (looked at when asked).
+//! Watches count against `fs.inotify.max_user_watches`; at most [`MAX_FOLLOWED`] are added, and
+//! one that cannot be added is logged and the set is served as before (looked at when asked).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -23,6 +23,11 @@ use log::warn;
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
 use super::store::LogSet;
+
+/// Most stores followed at once (one inotify watch each, from the per-user limit that
+/// `--max-watches` also draws on); a set held past that is looked at only when read, as
+/// before (logged once).
+const MAX_FOLLOWED: usize = 512;
 
 /// The watches: inotify watch descriptor -> the sets whose store is in that directory
 /// (several sets may share one: their watch is the same), and set id -> its watch.
@@ -77,8 +82,21 @@ fn follower() -> Option<&'static Follower> {
 /// nothing for a set already watched or without a store.
 pub fn follow(set: &Arc<LogSet>) {
     let Some(f) = follower() else { return };
-    if f.table().of_set.contains_key(&set.id()) {
-        return;
+    {
+        let t = f.table();
+        if t.of_set.contains_key(&set.id()) {
+            return;
+        }
+        if t.of_set.len() >= MAX_FOLLOWED {
+            static LOGGED: std::sync::Once = std::sync::Once::new();
+            LOGGED.call_once(|| {
+                warn!(
+                    "{MAX_FOLLOWED} log stores followed: more held views are looked at only \
+                     when read (rotations faster than their readers poll may lose lines)"
+                );
+            });
+            return;
+        }
     }
     let Some(dir) = set.dir_fd() else { return };
     let mask = WatchFlags::CREATE | WatchFlags::MOVED_TO | WatchFlags::ONLYDIR;

@@ -9,10 +9,10 @@
 //! lines were lost to every reader (about 20% of them at four rotations a second).
 //!
 //! One inotify fd and one thread for every set, started on first use; a watch is added when a
-//! set becomes held ([`follow`]) and removed when the kernel lets go of it ([`unfollow`]). The
+//! set becomes held (`follow`) and removed when the kernel lets go of it (`unfollow`). The
 //! directory is opened as the store's files are (`open::open_dir`: no symlink, owner checked)
 //! and the watch is added through that fd (`/proc/self/fd/N`), so no path is followed twice.
-//! Watches count against `fs.inotify.max_user_watches`; at most [`MAX_FOLLOWED`] are added, and
+//! Watches count against `fs.inotify.max_user_watches`; at most `MAX_FOLLOWED` are added, and
 //! one that cannot be added is logged and the set is served as before (looked at when asked).
 
 use std::collections::HashMap;

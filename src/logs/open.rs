@@ -126,7 +126,7 @@ pub fn open_file(dir: &OwnedFd, name: &OsStr, owner: u32) -> Result<Option<File>
 }
 
 /// Most bytes a rotated file of a user's store may hold: what a `.gz` rotation may decompress
-/// to ([`super::scan::MAX_GZ`], 128 MiB), far more than a runtime leaves (Docker's `local` driver
+/// to (`scan::MAX_GZ`, 128 MiB), far more than a runtime leaves (Docker's `local` driver
 /// rotates at 20 MB by default; Podman's conmon never leaves a rotated file: it replaces the
 /// log when it reaches `log_size_max`).
 pub const MAX_ROTATED: u64 = super::scan::MAX_GZ;

@@ -11,8 +11,9 @@
 //! 1 GiB) and a few read-ahead buffers shared by every set.
 //!
 //! Sizes only ever grow while the kernel holds any of the set's files: segments whose files the
-//! runtime deleted stay (their fds held) and new ones are appended, so a follower neither
-//! repeats nor loses lines across a rotation. A `.gz` rotation whose content is a segment
+//! runtime deleted stay (their fds held, up to the bounds of `away.rs`) and new ones are
+//! appended, so a follower neither repeats nor loses lines across a rotation (`follow.rs` opens
+//! each new file as the runtime creates it). A `.gz` rotation whose content is a segment
 //! already held (Docker compresses `x.log.1` after renaming it) replaces that segment's backing
 //! instead of adding one. Decoded sizes count only complete records, so `stat` agrees with what
 //! `read` returns.
@@ -67,7 +68,7 @@ struct State {
     carry: Option<Carry>,
     /// `.gz` files refused for good (they decompress to more than `MAX_GZ`).
     gz_refused: HashSet<FileId>,
-    /// This set's share of [`AWAY`].
+    /// How many files the runtime deleted this set keeps open (its share in `away.rs`).
     away: usize,
     /// A file was let go (logged once per set).
     let_go_logged: bool,

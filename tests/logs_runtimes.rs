@@ -243,3 +243,116 @@ fn a_rootless_users_symlinked_log_is_refused() {
     assert!(stdout(&grep).is_empty(), "{}", stdout(&grep));
     assert!(d.log_text().contains("refused"));
 }
+
+/// A rootless user's Podman image (busybox), imported as [`USER`]; removed with its
+/// containers on drop.
+struct RootlessImage {
+    tag: String,
+    ctrs: Vec<String>,
+}
+
+impl RootlessImage {
+    fn import() -> RootlessImage {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        busybox_rootfs(&root, &["tmp", "proc", "dev"], &["sh", "echo", "sleep"]);
+        let tar = dir.path().join("root.tar");
+        let made = sh(&format!(
+            "tar -C {} -cf {} . && chmod 755 {} && chmod 644 {}",
+            root.display(),
+            tar.display(),
+            dir.path().display(),
+            tar.display()
+        ));
+        assert!(made.status.success(), "{made:?}");
+        let tag = format!("localhost/ctrfsd-logs-rl:{}", token());
+        let out = sh(&as_user(&format!(
+            "podman import -q {} {tag}",
+            tar.display()
+        )));
+        assert!(out.status.success(), "podman import as {USER}: {out:?}");
+        RootlessImage {
+            tag,
+            ctrs: Vec::new(),
+        }
+    }
+
+    /// Runs `script` in a new `k8s-file` container as [`USER`]; returns its name.
+    fn run(&mut self, script: &str) -> String {
+        let name = format!("ctrfsd-logs-rl-{}", token());
+        self.ctrs.push(name.clone());
+        let run = sh(&as_user(&format!(
+            "podman --runtime runc run -d --network none --log-driver k8s-file --name {name} \
+             {} /bin/sh -c '{script}'",
+            self.tag
+        )));
+        assert!(run.status.success(), "podman run as {USER}: {run:?}");
+        name
+    }
+}
+
+impl Drop for RootlessImage {
+    fn drop(&mut self) {
+        for c in &self.ctrs {
+            let _ = sh(&as_user(&format!("podman rm -f -t 0 {c}")));
+        }
+        let _ = sh(&as_user(&format!("podman rmi -f {}", self.tag)));
+    }
+}
+
+/// A rootless user plants a 20 GB sparse file where a rotation of their log would be: the
+/// store is refused within seconds, with the reason (it was read through to be indexed, five
+/// minutes of zeros on the FUSE worker of the reader that asked), and another container's
+/// view answers meanwhile.
+#[test]
+fn a_planted_sparse_rotation_is_refused_at_once() {
+    require_root();
+    let d = Daemon::start(&["--runtime", "podman"]);
+    let mut img = RootlessImage::import();
+    let name = img.run("echo planted-store; sleep 100000");
+    let other = img.run("echo other-line; sleep 100000");
+    let view = d.path().join(".logs").join(format!("{name}@{USER}"));
+    let other_out = d
+        .path()
+        .join(".logs")
+        .join(format!("{other}@{USER}"))
+        .join("stdout");
+    for (p, want) in [
+        (view.join("stdout"), "planted-store\n"),
+        (other_out.clone(), "other-line\n"),
+    ] {
+        let served = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&p).is_ok_and(|s| s == want)
+        });
+        assert!(served.is_some(), "{} is served", p.display());
+    }
+    let path = stdout(&sh(&as_user(&format!(
+        "podman inspect -f '{{{{.HostConfig.LogConfig.Path}}}}' {name}"
+    ))));
+    let planted = format!("{}.1", path.trim());
+    // Larger than a rotation may be; then one within that size but sparse.
+    for (size, reason) in [("20G", "more than any rotated file"), ("100M", "sparse")] {
+        let plant = sh(&as_user(&format!("truncate -s {size} {planted}")));
+        assert!(plant.status.success(), "{plant:?}");
+        let refused = wait_until(Duration::from_secs(5), || {
+            // Another container's view answers within a second all along.
+            within(Duration::from_secs(1), "another container's view", || {
+                std::fs::read_to_string(&other_out).is_ok_and(|s| s == "other-line\n")
+            });
+            listing(&view) == ["unavailable"]
+        });
+        assert!(refused.is_some(), "{size}: {:?}", listing(&view));
+        let why = std::fs::read_to_string(view.join("unavailable")).unwrap();
+        assert!(
+            why.contains("ctr.log.1: refused") && why.contains(reason),
+            "{size}: {why}"
+        );
+        assert!(d.log_text().contains(reason));
+        // Gone again: the store is served again.
+        assert!(sh(&as_user(&format!("rm {planted}"))).status.success());
+        let back = wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(view.join("stdout")).is_ok_and(|s| s == "planted-store\n")
+        });
+        assert!(back.is_some(), "{size}: {:?}", listing(&view));
+    }
+}

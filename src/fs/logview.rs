@@ -28,6 +28,7 @@ use super::dirs::DirEntry;
 use super::virt::XATTR_PREFIX;
 use super::{CtrFs, TTL, errno};
 use crate::instance::Instance;
+use crate::logs::follow;
 use crate::logs::store::{LogSet, describe};
 use crate::logs::{LogSource, Stream};
 use crate::registry::{ROOT_INO, VEntry, VIRT_BIT, View};
@@ -305,7 +306,9 @@ impl CtrFs {
                 // Root's alone, as the runtime's own log files are (json-file is 0640
                 // root:root): `--allow-group` members get no more than the host gives them.
                 attr.perm = 0o440;
-                attr.nlink = 1;
+                // A view held after its container was removed is a deleted file (as the
+                // store's files it still reads are).
+                attr.nlink = u32::from(find(&self.registry.view(), seq).is_some());
                 attr.size = size;
                 attr.blocks = size.div_ceil(512);
                 Ok((attr, Duration::ZERO))
@@ -330,12 +333,18 @@ impl CtrFs {
         Ok(r)
     }
 
+    /// Counts `n` kernel references to `ino`; a set that becomes held is followed
+    /// ([`follow::follow`]: its store's new files are opened as the runtime makes them).
     fn log_ref(&self, ino: u64, n: u64) {
-        if let Ok((seq, _)) = self.file_of(ino)
-            && let Some(set) = self.logs.sets.get(&seq)
-        {
-            *self.logs.refs.entry(ino).or_insert(0) += n;
-            set.refs.fetch_add(n, Ordering::Relaxed);
+        let Ok((seq, _)) = self.file_of(ino) else {
+            return;
+        };
+        let Some(set) = self.logs.sets.get(&seq).map(|s| s.clone()) else {
+            return;
+        };
+        *self.logs.refs.entry(ino).or_insert(0) += n;
+        if set.refs.fetch_add(n, Ordering::Relaxed) == 0 && n > 0 {
+            follow::follow(&set);
         }
     }
 
@@ -358,11 +367,13 @@ impl CtrFs {
                 self.logs.link_inos.remove(&(l.seq, l.at.0, l.at.1));
             }
         }
-        let unheld = self
-            .logs
-            .sets
-            .get(&seq)
-            .is_some_and(|set| set.refs.fetch_sub(n, Ordering::Relaxed) == n);
+        let unheld = self.logs.sets.get(&seq).is_some_and(|set| {
+            let last = set.refs.fetch_sub(n, Ordering::Relaxed) == n;
+            if last {
+                follow::unfollow(&set);
+            }
+            last
+        });
         if unheld && find(&self.registry.view(), seq).is_none() {
             self.logs.sets.remove(&seq);
         }

@@ -9,9 +9,15 @@
 //! - [`open`]: opening host log files without following symlinks, checking type and owner.
 //! - [`store`] (with `segment`, `scan`): one container's rotated files as one growing text per stream, through an index
 //!   of offsets (never a decoded copy), so a 1 GiB log costs a few hundred KiB.
+//! - [`follow`]: while a view is held, an inotify watch on its store's directory opens each
+//!   file the runtime creates at once, before it can be rotated away and deleted.
 
+mod ahead;
+mod away;
 /// The store formats, record by record.
 pub mod decode;
+/// Watching held stores, so that files rotated away fast are opened in time.
+pub mod follow;
 /// Opening host log files safely.
 pub mod open;
 mod scan;

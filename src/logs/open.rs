@@ -124,3 +124,32 @@ pub fn open_file(dir: &OwnedFd, name: &OsStr, owner: u32) -> Result<Option<File>
     }
     Ok(Some(File::from(fd)))
 }
+
+/// Most bytes a rotated file of a user's store may hold: what a `.gz` rotation may decompress
+/// to (`scan::MAX_GZ`, 128 MiB), far more than a runtime leaves (Docker's `local` driver
+/// rotates at 20 MB by default; Podman's conmon never leaves a rotated file: it replaces the
+/// log when it reaches `log_size_max`).
+pub const MAX_ROTATED: u64 = super::scan::MAX_GZ;
+
+/// Why file `file` of a user's store (whose directory the user controls) cannot be the
+/// runtime's, if so: a rotated file (`rotated`) larger than [`MAX_ROTATED`], or any file with a
+/// hole (`SEEK_HOLE` before its end: runtimes only append, and indexing a planted sparse file
+/// of 20 GB read zeros for minutes on the FUSE worker of the reader that asked). Costs one
+/// `lseek`.
+pub fn planted(file: &File, len: u64, rotated: bool) -> Option<String> {
+    if rotated && len > MAX_ROTATED {
+        return Some(format!(
+            "{len} bytes, more than any rotated file the runtime leaves ({} MiB)",
+            MAX_ROTATED >> 20
+        ));
+    }
+    if len == 0 {
+        return None;
+    }
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0)) {
+        Ok(hole) if hole < len => Some(format!(
+            "a sparse file (a hole at byte {hole} of {len}): the runtime only appends"
+        )),
+        _ => None,
+    }
+}

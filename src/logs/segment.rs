@@ -5,14 +5,15 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::hash::{DefaultHasher, Hasher};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use log::warn;
 
 use super::decode::Decoder;
-use super::scan::{Ev, PRead, scan};
+use super::scan::{Ev, PRead, decompress, scan};
 use super::{Format, Stream};
 
 /// Raw bytes between two marks.
@@ -50,6 +51,9 @@ pub(super) struct Segment {
     /// Times the file was truncated in place and decoded afresh: offsets kept from before
     /// (a read's carry) are void once it changes.
     pub(super) epoch: u32,
+    /// Its fd was let go (too many rotated-away files held, `store.rs`): its lengths stay, so
+    /// offsets after it do not move, but its bytes cannot be read any more.
+    pub(super) released: bool,
 }
 
 /// A hash of the first bytes of a file, to recognise its compressed copy.
@@ -84,6 +88,7 @@ impl Segment {
             warned: false,
             mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             epoch: 0,
+            released: false,
         })
     }
 
@@ -175,4 +180,51 @@ impl Segment {
         self.file.read_exact_at(&mut head, 0).ok()?;
         Some((len, head_hash(&head)))
     }
+}
+
+/// Orders the store's file names: rotations oldest first (`x.log.3`, `x.log.2.gz`, `x.log.1`;
+/// timestamped ones ascending), the live file last. `None`: not one of the store's files.
+pub(super) fn order_key(base: &OsStr, name: &OsStr) -> Option<(u8, i64, Vec<u8>)> {
+    let (b, n) = (base.as_bytes(), name.as_bytes());
+    if n == b {
+        return Some((2, 0, Vec::new()));
+    }
+    let suffix = n.strip_prefix(b)?.strip_prefix(b".")?;
+    let plain = suffix.strip_suffix(b".gz").unwrap_or(suffix);
+    if plain.is_empty() || plain.ends_with(b".tmp") {
+        return None;
+    }
+    match std::str::from_utf8(plain)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
+        Some(num) => Some((0, -num, Vec::new())),
+        None => Some((1, 0, plain.to_vec())),
+    }
+}
+
+/// The decompressed bytes of the one `.gz` segment read last, of any container: one cache
+/// for all log views, so its memory is bounded by `MAX_GZ` whatever the number of containers.
+static GZ_CACHE: Mutex<Option<(super::store::FileId, Arc<Vec<u8>>)>> = Mutex::new(None);
+
+fn gz_cache() -> std::sync::MutexGuard<'static, Option<(super::store::FileId, Arc<Vec<u8>>)>> {
+    GZ_CACHE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keeps `bytes`, the decompressed content of `.gz` file `id`, as the one cached.
+pub(super) fn keep_gz(id: super::store::FileId, bytes: Vec<u8>) {
+    *gz_cache() = Some((id, Arc::new(bytes)));
+}
+
+/// The decompressed bytes of `.gz` segment `seg` (one is cached for all sets: [`GZ_CACHE`]).
+pub(super) fn gz_bytes(seg: &Segment) -> io::Result<Arc<Vec<u8>>> {
+    let id = (seg.dev, seg.ino);
+    if let Some((cid, bytes)) = &*gz_cache()
+        && *cid == id
+    {
+        return Ok(bytes.clone());
+    }
+    let bytes = Arc::new(decompress(&seg.file)?);
+    *gz_cache() = Some((id, bytes.clone()));
+    Ok(bytes)
 }

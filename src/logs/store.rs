@@ -11,8 +11,9 @@
 //! 1 GiB) and a few read-ahead buffers shared by every set.
 //!
 //! Sizes only ever grow while the kernel holds any of the set's files: segments whose files the
-//! runtime deleted stay (their fds held) and new ones are appended, so a follower neither
-//! repeats nor loses lines across a rotation. A `.gz` rotation whose content is a segment
+//! runtime deleted stay (their fds held, up to the bounds of `away.rs`) and new ones are
+//! appended, so a follower neither repeats nor loses lines across a rotation (`follow.rs` opens
+//! each new file as the runtime creates it). A `.gz` rotation whose content is a segment
 //! already held (Docker compresses `x.log.1` after renaming it) replaces that segment's backing
 //! instead of adding one. Decoded sizes count only complete records, so `stat` agrees with what
 //! `read` returns.
@@ -26,11 +27,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use log::warn;
+use log::{info, warn};
 
-use super::open::{OpenError, open_dir, open_file};
-use super::scan::{Ev, PRead, RawBuf, decompress, scan_buf};
-use super::segment::{Segment, head_hash};
+use super::ahead::{drop_ahead, keep_ahead, take_ahead};
+use super::away;
+use super::open::{OpenError, open_dir, open_file, planted};
+use super::scan::{Ev, PRead, decompress, scan_buf};
+use super::segment::{Segment, gz_bytes, head_hash, keep_gz, order_key};
 use super::{Format, LogSource, Stream};
 
 /// A store is looked at again at most this often (growth shows within a second).
@@ -50,46 +53,8 @@ struct Carry {
     text: Vec<u8>,
 }
 
-/// Raw bytes a read of a view read past where it stopped, kept for the read that follows:
-/// (set, file, epoch, the bytes). Shared by every set and bounded ([`AHEAD_KEPT`]), so memory
-/// does not grow with the number of containers read.
-type Ahead = (u64, FileId, u32, RawBuf);
-
-/// Read-ahead buffers kept (each up to a few hundred KiB).
-const AHEAD_KEPT: usize = 4;
-
-static AHEAD: Mutex<Vec<Ahead>> = Mutex::new(Vec::new());
-
-/// A read-ahead buffer of (`set`, `id`, `epoch`) that holds the bytes at raw offset `raw`, or
-/// an emptied one at `raw`.
-fn take_ahead(set: u64, id: FileId, epoch: u32, raw: u64) -> RawBuf {
-    let mut pool = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = pool
-        .iter()
-        .position(|a| (a.0, a.1, a.2, a.3.pos) == (set, id, epoch, raw))
-    {
-        return pool.remove(i).3;
-    }
-    let mut rb = if pool.len() >= AHEAD_KEPT {
-        pool.remove(0).3
-    } else {
-        RawBuf::default()
-    };
-    rb.reset(raw);
-    rb
-}
-
-/// Keeps `rb` for the next read of (`set`, `id`, `epoch`), dropping the least recently used.
-fn keep_ahead(set: u64, id: FileId, epoch: u32, rb: RawBuf) {
-    let mut pool = AHEAD.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() >= AHEAD_KEPT {
-        pool.remove(0);
-    }
-    pool.push((set, id, epoch, rb));
-}
-
 /// (st_dev, st_ino) of a store file.
-type FileId = (u64, u64);
+pub(super) type FileId = (u64, u64);
 
 #[derive(Default)]
 struct State {
@@ -103,14 +68,10 @@ struct State {
     carry: Option<Carry>,
     /// `.gz` files refused for good (they decompress to more than `MAX_GZ`).
     gz_refused: HashSet<FileId>,
-}
-
-/// The decompressed bytes of the one `.gz` segment read last, of any container: one cache
-/// for all log views, so its memory is bounded by `MAX_GZ` whatever the number of containers.
-static GZ_CACHE: Mutex<Option<(FileId, Arc<Vec<u8>>)>> = Mutex::new(None);
-
-fn gz_cache() -> std::sync::MutexGuard<'static, Option<(FileId, Arc<Vec<u8>>)>> {
-    GZ_CACHE.lock().unwrap_or_else(|e| e.into_inner())
+    /// How many files the runtime deleted this set keeps open (its share in `away.rs`).
+    away: usize,
+    /// A file was let go (logged once per set).
+    let_go_logged: bool,
 }
 
 /// One container's log views.
@@ -124,27 +85,6 @@ pub struct LogSet {
     /// Kernel references to this set's files, kept by the FUSE side: while any is held, a
     /// segment the runtime deleted is kept (its offsets must not move).
     pub refs: AtomicU64,
-}
-
-/// Orders the store's file names: rotations oldest first (`x.log.3`, `x.log.2.gz`, `x.log.1`;
-/// timestamped ones ascending), the live file last. `None`: not one of the store's files.
-fn order_key(base: &OsStr, name: &OsStr) -> Option<(u8, i64, Vec<u8>)> {
-    let (b, n) = (base.as_bytes(), name.as_bytes());
-    if n == b {
-        return Some((2, 0, Vec::new()));
-    }
-    let suffix = n.strip_prefix(b)?.strip_prefix(b".")?;
-    let plain = suffix.strip_suffix(b".gz").unwrap_or(suffix);
-    if plain.is_empty() || plain.ends_with(b".tmp") {
-        return None;
-    }
-    match std::str::from_utf8(plain)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-    {
-        Some(num) => Some((0, -num, Vec::new())),
-        None => Some((1, 0, plain.to_vec())),
-    }
 }
 
 impl LogSet {
@@ -163,6 +103,41 @@ impl LogSet {
     /// Where this set reads from.
     pub fn source(&self) -> &LogSource {
         &self.source
+    }
+
+    /// Unique among sets.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The container's path under the mount, for messages.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The store's directory, opened as its files are (no symlink, owner checked); `None`
+    /// without a store or when it cannot be opened.
+    pub(crate) fn dir_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        let LogSource::Files { path, owner, .. } = &self.source else {
+            return None;
+        };
+        open_dir(path.parent()?, *owner).ok()
+    }
+
+    /// Whether `name` (in the store's directory) is one of the store's files.
+    pub(crate) fn is_store_name(&self, name: &[u8]) -> bool {
+        let LogSource::Files { path, .. } = &self.source else {
+            return false;
+        };
+        path.file_name()
+            .is_some_and(|base| order_key(base, OsStr::from_bytes(name)).is_some())
+    }
+
+    /// Looks at the store now, whenever it was looked at last (the runtime just created or
+    /// renamed one of its files: `follow.rs`).
+    pub(crate) fn look_now(&self) {
+        self.lock().checked = None;
+        self.refresh();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -196,6 +171,7 @@ impl LogSet {
             } else {
                 st.problem = None;
             }
+            self.bound_away(&mut st);
         }
         match &st.problem {
             Some(OpenError::Refused(why)) => Some(why.clone()),
@@ -257,6 +233,14 @@ impl LogSet {
                 continue;
             };
             let md = file.metadata().map_err(failed)?;
+            if owner != 0
+                && let Some(why) = planted(&file, md.len(), name.as_os_str() != base)
+            {
+                return Err(OpenError::Refused(format!(
+                    "{}: refused: {why}",
+                    name.to_string_lossy()
+                )));
+            }
             listed.push((name, file, (md.dev(), md.ino())));
         }
         // New files go before the first segment still listed, or after every segment when none
@@ -265,11 +249,16 @@ impl LogSet {
         let mut insert_at = st
             .segs
             .iter()
-            .position(|s| listed.iter().any(|(_, _, id)| *id == (s.dev, s.ino)))
+            .position(|s| !s.released && listed.iter().any(|(_, _, id)| *id == (s.dev, s.ino)))
             .unwrap_or(st.segs.len());
         for (name, file, id) in listed {
             let live = name.as_os_str() == base;
-            if let Some(i) = st.segs.iter().position(|s| (s.dev, s.ino) == id) {
+            // A released segment's inode number may be the filesystem's again, for a new file.
+            if let Some(i) = st
+                .segs
+                .iter()
+                .position(|s| !s.released && (s.dev, s.ino) == id)
+            {
                 let s = &mut st.segs[i];
                 (s.present, s.live, s.name) = (true, live, name);
                 insert_at = i + 1;
@@ -286,7 +275,7 @@ impl LogSet {
                         Ok(bytes) => {
                             let fp = (bytes.len() as u64, head_hash(&bytes));
                             st.gz_seen.insert(id, fp);
-                            *gz_cache() = Some((id, Arc::new(bytes)));
+                            keep_gz(id, bytes);
                             fp
                         }
                         Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
@@ -305,7 +294,7 @@ impl LogSet {
                 if let Some(i) = st
                     .segs
                     .iter()
-                    .position(|s| !s.gz && s.fingerprint() == Some(fp))
+                    .position(|s| !s.gz && !s.released && s.fingerprint() == Some(fp))
                 {
                     // The compressed copy of a segment held: it becomes the backing once the
                     // plain file is gone.
@@ -336,7 +325,7 @@ impl LogSet {
         }
         for i in 0..st.segs.len() {
             let gz = if st.segs[i].gz && !st.segs[i].complete {
-                Some(gz_bytes(st, i).map_err(failed)?)
+                Some(gz_bytes(&st.segs[i]).map_err(failed)?)
             } else {
                 None
             };
@@ -348,6 +337,29 @@ impl LogSet {
                 .map_err(failed)?;
         }
         Ok(())
+    }
+
+    /// Bounds the files the runtime deleted that this set keeps open ([`away::bound`]); what
+    /// was read from one it lets go is forgotten (its inode number may come back for a new
+    /// file, whose bytes it must not be taken for).
+    fn bound_away(&self, st: &mut State) {
+        let let_go = away::bound(&mut st.segs, &mut st.away);
+        for id in &let_go {
+            if st.carry.as_ref().is_some_and(|c| c.id == *id) {
+                st.carry = None;
+            }
+            drop_ahead(self.id, *id);
+        }
+        if !let_go.is_empty() && !st.let_go_logged {
+            st.let_go_logged = true;
+            info!(
+                "{}: let go of {} rotated-away log file(s) kept for readers ({}; logged once); \
+                 reading them gives EIO",
+                self.label,
+                let_go.len(),
+                away::LIMITS
+            );
+        }
     }
 
     /// The decoded size of `stream`, and the newest modification time of the store's files.
@@ -382,6 +394,14 @@ impl LogSet {
                 base += len;
                 continue;
             }
+            if st.segs[i].released {
+                // Its fd was let go (`bound_away`): what came before is returned, and a read
+                // that starts here fails as a lost block would.
+                if filled > 0 {
+                    break;
+                }
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
             let (id, epoch) = ((st.segs[i].dev, st.segs[i].ino), st.segs[i].epoch);
             let carry = st
                 .carry
@@ -404,7 +424,7 @@ impl LogSet {
                 continue;
             }
             let gz = if st.segs[i].gz {
-                Some(gz_bytes(&mut st, i)?)
+                Some(gz_bytes(&st.segs[i])?)
             } else {
                 None
             };
@@ -472,17 +492,10 @@ impl LogSet {
     }
 }
 
-/// The decompressed bytes of `.gz` segment `i` (one is cached for all sets: [`GZ_CACHE`]).
-fn gz_bytes(st: &mut State, i: usize) -> io::Result<Arc<Vec<u8>>> {
-    let id = (st.segs[i].dev, st.segs[i].ino);
-    if let Some((cid, bytes)) = &*gz_cache()
-        && *cid == id
-    {
-        return Ok(bytes.clone());
+impl Drop for LogSet {
+    fn drop(&mut self) {
+        away::forget(self.lock().away);
     }
-    let bytes = Arc::new(decompress(&st.segs[i].file)?);
-    *gz_cache() = Some((id, bytes.clone()));
-    Ok(bytes)
 }
 
 /// The path to show for a source in messages.

@@ -194,7 +194,7 @@ impl Prefetch {
         if w.busy {
             w.ahead = Some(name.to_vec());
             drop(walks);
-            // Still reading file by file: the next directory's listing may start its job.
+            // Still reading file by file: its next directory's first miss starts a full job.
             self.set_hot(seq);
             return None;
         }
@@ -264,7 +264,7 @@ impl CtrFs {
             (),
             |()| {},
             move |claim| {
-                // Listed once, on this helper; then stored by [`WORKERS`] helpers.
+                // Listed once, on this helper; then stored by `WORKERS` helpers.
                 let job = fs.names_after(&dfd, &after, 2 * n).map(|names| {
                     Arc::new(Job {
                         names,

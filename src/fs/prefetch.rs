@@ -11,17 +11,24 @@
 //! that follow the one just read, in listing order (the order `grep -r`, `tar` or `cp -r`
 //! read them, and the order readdirplus gave the kernel their entries). A walk that goes on
 //! past the stored files misses again and starts the next job, with a larger batch; a walk
-//! that overtakes a running job makes it skip ahead to the file the walk read.
+//! that overtakes a running job makes it skip ahead to the file the walk read. Once a job
+//! ran in a container, the walk is known to read file by file for [`HOT`]: the first miss in
+//! another of its directories starts a job of [`MAX_BATCH`] files at once (a `grep -r` goes
+//! from one directory to the next; without this, each directory cost a few misses and the
+//! batches' ramp-up again). A job stores with [`WORKERS`] helper threads taking names from
+//! one cursor: one thread stored a file more slowly than a walk finding files cached reads
+//! one, so the walk caught up and both read the same files.
 //! Listing, `ls -lR`, `find` and `stat` read no file, so they start nothing.
 //!
 //! Bounds (waste when the guess is wrong, e.g. `cat a b`): one job per directory at a time; a
-//! job stores at most [`FIRST_BATCH`] files the first time (growing to [`MAX_BATCH`]), at
-//! most [`MAX_BYTES`] in all and only files of at most [`MAX_FILE`] bytes, and stops after
-//! [`MAX_TIME`]. It holds at most three fds while it runs (the directory, the file's
-//! `O_PATH` fd and its read fd) and none after: nothing for the idle sweep of `fdcache`.
-//! It runs on a helper thread of [`super::guard`] under the same deadline as a read, counted
-//! against its container: a container whose files are blocked (a fanotify permission
-//! listener) holds a helper for a while, never a FUSE worker.
+//! job stores at most [`FIRST_BATCH`] files the first time (growing to [`MAX_BATCH`], or
+//! [`MAX_BATCH`] at once within [`HOT`] of another job in the container), at most
+//! [`MAX_BYTES`] in all and only files of at most [`MAX_FILE`] bytes, and stops after
+//! [`MAX_TIME`]. It holds at most five fds while it runs (the directory's, and per worker
+//! the file's `O_PATH` fd and its read fd) and none after: nothing for the idle sweep of
+//! `fdcache`. Its workers run on helper threads of [`super::guard`] under the same deadline
+//! as a read, counted against its container: a container whose files are blocked (a
+//! fanotify permission listener) holds helpers for a while, never a FUSE worker.
 //!
 //! Consistency (AUTO_INVAL_DATA, `tail -f`): only files the kernel holds an inode for (it got
 //! them from readdirplus or lookup) and whose status has not changed for [`SETTLED`] are
@@ -37,7 +44,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +75,26 @@ pub const SETTLED: Duration = Duration::from_secs(2);
 const STORED: usize = 16 * 1024;
 /// Directories whose walk is followed at once (least recently read forgotten first).
 const WALKS: usize = 64;
+/// Helper threads one job stores with, taking the next name from one shared cursor: one
+/// thread stores more slowly than a walk that finds its files cached reads them, so the walk
+/// caught up with it and both then read the same files (README, "First look: reads").
+pub const WORKERS: usize = 2;
+/// How long after a job in a container its walk still counts as reading file by file: the
+/// first whole-file miss in another of its directories then starts a job of [`MAX_BATCH`]
+/// files at once (a `grep -r` goes from one directory to the next within milliseconds).
+pub const HOT: Duration = Duration::from_secs(1);
+
+/// One job's work, shared by its workers: the names to store, in listing order, the cursor
+/// (the next name to take), and its bounds.
+struct Job {
+    names: Vec<Vec<u8>>,
+    /// Most files stored.
+    n: usize,
+    next: AtomicUsize,
+    files: AtomicUsize,
+    bytes: AtomicUsize,
+    started: Instant,
+}
 
 /// What is known of the reading of one directory.
 #[derive(Default)]
@@ -91,10 +118,15 @@ pub struct Prefetch {
     /// is not stored again (a directory re-read after one of its files changed would otherwise
     /// push the unchanged rest into the kernel once more).
     stored: Mutex<LruCache<u64, (u64, i64, u32)>>,
+    /// The container instance whose walk started a job last, and when ([`HOT`]).
+    hot: Mutex<Option<(u64, Instant)>>,
     /// Files stored, bytes stored, and stores taken back (the file changed meanwhile).
     files: AtomicU64,
     bytes: AtomicU64,
     dropped: AtomicU64,
+    /// Jobs started, and names a job looked at without storing them.
+    jobs: AtomicU64,
+    passed: AtomicU64,
 }
 
 impl Default for Prefetch {
@@ -107,9 +139,12 @@ impl Default for Prefetch {
             stored: Mutex::new(LruCache::new(
                 NonZeroUsize::new(STORED).unwrap_or(NonZeroUsize::MIN),
             )),
+            hot: Mutex::new(None),
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            jobs: AtomicU64::new(0),
+            passed: AtomicU64::new(0),
         }
     }
 }
@@ -123,10 +158,13 @@ impl Prefetch {
     /// `name prefetch-files N` lines for the request report (`user.ctrfsd.requests`).
     pub fn report(&self) -> String {
         format!(
-            "prefetch-files {}\nprefetch-bytes {}\nprefetch-dropped {}\n",
+            "prefetch-files {}\nprefetch-bytes {}\nprefetch-dropped {}\nprefetch-jobs {}\n\
+             prefetch-passed {}\n",
             self.files.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
-            self.dropped.load(Ordering::Relaxed)
+            self.dropped.load(Ordering::Relaxed),
+            self.jobs.load(Ordering::Relaxed),
+            self.passed.load(Ordering::Relaxed)
         )
     }
 
@@ -138,26 +176,41 @@ impl Prefetch {
         self.walks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a whole-file miss in directory `dir`; returns how many files to store if a job
-    /// should start now (the caller then calls [`Self::done`] when it ends).
-    fn note_miss(&self, dir: u64, name: &[u8]) -> Option<usize> {
+    /// Counts a whole-file miss in directory `dir` of container instance `seq`; returns how
+    /// many files to store if a job should start now (the caller then calls [`Self::done`]
+    /// when it ends). The second miss in a directory starts a job; the first one does when a
+    /// job ran in the same container within [`HOT`] (the walk has moved on to this directory).
+    fn note_miss(&self, seq: u64, dir: u64, name: &[u8]) -> Option<usize> {
+        let hot = {
+            let h = self.hot.lock().unwrap_or_else(|e| e.into_inner());
+            h.is_some_and(|(s, at)| s == seq && at.elapsed() < HOT)
+        };
         let mut walks = self.walks();
         let w = walks.get_or_insert_mut(dir, || Walk {
-            batch: FIRST_BATCH,
+            batch: if hot { MAX_BATCH } else { FIRST_BATCH },
             ..Walk::default()
         });
         w.misses += 1;
         if w.busy {
             w.ahead = Some(name.to_vec());
+            drop(walks);
+            // Still reading file by file: its next directory's first miss starts a full job.
+            self.set_hot(seq);
             return None;
         }
-        if w.misses < 2 {
+        if w.misses < 2 && !hot {
             return None;
         }
         w.busy = true;
         let n = w.batch;
         w.batch = (w.batch * 4).min(MAX_BATCH);
+        drop(walks);
+        self.set_hot(seq);
         Some(n)
+    }
+
+    fn set_hot(&self, seq: u64) {
+        *self.hot.lock().unwrap_or_else(|e| e.into_inner()) = Some((seq, Instant::now()));
     }
 
     fn done(&self, dir: u64) {
@@ -184,10 +237,18 @@ impl CtrFs {
         {
             return;
         }
-        let Some(n) = self.prefetch.note_miss(loc.parent, &loc.name) else {
+        let Some(n) = self
+            .prefetch
+            .note_miss(file.inst.seq, loc.parent, &loc.name)
+        else {
             return;
         };
-        let dir_ino = loc.parent;
+        self.start_job(loc.parent, loc.name.to_vec(), n);
+    }
+
+    /// Starts a job storing up to `n` files of directory `dir_ino` listed after `after`; the
+    /// walk of `dir_ino` was marked busy by the caller ([`Prefetch::note_miss`]).
+    fn start_job(self: &Arc<CtrFs>, dir_ino: u64, after: Vec<u8>, n: usize) {
         let dir = match self.node(dir_ino) {
             Ok(d) if d.kind == FileType::Directory && d.shown == Shown::Normal => d,
             _ => return self.prefetch.done(dir_ino),
@@ -197,13 +258,55 @@ impl CtrFs {
         };
         let fs = self.clone();
         let seq = dir.inst.seq;
+        self.prefetch.jobs.fetch_add(1, Ordering::Relaxed);
         let r = self.guard.run(
             seq,
             (),
             |()| {},
             move |claim| {
-                fs.store_after(&dir, &dfd, &loc.name, n, &claim);
-                fs.prefetch.done(dir.ino);
+                // Listed once, on this helper; then stored by `WORKERS` helpers.
+                let job = fs.names_after(&dfd, &after, 2 * n).map(|names| {
+                    Arc::new(Job {
+                        names,
+                        n,
+                        next: AtomicUsize::new(0),
+                        files: AtomicUsize::new(0),
+                        bytes: AtomicUsize::new(0),
+                        started: Instant::now(),
+                    })
+                });
+                let Ok(job) = job else {
+                    return fs.prefetch.done(dir.ino);
+                };
+                let (dir, dfd) = (Arc::new(dir), Arc::new(dfd));
+                let left = Arc::new(AtomicUsize::new(WORKERS));
+                for _ in 1..WORKERS {
+                    let (fs2, job2, dir2, dfd2, left2) = (
+                        fs.clone(),
+                        job.clone(),
+                        dir.clone(),
+                        dfd.clone(),
+                        left.clone(),
+                    );
+                    let r = fs.guard.run(
+                        seq,
+                        (),
+                        |()| {},
+                        move |claim| {
+                            fs2.store_job(&dir2, &dfd2, &job2, &claim);
+                            if left2.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                fs2.prefetch.done(dir2.ino);
+                            }
+                        },
+                    );
+                    if r.is_err() {
+                        left.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+                fs.store_job(&dir, &dfd, &job, &claim);
+                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    fs.prefetch.done(dir.ino);
+                }
             },
         );
         if r.is_err() {
@@ -211,36 +314,43 @@ impl CtrFs {
         }
     }
 
-    /// The job: stores up to `n` regular files listed after `after` in directory `dir`.
-    fn store_after(&self, dir: &Node, dfd: &OwnedFd, after: &[u8], n: usize, claim: &Claim<()>) {
+    /// One worker of a job: stores the files of `job` (regular files listed in directory
+    /// `dir`), taking the next name from the job's cursor, until the job's bounds are reached.
+    fn store_job(&self, dir: &Node, dfd: &OwnedFd, job: &Job, claim: &Claim<()>) {
         let Some(notifier) = self.prefetch.notifier.get() else {
             return;
         };
-        let started = Instant::now();
-        // Room to skip ahead when the walk overtakes the job.
-        let Ok(names) = self.names_after(dfd, after, 2 * n) else {
-            return;
-        };
-        let (mut files, mut bytes, mut i) = (0, 0, 0);
-        while i < names.len() {
-            if files >= n || bytes >= MAX_BYTES || started.elapsed() > MAX_TIME || claim.expired() {
+        loop {
+            let (files, bytes) = (
+                job.files.load(Ordering::Relaxed),
+                job.bytes.load(Ordering::Relaxed),
+            );
+            if files >= job.n
+                || bytes >= MAX_BYTES
+                || job.started.elapsed() > MAX_TIME
+                || claim.expired()
+            {
                 break;
             }
             // The walk read a file further on itself: go on after it.
-            if let Some(past) = self.prefetch.take_ahead(dir.ino)
-                && let Some(j) = names[i..].iter().position(|m| *m == past)
-            {
-                i += j + 1;
-                continue;
+            if let Some(past) = self.prefetch.take_ahead(dir.ino) {
+                let at = job.next.load(Ordering::Relaxed).min(job.names.len());
+                if let Some(j) = job.names[at..].iter().position(|m| *m == past) {
+                    job.next.fetch_max(at + j + 1, Ordering::Relaxed);
+                }
             }
-            let name = OsStr::from_bytes(&names[i]);
-            if let Ok(Some(len)) = self.store_one(dir, dfd, name, notifier) {
-                files += 1;
-                bytes += len;
+            let i = job.next.fetch_add(1, Ordering::Relaxed);
+            let Some(name) = job.names.get(i) else {
+                break;
+            };
+            if let Ok(Some(len)) = self.store_one(dir, dfd, OsStr::from_bytes(name), notifier) {
+                job.files.fetch_add(1, Ordering::Relaxed);
+                job.bytes.fetch_add(len, Ordering::Relaxed);
+            } else {
+                self.prefetch.passed.fetch_add(1, Ordering::Relaxed);
             }
-            i += 1;
         }
-        log::trace!("prefetch in {}: {files} files, {bytes} bytes", dir.ino);
+        log::trace!("prefetch in {}: worker done", dir.ino);
     }
 
     /// Names of possible regular files listed after `after` in `dfd` (at most `n` of them).
@@ -369,17 +479,30 @@ mod tests {
     #[test]
     fn the_second_miss_starts_a_job_batches_grow_and_a_walk_ahead_is_remembered() {
         let p = Prefetch::default();
-        assert_eq!(p.note_miss(7, b"a"), None, "one file read is not a walk");
-        assert_eq!(p.note_miss(7, b"b"), Some(FIRST_BATCH));
+        assert_eq!(p.note_miss(1, 7, b"a"), None, "one file read is not a walk");
+        assert_eq!(p.note_miss(1, 7, b"b"), Some(FIRST_BATCH));
         // While the job runs: no second job; the walk's position is kept for it.
-        assert_eq!(p.note_miss(7, b"x"), None);
+        assert_eq!(p.note_miss(1, 7, b"x"), None);
         assert_eq!(p.take_ahead(7).as_deref(), Some(&b"x"[..]));
         assert_eq!(p.take_ahead(7), None);
         p.done(7);
-        assert_eq!(p.note_miss(7, b"y"), Some(FIRST_BATCH * 4));
+        assert_eq!(p.note_miss(1, 7, b"y"), Some(FIRST_BATCH * 4));
         p.done(7);
-        assert_eq!(p.note_miss(7, b"z"), Some(MAX_BATCH.min(FIRST_BATCH * 16)));
-        // Another directory is followed on its own.
-        assert_eq!(p.note_miss(8, b"a"), None);
+        assert_eq!(
+            p.note_miss(1, 7, b"z"),
+            Some(MAX_BATCH.min(FIRST_BATCH * 16))
+        );
+        p.done(7);
+        // The walk of container 1 goes on to another directory: its first miss starts a
+        // full job there; a file read in another container's directory starts nothing.
+        assert_eq!(p.note_miss(1, 8, b"a"), Some(MAX_BATCH));
+        assert_eq!(p.note_miss(2, 9, b"a"), None);
+    }
+
+    #[test]
+    fn a_container_stays_hot_for_a_while_only() {
+        let p = Prefetch::default();
+        *p.hot.lock().unwrap() = Some((1, Instant::now() - HOT));
+        assert_eq!(p.note_miss(1, 8, b"a"), None, "an old walk is not this one");
     }
 }

@@ -123,10 +123,11 @@ impl Prefetch {
     /// `name prefetch-files N` lines for the request report (`user.ctrfsd.requests`).
     pub fn report(&self) -> String {
         format!(
-            "prefetch-files {}\nprefetch-bytes {}\nprefetch-dropped {}\n",
+            "prefetch-files {}\nprefetch-bytes {}\nprefetch-dropped {}\n{}",
             self.files.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
-            self.dropped.load(Ordering::Relaxed)
+            self.dropped.load(Ordering::Relaxed),
+            super::coldahead::report()
         )
     }
 
@@ -221,6 +222,8 @@ impl CtrFs {
         let Ok(names) = self.names_after(dfd, after, 2 * n) else {
             return;
         };
+        // A cold walk: start the disk reads of these files now (coldahead.rs).
+        self.read_ahead_if_cold(dir, dfd, &names, started, claim);
         let (mut files, mut bytes, mut i) = (0, 0, 0);
         while i < names.len() {
             if files >= n || bytes >= MAX_BYTES || started.elapsed() > MAX_TIME || claim.expired() {

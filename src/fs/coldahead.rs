@@ -11,7 +11,7 @@
 //! would have put them there (no atime change: the files are opened `O_NOATIME` where
 //! permitted, as every read of ctrfsd).
 //!
-//! When: only for a job whose first candidate file is not in the page cache (reading its
+//! When: only for a job whose last candidate file is not in the page cache (reading its
 //! first byte took longer than a page cache hit, [`DISK`]); a warm walk pays one open and a
 //! one-byte read per job and nothing else. Bounds: the job's own (its names, [`MAX_FILE`]
 //! per file, [`MAX_BYTES`] in all, its time limit and deadline), one fd at a time besides
@@ -42,9 +42,11 @@ pub(super) fn report() -> String {
 }
 
 impl CtrFs {
-    /// If the first of `names` (files of `dir`, in listing order) is not in the page cache,
+    /// If the last of `names` (files of `dir`, in listing order) is not in the page cache,
     /// asks the kernel to read ahead every regular file of at most [`MAX_FILE`] bytes among
-    /// them (module doc); returns how many. Errors on one file skip that file.
+    /// them (module doc); returns how many. Errors on one file skip that file. The last, not
+    /// the first: a job's first files were often read ahead by the job before it (which
+    /// listed twice as many names as it stored), its last ones not yet.
     pub(super) fn read_ahead_if_cold(
         &self,
         dir: &Node,
@@ -53,7 +55,15 @@ impl CtrFs {
         started: Instant,
         claim: &Claim<()>,
     ) -> usize {
-        let (mut files, mut bytes, mut cold) = (0, 0u64, None);
+        // The last small file among the last few names tells whether the walk is cold.
+        let probe = names.iter().rev().take(4).find_map(|name| {
+            let name = OsStr::from_bytes(name);
+            self.small_file(dir, dfd, name).ok().flatten()
+        });
+        if !probe.is_some_and(|(fd, _)| is_cold(&fd)) {
+            return 0;
+        }
+        let (mut files, mut bytes) = (0, 0u64);
         for name in names {
             if bytes >= MAX_BYTES as u64 || started.elapsed() > MAX_TIME || claim.expired() {
                 break;
@@ -61,12 +71,6 @@ impl CtrFs {
             let Ok(Some((fd, size))) = self.small_file(dir, dfd, OsStr::from_bytes(name)) else {
                 continue;
             };
-            if cold.is_none() {
-                cold = Some(is_cold(&fd));
-                if cold == Some(false) {
-                    return 0;
-                }
-            }
             if fadvise(&fd, 0, NonZeroU64::new(size), Advice::WillNeed).is_ok() {
                 files += 1;
                 bytes += size;

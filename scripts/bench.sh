@@ -282,6 +282,24 @@ want grep && bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c 
 want stat && bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 1
 want first_find && first_dirs_find  # First look: directories
 want seq && bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1
+# ---- Warm sequential read: the floor of a FUSE page cache (issue #16; README "First look: reads") ----
+# Row seq_fuse (only when named in ROWS, e.g. ROWS="seq seq_fuse"): the same warm `dd` through a
+# FUSE filesystem that is not ctrfsd (bindfs -o kernel_cache: libfuse, its page cache kept
+# across opens, as ctrfsd's no-open mode keeps it) against the direct view; then the folio sizes of the 1 GiB file's page cache on each side
+# (scripts/folios.py), which decide the seq row: Linux 6.18 fills a FUSE file's page cache with
+# 4 KiB folios only, the container's ext4/overlayfs file gets folios of up to 2 MiB.
+if want seq_fuse && command -v bindfs >/dev/null; then
+  FUSEFLOOR=$WORK/fusefloor; mkdir -p "$FUSEFLOOR"
+  if bindfs -o ro,kernel_cache "/proc/$PID/root" "$FUSEFLOOR"; then
+    (C=$FUSEFLOOR/wdata HAVE_BINDFS=0
+     bench 3seqfuse "the same through bindfs -o kernel_cache (a libfuse filesystem, not ctrfsd)" \
+       "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1
+     echo "bench: folios of the warm 1 GiB file's page cache (direct, ctrfsd, bindfs):"
+     scripts/folios.py "$D/big" "$MNT/$MAIN/wdata/big" "$C/big" | sed 's/^/bench:   /')
+    umount "$FUSEFLOOR" || umount -l "$FUSEFLOOR"
+  fi
+fi
+# ---- end of "Warm sequential read: the floor" ----
 want rand && bench 4rand "4 KiB random reads (fio randread, 64 MiB), warm" \
   "sh -c 'fio --name=r --filename={}/big --rw=randread --bs=4k --size=1g --io_size=64m --invalidate=0 --ioengine=psync --output=/dev/null'" --warmup 1
 want cold && bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --prepare "sh -c '$drop'"

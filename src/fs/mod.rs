@@ -26,6 +26,7 @@
 //! container root. No `/proc/<pid>/root/...` path string is ever built for I/O.
 
 pub mod attr;
+mod coldahead;
 mod derived;
 mod dirs;
 pub mod fdcache;

@@ -159,12 +159,13 @@ impl Prefetch {
     pub fn report(&self) -> String {
         format!(
             "prefetch-files {}\nprefetch-bytes {}\nprefetch-dropped {}\nprefetch-jobs {}\n\
-             prefetch-passed {}\n",
+             prefetch-passed {}\n{}",
             self.files.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
             self.dropped.load(Ordering::Relaxed),
             self.jobs.load(Ordering::Relaxed),
-            self.passed.load(Ordering::Relaxed)
+            self.passed.load(Ordering::Relaxed),
+            super::coldahead::report()
         )
     }
 
@@ -303,6 +304,9 @@ impl CtrFs {
                         left.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
+                // A cold walk: start the disk reads of the job's files now (coldahead.rs),
+                // while the other workers already store.
+                fs.read_ahead_if_cold(&dir, &dfd, &job.names, job.started, &claim);
                 fs.store_job(&dir, &dfd, &job, &claim);
                 if left.fetch_sub(1, Ordering::AcqRel) == 1 {
                     fs.prefetch.done(dir.ino);

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const IMAGE: &str = "ctrfsd-hang:1";
+const IMAGE: &str = "ctrfsd-hang:2";
 
 /// The longest a request for a blocked file may wait before ctrfsd answers it (its deadline,
 /// plus room for a loaded machine).
@@ -523,5 +523,55 @@ fn a_main_process_rooted_in_a_hung_fuse_mount_never_blocks_ctr() {
         "no reason logged: {log}"
     );
     drop(c);
+    other_answers(&other_v);
+}
+
+/// The same with the process chrooted into a directory *below* its hung FUSE mount's root
+/// (`fusehang subroot`): its mountinfo then lists no mount holding its root, so the mount is
+/// classified from the kernel's mount structures (statx's unique mount id, statmount) without
+/// asking the FUSE server anything. `ls /ctr` and the other container keep answering, and the
+/// container is left out with the reason.
+#[test]
+fn a_main_process_chrooted_below_a_hung_fuse_mount_never_blocks_ctr() {
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other-subroot-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let c = run(
+        &format!("ctrfsd-hang-subroot-{t}"),
+        FUSE_OPTS,
+        &["/bin/fusehang", "subroot"],
+    );
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the FUSE root was not set up");
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let other_v = d.path().join(&other.0);
+    wait_until(Duration::from_secs(10), || {
+        other_v.join("etc/os-release").exists()
+    })
+    .expect("the other container is not served");
+    answers_within("ls", &[Path::new("-la"), d.path()], OTHERS_LIMIT);
+    other_answers(&other_v);
+    let mut readers = Readers::default();
+    let probe = readers.spawn("ls", &[Path::new("-la"), &d.path().join(&c.0)]);
+    readers
+        .finish(probe, ANSWER_LIMIT)
+        .expect("ls of the container rooted below a hung FUSE mount hangs");
+    other_answers(&other_v);
+    assert!(
+        !listing(d.path()).iter().any(|n| n == &c.0),
+        "a container rooted below a hung FUSE mount is listed"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains(&c.0) && log.contains("a fuse mount its mount table does not show"),
+        "no reason logged: {log}"
+    );
+    drop(c);
+    drop(readers);
     other_answers(&other_v);
 }

@@ -52,6 +52,9 @@ fn image() -> &'static str {
         }
         fs::write(r.join("etc/os-release"), "NAME=hang\n").unwrap();
         fs::write(r.join("data/file"), "data\n").unwrap();
+        // A second link makes ctrfsd give /data/file a 1 s attribute TTL whatever watches
+        // say (a watch cannot see a change made through another link).
+        fs::hard_link(r.join("data/file"), r.join("etc/file-link")).unwrap();
         fs::write(r.join("blocked/a"), "a\n").unwrap();
         fs::write(r.join("blocked/b"), "b\n").unwrap();
         fs::write(r.join("blockdir/c"), "c\n").unwrap();
@@ -574,4 +577,58 @@ fn a_main_process_chrooted_below_a_hung_fuse_mount_never_blocks_ctr() {
     drop(c);
     drop(readers);
     other_answers(&other_v);
+}
+
+/// The kernel may evict the container filesystem's dentry of a file ctrfsd served (memory
+/// pressure; here `drop_caches`) while the host keeps the file open through `/ctr`. An
+/// `fstat` of it (what `tail -f` does every second) then makes ctrfsd walk the name again,
+/// which takes the directory's inode lock; with a container holding that lock (as in
+/// `dirlock`), the walk must not hold a FUSE worker: it is answered EIO at the deadline and the
+/// other container answers within a second.
+#[test]
+fn an_fstat_after_the_containers_dentry_was_evicted_never_blocks_ctr() {
+    use std::os::fd::AsRawFd;
+    let mut readers = Readers::default();
+    let (d, other, c, v) = with_trap("dirlock");
+    // Open through `/ctr`: the FUSE dentry and inode stay while it is open.
+    let held = fs::File::open(v.join("data/file")).unwrap();
+    let via = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        held.as_raw_fd()
+    ));
+    spring(&c, "the directory lock");
+    // Evict the container filesystem's own dentries (unused: ctrfsd holds no fd on the file;
+    // eviction takes no directory lock). Once the kernel's 1 s attribute cache of the file has
+    // expired too, an `fstat` (`stat -L` of the fd's magic link) reaches ctrfsd, whose walk of
+    // the name then waits on the lock: it no longer answers at once. A dentry used since the
+    // last pass may survive one `drop_caches`, so both are repeated until then.
+    let mut stats = Vec::new();
+    wait_until(Duration::from_secs(20), || {
+        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        let i = readers.spawn("stat", &[Path::new("-L"), &via]);
+        stats.push(i);
+        readers.finish(i, Duration::from_millis(200)).is_none()
+    })
+    .expect("the file's attributes and dentry never left the kernel's caches");
+    // More than there are FUSE workers.
+    for _ in 0..3 {
+        stats.push(readers.spawn("stat", &[Path::new("-L"), &via]));
+    }
+    other_answers(&d.path().join(&other.0));
+    let waiting: Vec<usize> = stats.split_off(stats.len() - 4);
+    for i in waiting {
+        let (ok, err) = readers
+            .finish(i, ANSWER_LIMIT)
+            .expect("an fstat of a file in a directory locked by the container hangs");
+        assert!(!ok, "stat of a file in a locked directory succeeded");
+        assert!(
+            err.contains("Input/output error") || err.contains("temporarily unavailable"),
+            "stat: {err}"
+        );
+    }
+    other_answers(&d.path().join(&other.0));
+    drop(held);
+    drop(c);
+    other_answers(&d.path().join(&other.0));
 }

@@ -34,10 +34,19 @@ thread_local! {
 /// (`f`'s answer is then not to be trusted: it may have taken the miss for a missing file):
 /// run `f` again where it may wait, under the deadline.
 pub(super) fn cached_only<T>(f: impl FnOnce() -> T) -> Option<T> {
+    /// Ends the mode however `f` ends (a panic included), so no later call on this thread
+    /// inherits it.
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            CACHED_ONLY.set(false);
+        }
+    }
     CACHED_ONLY.set(true);
     MISSED.set(false);
+    let mode = Leave;
     let r = f();
-    CACHED_ONLY.set(false);
+    drop(mode);
     (!MISSED.replace(false)).then_some(r)
 }
 

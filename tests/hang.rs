@@ -238,7 +238,12 @@ fn bystander_and(tag: &str, opts: &[&str], cmd: &[&str]) -> (Daemon, DockerCtr, 
 fn with_trap(mode: &str) -> (Daemon, DockerCtr, DockerCtr, PathBuf) {
     let (d, other, c) = bystander_and(mode, FUSE_OPTS, &["/bin/fusehang", mode]);
     let v = d.path().join(&c.0);
-    wait_until(Duration::from_secs(10), || v.join("data/file").exists()).expect("not served");
+    // Running, not the view of its layers ctrfsd shows while Docker reports it `created`:
+    // that view's nodes answer ESTALE once the running container replaces it.
+    wait_until(Duration::from_secs(10), || {
+        ctrfsd_xattr(&v, "state").as_deref() == Some("running") && v.join("data/file").exists()
+    })
+    .expect("not served");
     (d, other, c, v)
 }
 
@@ -602,15 +607,33 @@ fn an_fstat_after_the_containers_dentry_was_evicted_never_blocks_ctr() {
     // eviction takes no directory lock). Once the kernel's 1 s attribute cache of the file has
     // expired too, an `fstat` (`stat -L` of the fd's magic link) reaches ctrfsd, whose walk of
     // the name then waits on the lock: it no longer answers at once. A dentry used since the
-    // last pass may survive one `drop_caches`, so both are repeated until then.
+    // last pass may survive one `drop_caches` (the kernel rotates a referenced dentry once
+    // before it frees it), so caches are dropped twice in a row, once a second (each drop
+    // slows every walk on the machine), until then.
     let mut stats = Vec::new();
-    wait_until(Duration::from_secs(20), || {
-        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let mut tries = 0;
+    wait_until(Duration::from_secs(30), || {
+        if tries % 5 == 0 {
+            for _ in 0..2 {
+                fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+            }
+        }
+        tries += 1;
         let i = readers.spawn("stat", &[Path::new("-L"), &via]);
         stats.push(i);
         readers.finish(i, Duration::from_millis(200)).is_none()
     })
-    .expect("the file's attributes and dentry never left the kernel's caches");
+    .unwrap_or_else(|| {
+        // What ctrfsd answered meanwhile (its request and error counters), for the report.
+        let counters = sh(&format!(
+            "getfattr --only-values -n user.ctrfsd.requests {}",
+            d.path().display()
+        ));
+        panic!(
+            "the file's attributes and dentry never left the kernel's caches: {}",
+            String::from_utf8_lossy(&counters.stdout)
+        )
+    });
     // More than there are FUSE workers.
     for _ in 0..3 {
         stats.push(readers.spawn("stat", &[Path::new("-L"), &via]));

@@ -48,6 +48,53 @@ pub fn mount_id_of(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EIO))
 }
 
+/// How the mount holding `root` (a process's root fd, opened `O_PATH`) is shown, when the
+/// process's own mount table does not list it: a process chrooted into a directory *below* a
+/// mount sees no entry for that mount (the kernel skips mounts outside the process's root).
+/// Asked of the kernel's mount structures, never of the filesystem: the mount's unique id
+/// from `statx(AT_STATX_DONT_SYNC)` ([`crate::sys::mnt_id_unique`]), its type from
+/// `statmount(2)` in `pid`'s mount namespace ([`crate::sys::statmount_fs_type`]).
+///
+/// An overlay found this way is [`MountKind::Unserved`]: its layer paths are the words of
+/// whoever mounted it, resolved against a root that is not the process's, so nothing here can
+/// tell the runtime's overlay from one the container stacked on its own FUSE mount.
+///
+/// # Errors
+///
+/// A reason (for the log and `user.ctrfsd.unavailable`) when the mount cannot be classified
+/// (the kernel is older than 6.11, the namespace or mount is gone): the caller must then not
+/// touch the root.
+pub fn classify_unlisted(
+    root: std::os::fd::BorrowedFd<'_>,
+    pid: i32,
+) -> Result<(MountKind, String), String> {
+    let id = crate::sys::mnt_id_unique(root).map_err(|e| format!("its mount id: {e}"))?;
+    let mut first = None;
+    for dir in crate::pidfd::proc_dirs(pid) {
+        let ns = match std::fs::File::open(dir.join("ns/mnt")) {
+            Ok(ns) => ns,
+            Err(e) => {
+                first.get_or_insert(e);
+                continue;
+            }
+        };
+        use std::os::fd::AsFd;
+        let ns_id = crate::sys::mnt_ns_id(ns.as_fd())
+            .map_err(|e| format!("its mount namespace's id: {e}"))?;
+        let fstype = crate::sys::statmount_fs_type(id, ns_id)
+            .map_err(|e| format!("statmount of mount {id}: {e}"))?;
+        let kind = match classify(&fstype) {
+            MountKind::Served if fstype == "overlay" => MountKind::Unserved,
+            k => k,
+        };
+        return Ok((kind, fstype));
+    }
+    Err(match first {
+        Some(e) => format!("its mount namespace: {e}"),
+        None => "its mount namespace: no such process".into(),
+    })
+}
+
 /// How a mount of filesystem type `fstype` (as in mountinfo) is shown: only types known to be
 /// local are served.
 pub fn classify(fstype: &str) -> MountKind {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const IMAGE: &str = "ctrfsd-hang:1";
+const IMAGE: &str = "ctrfsd-hang:2";
 
 /// The longest a request for a blocked file may wait before ctrfsd answers it (its deadline,
 /// plus room for a loaded machine).
@@ -52,6 +52,9 @@ fn image() -> &'static str {
         }
         fs::write(r.join("etc/os-release"), "NAME=hang\n").unwrap();
         fs::write(r.join("data/file"), "data\n").unwrap();
+        // A second link makes ctrfsd give /data/file a 1 s attribute TTL whatever watches
+        // say (a watch cannot see a change made through another link).
+        fs::hard_link(r.join("data/file"), r.join("etc/file-link")).unwrap();
         fs::write(r.join("blocked/a"), "a\n").unwrap();
         fs::write(r.join("blocked/b"), "b\n").unwrap();
         fs::write(r.join("blockdir/c"), "c\n").unwrap();
@@ -235,7 +238,12 @@ fn bystander_and(tag: &str, opts: &[&str], cmd: &[&str]) -> (Daemon, DockerCtr, 
 fn with_trap(mode: &str) -> (Daemon, DockerCtr, DockerCtr, PathBuf) {
     let (d, other, c) = bystander_and(mode, FUSE_OPTS, &["/bin/fusehang", mode]);
     let v = d.path().join(&c.0);
-    wait_until(Duration::from_secs(10), || v.join("data/file").exists()).expect("not served");
+    // Running, not the view of its layers ctrfsd shows while Docker reports it `created`:
+    // that view's nodes answer ESTALE once the running container replaces it.
+    wait_until(Duration::from_secs(10), || {
+        ctrfsd_xattr(&v, "state").as_deref() == Some("running") && v.join("data/file").exists()
+    })
+    .expect("not served");
     (d, other, c, v)
 }
 
@@ -524,4 +532,126 @@ fn a_main_process_rooted_in_a_hung_fuse_mount_never_blocks_ctr() {
     );
     drop(c);
     other_answers(&other_v);
+}
+
+/// The same with the process chrooted into a directory *below* its hung FUSE mount's root
+/// (`fusehang subroot`): its mountinfo then lists no mount holding its root, so the mount is
+/// classified from the kernel's mount structures (statx's unique mount id, statmount) without
+/// asking the FUSE server anything. `ls /ctr` and the other container keep answering, and the
+/// container is left out with the reason.
+#[test]
+fn a_main_process_chrooted_below_a_hung_fuse_mount_never_blocks_ctr() {
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other-subroot-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let c = run(
+        &format!("ctrfsd-hang-subroot-{t}"),
+        FUSE_OPTS,
+        &["/bin/fusehang", "subroot"],
+    );
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the FUSE root was not set up");
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let other_v = d.path().join(&other.0);
+    wait_until(Duration::from_secs(10), || {
+        other_v.join("etc/os-release").exists()
+    })
+    .expect("the other container is not served");
+    answers_within("ls", &[Path::new("-la"), d.path()], OTHERS_LIMIT);
+    other_answers(&other_v);
+    let mut readers = Readers::default();
+    let probe = readers.spawn("ls", &[Path::new("-la"), &d.path().join(&c.0)]);
+    readers
+        .finish(probe, ANSWER_LIMIT)
+        .expect("ls of the container rooted below a hung FUSE mount hangs");
+    other_answers(&other_v);
+    assert!(
+        !listing(d.path()).iter().any(|n| n == &c.0),
+        "a container rooted below a hung FUSE mount is listed"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains(&c.0) && log.contains("a fuse mount its mount table does not show"),
+        "no reason logged: {log}"
+    );
+    drop(c);
+    drop(readers);
+    other_answers(&other_v);
+}
+
+/// The kernel may evict the container filesystem's dentry of a file ctrfsd served (memory
+/// pressure; here `drop_caches`) while the host keeps the file open through `/ctr`. An
+/// `fstat` of it (what `tail -f` does every second) then makes ctrfsd walk the name again,
+/// which takes the directory's inode lock; with a container holding that lock (as in
+/// `dirlock`), the walk must not hold a FUSE worker: it is answered EIO at the deadline and the
+/// other container answers within a second.
+#[test]
+fn an_fstat_after_the_containers_dentry_was_evicted_never_blocks_ctr() {
+    use std::os::fd::AsRawFd;
+    let mut readers = Readers::default();
+    let (d, other, c, v) = with_trap("dirlock");
+    // Open through `/ctr`: the FUSE dentry and inode stay while it is open.
+    let held = fs::File::open(v.join("data/file")).unwrap();
+    let via = PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        held.as_raw_fd()
+    ));
+    spring(&c, "the directory lock");
+    // Evict the container filesystem's own dentries (unused: ctrfsd holds no fd on the file;
+    // eviction takes no directory lock). Once the kernel's 1 s attribute cache of the file has
+    // expired too, an `fstat` (`stat -L` of the fd's magic link) reaches ctrfsd, whose walk of
+    // the name then waits on the lock: it no longer answers at once. A dentry used since the
+    // last pass may survive one `drop_caches` (the kernel rotates a referenced dentry once
+    // before it frees it), so caches are dropped twice in a row, once a second (each drop
+    // slows every walk on the machine), until then.
+    let mut stats = Vec::new();
+    let mut tries = 0;
+    wait_until(Duration::from_secs(30), || {
+        if tries % 5 == 0 {
+            for _ in 0..2 {
+                fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+            }
+        }
+        tries += 1;
+        let i = readers.spawn("stat", &[Path::new("-L"), &via]);
+        stats.push(i);
+        readers.finish(i, Duration::from_millis(200)).is_none()
+    })
+    .unwrap_or_else(|| {
+        // What ctrfsd answered meanwhile (its request and error counters), for the report.
+        let counters = sh(&format!(
+            "getfattr --only-values -n user.ctrfsd.requests {}",
+            d.path().display()
+        ));
+        panic!(
+            "the file's attributes and dentry never left the kernel's caches: {}",
+            String::from_utf8_lossy(&counters.stdout)
+        )
+    });
+    // More than there are FUSE workers.
+    for _ in 0..3 {
+        stats.push(readers.spawn("stat", &[Path::new("-L"), &via]));
+    }
+    other_answers(&d.path().join(&other.0));
+    let waiting: Vec<usize> = stats.split_off(stats.len() - 4);
+    for i in waiting {
+        let (ok, err) = readers
+            .finish(i, ANSWER_LIMIT)
+            .expect("an fstat of a file in a directory locked by the container hangs");
+        assert!(!ok, "stat of a file in a locked directory succeeded");
+        assert!(
+            err.contains("Input/output error") || err.contains("temporarily unavailable"),
+            "stat: {err}"
+        );
+    }
+    other_answers(&d.path().join(&other.0));
+    drop(held);
+    drop(c);
+    other_answers(&d.path().join(&other.0));
 }

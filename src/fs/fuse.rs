@@ -115,20 +115,28 @@ impl Filesystem for FuseFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.stats.op(Op::Getattr);
-        let r = if is_log(ino.0) {
-            self.log_getattr(ino.0)
-        } else {
-            self.getattr_ttl(ino.0)
-        };
-        debug!(
-            "getattr {}: {}",
-            ino.0,
-            if r.is_ok() { "ok" } else { "error" }
-        );
-        match r {
-            Ok((attr, ttl)) => reply.attr(&ttl, &attr),
-            Err(e) => reply.error(self.err(&e)),
+        let answer =
+            move |fs: &CtrFs, r: io::Result<(fuser::FileAttr, Duration)>, reply: ReplyAttr| {
+                debug!(
+                    "getattr {}: {}",
+                    ino.0,
+                    if r.is_ok() { "ok" } else { "error" }
+                );
+                match r {
+                    Ok((attr, ttl)) => reply.attr(&ttl, &attr),
+                    Err(e) => reply.error(fs.err(&e)),
+                }
+            };
+        if is_log(ino.0) {
+            return answer(self, self.log_getattr(ino.0), reply);
         }
+        // Walks of container directories from the dentry cache only (`walk`).
+        self.cached_or_guarded(
+            ino.0,
+            reply,
+            move |fs| fs.getattr_ttl(ino.0),
+            move |fs, r, reply| answer(fs, r, reply),
+        );
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -136,16 +144,22 @@ impl Filesystem for FuseFs {
         if is_log(ino.0) {
             return reply.error(self.errno(Errno::EINVAL));
         }
-        let r = self.do_readlink(ino.0);
-        debug!(
-            "readlink {}: {:?}",
+        self.cached_or_guarded(
             ino.0,
-            r.as_ref().map(|t| String::from_utf8_lossy(t))
+            reply,
+            move |fs| fs.do_readlink(ino.0),
+            move |fs, r, reply| {
+                debug!(
+                    "readlink {}: {:?}",
+                    ino.0,
+                    r.as_ref().map(|t| String::from_utf8_lossy(t))
+                );
+                match r {
+                    Ok(t) => reply.data(&t),
+                    Err(e) => reply.error(fs.err(&e)),
+                }
+            },
         );
-        match r {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(self.err(&e)),
-        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -234,21 +248,29 @@ impl Filesystem for FuseFs {
         if is_log(ino.0) {
             return self.log_opendir(ino, reply);
         }
-        let r = self.do_opendir(ino.0);
-        debug!(
-            "opendir {}: {:?}",
+        self.cached_or_guarded(
             ino.0,
-            r.as_ref().map_err(|e| e.raw_os_error()).map(|_| ())
+            reply,
+            move |fs| fs.do_opendir(ino.0),
+            move |fs, r, reply| {
+                debug!(
+                    "opendir {}: {:?}",
+                    ino.0,
+                    r.as_ref().map_err(|e| e.raw_os_error()).map(|_| ())
+                );
+                match r {
+                    Ok(Opened::Ready(fh, watched)) => {
+                        reply.opened(FileHandle(fh), dir_flags(watched))
+                    }
+                    // Opening it for reading may wait on the container (a fanotify listener):
+                    // off the FUSE workers, with a deadline (`guard`).
+                    Ok(Opened::ToOpen { dir, watched, seq }) => {
+                        fs.guarded_opendir(dir, watched, seq, reply)
+                    }
+                    Err(e) => reply.error(fs.err(&e)),
+                }
+            },
         );
-        match r {
-            Ok(Opened::Ready(fh, watched)) => reply.opened(FileHandle(fh), dir_flags(watched)),
-            // Opening it for reading may wait on the container (a fanotify listener): off the
-            // FUSE workers, with a deadline (`guard`).
-            Ok(Opened::ToOpen { dir, watched, seq }) => {
-                self.guarded_opendir(dir, watched, seq, reply)
-            }
-            Err(e) => reply.error(self.err(&e)),
-        }
     }
 
     fn readdir(
@@ -305,65 +327,92 @@ impl Filesystem for FuseFs {
         if crate::registry::is_virtual(ino.0) || is_log(ino.0) || self.is_placeholder(ino.0) {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         }
-        match self.do_statfs(ino.0) {
-            Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                s.f_namelen as u32,
-                s.f_frsize as u32,
-            ),
-            Err(e) => reply.error(self.err(&e)),
-        }
+        self.cached_or_guarded(
+            ino.0,
+            reply,
+            move |fs| fs.do_statfs(ino.0),
+            |fs, r, reply| match r {
+                Ok(s) => reply.statfs(
+                    s.f_blocks,
+                    s.f_bfree,
+                    s.f_bavail,
+                    s.f_files,
+                    s.f_ffree,
+                    s.f_bsize as u32,
+                    s.f_namelen as u32,
+                    s.f_frsize as u32,
+                ),
+                Err(e) => reply.error(fs.err(&e)),
+            },
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.stats.op(Op::Getxattr);
-        let r = if is_log(ino.0) {
-            self.log_xattrs(ino.0)
+        if is_log(ino.0) {
+            let r = self
+                .log_xattrs(ino.0)
                 .into_iter()
                 .find(|(k, _)| OsStr::new(k) == name)
                 .map(|(_, v)| v)
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODATA))
-        } else {
-            self.do_getxattr(ino.0, name, size)
-        };
-        debug!(
-            "getxattr {} {name:?}: {:?}",
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODATA));
+            return xattr_reply(self, r, size, reply);
+        }
+        let name = name.to_os_string();
+        self.cached_or_guarded(
             ino.0,
-            r.as_ref().map(Vec::len)
+            reply,
+            {
+                let name = name.clone();
+                move |fs| fs.do_getxattr(ino.0, &name, size)
+            },
+            move |fs, r, reply| {
+                debug!(
+                    "getxattr {} {name:?}: {:?}",
+                    ino.0,
+                    r.as_ref().map(Vec::len)
+                );
+                xattr_reply(fs, r, size, reply);
+            },
         );
-        xattr_reply(self, r, size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.stats.op(Op::Listxattr);
-        let r = if is_log(ino.0) {
+        if is_log(ino.0) {
             let list = self.log_xattrs(ino.0).into_iter();
-            Ok(list
+            let r = Ok(list
                 .flat_map(|(k, _)| [k.as_bytes(), b"\0"].concat())
-                .collect())
-        } else {
-            self.do_listxattr(ino.0)
-        };
-        debug!("listxattr {}: {:?}", ino.0, r.as_ref().map(Vec::len));
-        xattr_reply(self, r, size, reply);
+                .collect());
+            return xattr_reply(self, r, size, reply);
+        }
+        self.cached_or_guarded(
+            ino.0,
+            reply,
+            move |fs| fs.do_listxattr(ino.0),
+            move |fs, r, reply| {
+                debug!("listxattr {}: {:?}", ino.0, r.as_ref().map(Vec::len));
+                xattr_reply(fs, r, size, reply);
+            },
+        );
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         self.stats.op(Op::Access);
-        let r = if is_log(ino.0) {
-            self.log_access(ino.0, mask.bits())
-        } else {
-            self.do_access(ino.0, mask.bits())
-        };
-        match r {
+        let mask = mask.bits();
+        let answer = |fs: &CtrFs, r: io::Result<()>, reply: ReplyEmpty| match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.err(&e)),
+            Err(e) => reply.error(fs.err(&e)),
+        };
+        if is_log(ino.0) {
+            return answer(self, self.log_access(ino.0, mask), reply);
         }
+        self.cached_or_guarded(
+            ino.0,
+            reply,
+            move |fs| fs.do_access(ino.0, mask),
+            move |fs, r, reply| answer(fs, r, reply),
+        );
     }
 
     // Everything below would change the container: the view is read-only.

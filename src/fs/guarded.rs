@@ -13,40 +13,24 @@ use fuser::{
 };
 use log::debug;
 
-use super::FuseFs;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
 use super::dirs::{DirEntry, open_dir, read_batch, read_more};
 use super::replies::*;
+use super::{CtrFs, FuseFs};
 
 impl FuseFs {
     /// Opens file `ino` for reading (passthrough mode) under the deadline of [`super::guard`].
     pub(super) fn guarded_open(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (opath, seq) = match self.file_to_open(ino.0, flags.0) {
-            Ok(o) => o,
-            Err(e) => {
-                debug!("open {}: {:?}", ino.0, e.raw_os_error());
-                return reply.error(self.err(&e));
-            }
-        };
-        // The open for reading may wait on the container (a fanotify listener): off the
-        // FUSE workers, with a deadline (`guard`).
-        let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
         let ino = ino.0;
-        let r = self.guard.run(seq, reply, expired_open, move |claim| {
-            let fd = core.reopen(&opath);
-            let Some(reply) = claim.take() else {
-                return;
-            };
-            match fd {
-                Ok(fd) => answer_open(&handles, ino, fd, reply),
-                Err(e) => {
-                    debug!("open {ino}: {:?}", e.raw_os_error());
-                    reply.error(counted(&stats, &e));
-                }
-            }
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
+        // Finding the file walks its directory: from the dentry cache on this worker (`walk`).
+        self.cached_or_guarded(
+            ino,
+            reply,
+            move |fs| fs.file_to_open(ino, flags.0),
+            move |fs, r, reply| fs.open_found(ino, r, reply),
+        );
     }
 
     /// The container instance (`Instance::seq`) whose directory `ino` is, or `None` for the
@@ -109,42 +93,13 @@ impl FuseFs {
         size: u32,
         reply: ReplyData,
     ) {
-        let (from, seq) = match self.read_source(ino.0, fh.0) {
-            Ok(r) => r,
-            Err(e) => return reply.error(self.err(&e)),
-        };
-        // A read of a file not read before, from its start: if it reads the whole file, the
-        // walk may be reading the directory file by file (`prefetch`).
-        let first = match &from {
-            super::ops::ReadFrom::Open(_, node) if offset == 0 => Some(node.clone()),
-            _ => None,
-        };
-        // The read may wait on the container (a fanotify listener): off the FUSE workers,
-        // with a deadline (`guard`).
-        let (core, stats, fs) = (self.core.clone(), self.stats.clone(), self.0.clone());
-        let r = self.guard.run(seq, reply, expired_data, move |claim| {
-            READ_BUF.with_borrow_mut(|buf| {
-                if buf.len() < size as usize {
-                    buf.resize(size as usize, 0);
-                }
-                let r = core.read_at(from, offset, &mut buf[..size as usize]);
-                let Some(reply) = claim.take() else {
-                    return;
-                };
-                match r {
-                    Ok(n) => {
-                        reply.data(&buf[..n]);
-                        if let Some(node) = first.filter(|_| n < size as usize) {
-                            fs.after_whole_miss(&node);
-                        }
-                    }
-                    Err(e) => reply.error(counted(&stats, &e)),
-                }
-            })
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
+        // Finding a file not yet open walks its directory: from the dentry cache (`walk`).
+        self.cached_or_guarded(
+            ino.0,
+            reply,
+            move |fs| fs.read_source(ino.0, fh.0),
+            move |fs, r, reply| read_found(fs, r, offset, size, reply),
+        );
     }
 
     /// Answers `SEEK_DATA`/`SEEK_HOLE` on file `ino` under the deadline of [`super::guard`].
@@ -160,53 +115,13 @@ impl FuseFs {
             Ok(pos) => pos,
             Err(e) => return reply.error(self.err(&e)),
         };
-        let (from, seq) = match self.read_source(ino.0, fh.0) {
-            Ok(r) => r,
-            Err(e) => return reply.error(self.err(&e)),
-        };
-        // Opening the file may wait on the container (a fanotify listener), as a read does:
-        // off the FUSE workers, with the same deadline (`guard`).
-        let (core, stats) = (self.core.clone(), self.stats.clone());
-        let r = self.guard.run(seq, reply, expired_lseek, move |claim| {
-            let r = core.seek_at(from, pos);
-            let Some(reply) = claim.take() else {
-                return;
-            };
-            match r {
-                Ok(at) => reply.offset(at),
-                Err(e) => reply.error(counted(&stats, &e)),
-            }
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
-    }
-
-    /// Opens real directory `dir` for reading under the deadline of [`super::guard`].
-    pub(super) fn guarded_opendir(
-        &self,
-        dir: std::sync::Arc<std::os::fd::OwnedFd>,
-        watched: bool,
-        seq: u64,
-        reply: ReplyOpen,
-    ) {
-        let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
-        let r = self.guard.run(seq, reply, expired_open, move |claim| {
-            let fh = open_dir(&core, &handles, &dir);
-            let Some(reply) = claim.take() else {
-                if let Ok(fh) = fh {
-                    handles.remove(fh); // answered EIO already: never released
-                }
-                return;
-            };
-            match fh {
-                Ok(fh) => reply.opened(FileHandle(fh), dir_flags(watched)),
-                Err(e) => reply.error(counted(&stats, &e)),
-            }
-        });
-        if let Err(reply) = r {
-            reply.error(self.errno(Errno::EAGAIN));
-        }
+        // Finding a file not yet open walks its directory: from the dentry cache (`walk`).
+        self.cached_or_guarded(
+            ino.0,
+            reply,
+            move |fs| fs.read_source(ino.0, fh.0),
+            move |fs, r, reply| fs.seek_found(r, pos, reply),
+        );
     }
 
     /// Lists directory `ino` from `offset` into `reply` (a plain listing or readdirplus); a
@@ -345,5 +260,140 @@ impl ListingReply for ReplyDirectoryPlus {
     }
     fn error(self, e: Errno) {
         ReplyDirectoryPlus::error(self, e)
+    }
+}
+
+impl CtrFs {
+    /// Opens the file [`CtrFs::file_to_open`] found (`r`) for reading, on a helper thread.
+    fn open_found(&self, ino: u64, r: io::Result<(OwnedFd, u64)>, reply: ReplyOpen) {
+        let (opath, seq) = match r {
+            Ok(o) => o,
+            Err(e) => {
+                debug!("open {ino}: {:?}", e.raw_os_error());
+                return reply.error(self.err(&e));
+            }
+        };
+        // The open for reading may wait on the container (a fanotify listener): off the
+        // FUSE workers, with a deadline (`guard`).
+        let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
+        let r = self.guard.run(seq, reply, expired_open, move |claim| {
+            let fd = core.reopen(&opath);
+            let Some(reply) = claim.take() else {
+                return;
+            };
+            match fd {
+                Ok(fd) => answer_open(&handles, ino, fd, reply),
+                Err(e) => {
+                    debug!("open {ino}: {:?}", e.raw_os_error());
+                    reply.error(counted(&stats, &e));
+                }
+            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
+    /// Answers a seek to `pos` in what [`CtrFs::read_source`] found (`r`), on a helper thread.
+    fn seek_found(
+        &self,
+        r: io::Result<(super::ops::ReadFrom, u64)>,
+        pos: rustix::fs::SeekFrom,
+        reply: ReplyLseek,
+    ) {
+        let (from, seq) = match r {
+            Ok(r) => r,
+            Err(e) => return reply.error(self.err(&e)),
+        };
+        // Opening the file may wait on the container (a fanotify listener), as a read does:
+        // off the FUSE workers, with the same deadline (`guard`).
+        let (core, stats) = (self.core.clone(), self.stats.clone());
+        let r = self.guard.run(seq, reply, expired_lseek, move |claim| {
+            let r = core.seek_at(from, pos);
+            let Some(reply) = claim.take() else {
+                return;
+            };
+            match r {
+                Ok(at) => reply.offset(at),
+                Err(e) => reply.error(counted(&stats, &e)),
+            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+
+    /// Opens real directory `dir` for reading under the deadline of [`super::guard`].
+    pub(super) fn guarded_opendir(
+        &self,
+        dir: std::sync::Arc<std::os::fd::OwnedFd>,
+        watched: bool,
+        seq: u64,
+        reply: ReplyOpen,
+    ) {
+        let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
+        let r = self.guard.run(seq, reply, expired_open, move |claim| {
+            let fh = open_dir(&core, &handles, &dir);
+            let Some(reply) = claim.take() else {
+                if let Ok(fh) = fh {
+                    handles.remove(fh); // answered EIO already: never released
+                }
+                return;
+            };
+            match fh {
+                Ok(fh) => reply.opened(FileHandle(fh), dir_flags(watched)),
+                Err(e) => reply.error(counted(&stats, &e)),
+            }
+        });
+        if let Err(reply) = r {
+            reply.error(self.errno(Errno::EAGAIN));
+        }
+    }
+}
+
+/// Reads `size` bytes at `offset` from what [`CtrFs::read_source`] found (`r`), on a helper
+/// thread under the deadline of [`super::guard`].
+fn read_found(
+    this: &Arc<CtrFs>,
+    r: io::Result<(super::ops::ReadFrom, u64)>,
+    offset: u64,
+    size: u32,
+    reply: ReplyData,
+) {
+    let (from, seq) = match r {
+        Ok(r) => r,
+        Err(e) => return reply.error(this.err(&e)),
+    };
+    // A read of a file not read before, from its start: if it reads the whole file, the
+    // walk may be reading the directory file by file (`prefetch`).
+    let first = match &from {
+        super::ops::ReadFrom::Open(_, node) if offset == 0 => Some(node.clone()),
+        _ => None,
+    };
+    // The read may wait on the container (a fanotify listener): off the FUSE workers,
+    // with a deadline (`guard`).
+    let (core, stats, fs) = (this.core.clone(), this.stats.clone(), this.clone());
+    let r = this.guard.run(seq, reply, expired_data, move |claim| {
+        READ_BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            let r = core.read_at(from, offset, &mut buf[..size as usize]);
+            let Some(reply) = claim.take() else {
+                return;
+            };
+            match r {
+                Ok(n) => {
+                    reply.data(&buf[..n]);
+                    if let Some(node) = first.filter(|_| n < size as usize) {
+                        fs.after_whole_miss(&node);
+                    }
+                }
+                Err(e) => reply.error(counted(&stats, &e)),
+            }
+        })
+    });
+    if let Err(reply) = r {
+        reply.error(this.errno(Errno::EAGAIN));
     }
 }

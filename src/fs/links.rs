@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use fuser::FileType;
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, openat2, readlinkat, statx};
+use rustix::fs::{AtFlags, OFlags, ResolveFlags, readlinkat, statx};
 
 use super::attr::{STATX_MASK, kind_of};
 use super::{CtrFs, Reached, errno};
@@ -41,12 +41,18 @@ impl CtrFs {
         let loc = node.loc();
         let parent = self.node(loc.parent)?;
         let pfd = self.dir_fd(&parent)?;
-        if node.inst.source == crate::instance::Source::Diff
-            && super::attr::whiteout_at(std::os::fd::AsFd::as_fd(&*pfd), loc.name())
-        {
+        // Through the link's own `O_PATH` fd, reached as every walk on a FUSE worker is
+        // (`child_at`, `walk`), never by a name lookup that may wait on the directory's lock.
+        let Reached::Here(fd, st) = self.child_at(&node.inst, pfd.as_fd(), loc.name())? else {
+            return Err(crate::instance::stale());
+        };
+        if node.inst.source == crate::instance::Source::Diff && super::attr::is_whiteout(&st) {
             return Ok(super::attr::WHITEOUT_TARGET.as_bytes().to_vec());
         }
-        let target = readlinkat(&*pfd, loc.name(), Vec::new())?;
+        if kind_of(u32::from(st.stx_mode)) != FileType::Symlink {
+            return Err(errno(libc::EINVAL));
+        }
+        let target = readlinkat(&fd, "", Vec::new())?;
         let link_dir = self.path_of(&parent)?;
         let link_dir: Vec<&[u8]> = link_dir.iter().map(|c| c.as_slice()).collect();
         let root = node.inst.root()?;
@@ -82,11 +88,10 @@ impl CtrFs {
             root
         } else {
             let path = stack.join(&b'/');
-            dir = match openat2(
+            dir = match super::walk::openat2(
                 root,
                 path.as_slice(),
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
             ) {
                 Ok(fd) => fd,
@@ -101,7 +106,7 @@ impl CtrFs {
             &dir
         };
         let name = OsStr::from_bytes(name);
-        let Ok(Reached::Here(_, st)) = self.child_at(inst, dir_fd.as_fd(), name) else {
+        let Ok(Reached::Here(fd, st)) = self.child_at(inst, dir_fd.as_fd(), name) else {
             return Kind::Stop;
         };
         match kind_of(u32::from(st.stx_mode)) {
@@ -113,7 +118,7 @@ impl CtrFs {
                     || inst.mount_kind(st.stx_mnt_id) == MountKind::Served;
                 if served { Kind::Dir } else { Kind::Stop }
             }
-            FileType::Symlink => match readlinkat(dir_fd, name, Vec::new()) {
+            FileType::Symlink => match readlinkat(&fd, "", Vec::new()) {
                 Ok(t) => Kind::Symlink(t.into_bytes()),
                 Err(_) => Kind::Stop,
             },

@@ -46,6 +46,7 @@ mod seek;
 pub mod stats;
 mod stdio_links;
 mod virt;
+mod walk;
 pub mod watch;
 
 use std::ffi::OsStr;
@@ -56,7 +57,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Statx, openat, openat2, statx};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Statx, statx};
 
 use crate::instance::{Instance, stale};
 use crate::mounts::MountKind;
@@ -329,14 +330,16 @@ impl Core {
         name: &OsStr,
     ) -> io::Result<Reached> {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match self.retry_emfile(|| openat2(dir, name, flags, Mode::empty(), ResolveFlags::NO_XDEV))
-        {
+        // From the dentry cache alone on a FUSE worker (`walk`): a lookup may wait on a
+        // directory lock the container holds.
+        match self.retry_emfile(|| walk::openat2(dir, name, flags, ResolveFlags::NO_XDEV)) {
             Ok(fd) => {
                 let st = statx(&fd, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
                 Ok(Reached::Here(fd, st))
             }
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                let fd = self.retry_emfile(|| openat(dir, name, flags, Mode::empty()))?;
+                let fd =
+                    self.retry_emfile(|| walk::openat2(dir, name, flags, ResolveFlags::empty()))?;
                 let mnt = mount_id_of(&fd)?;
                 match inst.mount_kind(mnt) {
                     MountKind::Unserved => Ok(Reached::Unserved(mnt)),

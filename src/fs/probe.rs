@@ -22,7 +22,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use fuser::FileType;
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, openat2, statx};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, statx};
 
 use super::nodes::Node;
 use super::{CtrFs, errno};
@@ -116,11 +116,11 @@ impl CtrFs {
 /// `same_dev`, the device must match too (a running container's view shows the real device;
 /// a stopped container's overlay shows its own device over the layer's inode number).
 fn same_inode(root: &impl std::os::fd::AsFd, rel: &OsStr, node: &Node, same_dev: bool) -> bool {
-    let Ok(fd) = openat2(
+    // From the dentry cache alone on a FUSE worker (`walk`).
+    let Ok(fd) = super::walk::openat2(
         root,
         rel,
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     ) else {
         return false;

@@ -112,7 +112,8 @@ impl Instance {
     /// ESRCH if the process behind `pidfd` exited while being opened (what was opened may
     /// belong to a later process of the same PID); an error of kind `Other` naming the mount
     /// when the root is on a mount that is not served (`mounts::classify`: FUSE, network,
-    /// unknown or pseudo); otherwise what opening `/proc/<pid>/root` or reading
+    /// unknown or pseudo; for a root below a mount its table does not show, also an overlay,
+    /// or a mount `mounts::classify_unlisted` cannot classify); otherwise what opening `/proc/<pid>/root` or reading
     /// `/proc/<pid>/mountinfo` or `/proc/self/fdinfo` answers (ENOENT for a process already gone or a zombie,
     /// EACCES, EMFILE, ...).
     pub fn open(ident: Identity, pid: i32, pidfd: OwnedFd) -> io::Result<Instance> {
@@ -130,12 +131,32 @@ impl Instance {
         let root_mnt = crate::mounts::mount_id_of(root.as_fd())?;
         // A root that is a mount's root (what runtimes make: `pivot_root`) is in the table
         // and judged by its kind. A process chrooted into a directory below a mount does not
-        // show that mount in its table: it is taken as before (see README, security model).
-        let kind = mounts.kind(root_mnt);
-        if let Some(kind @ (MountKind::Unserved | MountKind::Pseudo)) = kind {
+        // show that mount in its table: it is classified from the kernel's mount structures
+        // (`classify_unlisted`), and refused when it cannot be.
+        let (kind, what) = match mounts.kind(root_mnt) {
+            Some(k) => (k, String::new()),
+            None => match crate::mounts::classify_unlisted(root.as_fd(), pid) {
+                Ok((k, fstype)) => (
+                    k,
+                    format!(" (a {fstype} mount its mount table does not show)"),
+                ),
+                Err(why) => {
+                    return Err(io::Error::other(format!(
+                        "its root is below mount {root_mnt}, which its mount table does not \
+                         show and which could not be classified ({why}): never read"
+                    )));
+                }
+            },
+        };
+        if has_exited(pidfd.as_fd()) {
+            // The namespace asked may already be another process's.
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        if kind != MountKind::Served {
             return Err(io::Error::other(format!(
-                "its root is on mount {root_mnt}, which is {}: never read (a FUSE or network \
-                 filesystem, or one not known to be local, could wait forever)",
+                "its root is on mount {root_mnt}{what}, which is {}: never read (a FUSE or \
+                 network filesystem, an overlay whose layers cannot be checked, or one not \
+                 known to be local, could wait forever)",
                 if kind == MountKind::Pseudo {
                     "a pseudo filesystem"
                 } else {

@@ -19,6 +19,8 @@
  * fusehang root:   mounts itself at /mnt/f, answers while this process chroots into it, then
  *                   never answers again: the process's root is a hung FUSE mount. /ready is
  *                   written in the old root (what `docker exec` sees).
+ * fusehang subroot: the same, chrooting into /mnt/f/sub, a directory *below* the FUSE mount's
+ *                   root: the process's mountinfo then lists no mount holding its root.
  * Writes /ready once the trap is set. Raw /dev/fuse, no libfuse: the image has no libc. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -54,6 +56,8 @@ static void root_attr(struct fuse_attr *a) {
 
 /* dirlock: the one file, x (4 KiB), exists. */
 static int with_file;
+/* subroot: the one directory, sub (node 3), exists. */
+static int with_sub;
 
 static void file_attr(struct fuse_attr *a) {
     memset(a, 0, sizeof *a);
@@ -87,6 +91,7 @@ static int serve_one(void) {
     case FUSE_GETATTR: {
         struct fuse_attr_out o = {0};
         if (in->nodeid == 2) file_attr(&o.attr); else root_attr(&o.attr);
+        if (in->nodeid == 3) o.attr.ino = 3;
         reply(in->unique, 0, &o, sizeof o);
         break;
     }
@@ -112,6 +117,11 @@ static int serve_one(void) {
         if (with_file && in->nodeid == 1 && strcmp(arg, "x") == 0) {
             struct fuse_entry_out o = {.nodeid = 2, .attr_valid = 100, .entry_valid = 100};
             file_attr(&o.attr);
+            reply(in->unique, 0, &o, sizeof o);
+        } else if (with_sub && in->nodeid == 1 && strcmp(arg, "sub") == 0) {
+            struct fuse_entry_out o = {.nodeid = 3, .attr_valid = 100, .entry_valid = 100};
+            root_attr(&o.attr);
+            o.attr.ino = 3;
             reply(in->unique, 0, &o, sizeof o);
         } else {
             reply(in->unique, ENOENT, NULL, 0);
@@ -220,7 +230,7 @@ static void dirlock(void) {
 }
 
 /* Makes this process's root a FUSE mount whose server stops answering once it is. */
-static void fuseroot(void) {
+static void fuseroot(const char *at) {
     mkdir("/mnt", 0755);
     mkdir("/mnt/f", 0755);
     mount_fuse("/mnt/f");
@@ -238,14 +248,18 @@ static void fuseroot(void) {
     close(fd);
     close(p[0]);
     int old = open("/", O_PATH | O_DIRECTORY);
-    if (chroot("/mnt/f") != 0 || chdir("/") != 0) { perror("chroot"); exit(1); }
+    if (chroot(at) != 0 || chdir("/") != 0) { perror("chroot"); exit(1); }
     close(p[1]);
     close(openat(old, "ready", O_WRONLY | O_CREAT, 0644));
     for (;;) pause();
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "root") == 0) fuseroot();
+    if (argc > 1 && strcmp(argv[1], "root") == 0) fuseroot("/mnt/f");
+    if (argc > 1 && strcmp(argv[1], "subroot") == 0) {
+        with_sub = 1;
+        fuseroot("/mnt/f/sub");
+    }
     if (argc > 1 && strcmp(argv[1], "dirlock") == 0) dirlock();
     if (argc > 1 && strcmp(argv[1], "reuse") == 0) reuse();
     if (argc > 1 && strcmp(argv[1], "late") == 0) {

@@ -498,59 +498,32 @@ fn a_directory_lock_held_in_the_container_never_blocks_ctr() {
 /// leave the container out with the reason, and serve the others.
 #[test]
 fn a_main_process_rooted_in_a_hung_fuse_mount_never_blocks_ctr() {
-    let t = token();
-    let other = run(
-        &format!("ctrfsd-hang-other-root-{t}"),
-        &[],
-        &["/bin/sleep", "1000000"],
-    );
-    let c = run(
-        &format!("ctrfsd-hang-root-{t}"),
-        FUSE_OPTS,
-        &["/bin/fusehang", "root"],
-    );
-    wait_until(Duration::from_secs(20), || {
-        in_container(&c.0, &["test", "-e", "/ready"])
-    })
-    .expect("the FUSE root was not set up");
-    let d = Daemon::start(&["--runtime", "docker"]);
-    let other_v = d.path().join(&other.0);
-    wait_until(Duration::from_secs(10), || {
-        other_v.join("etc/os-release").exists()
-    })
-    .expect("the other container is not served");
-    answers_within("ls", &[d.path()], OTHERS_LIMIT);
-    other_answers(&other_v);
-    assert!(
-        !listing(d.path()).iter().any(|n| n == &c.0),
-        "a container rooted in a hung FUSE mount is listed"
-    );
-    let log = d.log_text();
-    assert!(
-        log.contains(&c.0) && log.contains("never read"),
-        "no reason logged: {log}"
-    );
-    drop(c);
-    other_answers(&other_v);
+    hung_fuse_root_is_left_out("root", "never read");
 }
 
 /// The same with the process chrooted into a directory *below* its hung FUSE mount's root
 /// (`fusehang subroot`): its mountinfo then lists no mount holding its root, so the mount is
 /// classified from the kernel's mount structures (statx's unique mount id, statmount) without
-/// asking the FUSE server anything. `ls /ctr` and the other container keep answering, and the
-/// container is left out with the reason.
+/// asking the FUSE server anything.
 #[test]
 fn a_main_process_chrooted_below_a_hung_fuse_mount_never_blocks_ctr() {
+    hung_fuse_root_is_left_out("subroot", "a fuse mount its mount table does not show");
+}
+
+/// Runs `fusehang MODE` (its root on a FUSE mount that stops answering) beside a plain
+/// container: `ls -la /ctr` and `ls -la` of the container answer, the other container keeps
+/// answering, and the container is left out with `reason` in the log.
+fn hung_fuse_root_is_left_out(mode: &str, reason: &str) {
     let t = token();
     let other = run(
-        &format!("ctrfsd-hang-other-subroot-{t}"),
+        &format!("ctrfsd-hang-other-{mode}-{t}"),
         &[],
         &["/bin/sleep", "1000000"],
     );
     let c = run(
-        &format!("ctrfsd-hang-subroot-{t}"),
+        &format!("ctrfsd-hang-{mode}-{t}"),
         FUSE_OPTS,
-        &["/bin/fusehang", "subroot"],
+        &["/bin/fusehang", mode],
     );
     wait_until(Duration::from_secs(20), || {
         in_container(&c.0, &["test", "-e", "/ready"])
@@ -568,15 +541,15 @@ fn a_main_process_chrooted_below_a_hung_fuse_mount_never_blocks_ctr() {
     let probe = readers.spawn("ls", &[Path::new("-la"), &d.path().join(&c.0)]);
     readers
         .finish(probe, ANSWER_LIMIT)
-        .expect("ls of the container rooted below a hung FUSE mount hangs");
+        .expect("ls of the container on a hung FUSE root hangs");
     other_answers(&other_v);
     assert!(
         !listing(d.path()).iter().any(|n| n == &c.0),
-        "a container rooted below a hung FUSE mount is listed"
+        "a container on a hung FUSE root ({mode}) is listed"
     );
     let log = d.log_text();
     assert!(
-        log.contains(&c.0) && log.contains("a fuse mount its mount table does not show"),
+        log.contains(&c.0) && log.contains(reason),
         "no reason logged: {log}"
     );
     drop(c);

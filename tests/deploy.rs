@@ -151,18 +151,6 @@ fn manifest_has_what_a_node_needs() {
     assert!(a.iter().any(|x| x == "--mkdir"), "{a:?}");
 }
 
-/// Runs a shell command, failing the test unless it succeeds; its trimmed stdout.
-fn run(cmd: &str) -> String {
-    let o = sh(cmd);
-    assert!(
-        o.status.success(),
-        "{cmd}: {}{}",
-        stdout(&o),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout(&o).trim().to_string()
-}
-
 /// Mounts made for the test, lazily unmounted (last first) on drop; then commands run (last
 /// first).
 #[derive(Default)]
@@ -187,9 +175,9 @@ impl Cleanup {
     /// `/` shared; this VM's is private, and Docker, like the kubelet, refuses
     /// `rshared`/`rslave` from a private mount).
     fn shared(&mut self, path: &Path) {
-        run(&format!("mount --bind {0} {0}", path.display()));
+        sh_ok(&format!("mount --bind {0} {0}", path.display()));
         self.mounts.push(path.to_path_buf());
-        run(&format!("mount --make-shared {}", path.display()));
+        sh_ok(&format!("mount --make-shared {}", path.display()));
     }
 }
 
@@ -256,14 +244,14 @@ fn docker_opts(m: &Value, mnt: &Path, stage: &Path, cleanup: &mut Cleanup) -> Ve
             "HostToContainer" => {
                 let staged = stage.join(h.host.strip_prefix("/").unwrap());
                 fs::create_dir_all(&staged).unwrap();
-                run(&format!(
+                sh_ok(&format!(
                     "mount --bind {} {}",
                     h.host.display(),
                     staged.display()
                 ));
                 cleanup.mounts.push(staged.clone());
                 if h.read_only {
-                    run(&format!("mount -o remount,bind,ro {}", staged.display()));
+                    sh_ok(&format!("mount -o remount,bind,ro {}", staged.display()));
                 }
                 (staged, "rslave")
             }
@@ -353,7 +341,7 @@ fn deployed_image_serves_every_runtime_and_survives_kill() {
     require_docker();
     let m = manifest();
     let started = Instant::now();
-    let image = run(&format!(
+    let image = sh_ok(&format!(
         "{}/scripts/build-image.sh",
         env!("CARGO_MANIFEST_DIR")
     ));
@@ -367,7 +355,7 @@ fn deployed_image_serves_every_runtime_and_survives_kill() {
     busybox_rootfs(tree.path(), &["etc", "proc", "sys", "dev"], &["sleep"]);
     fs::write(tree.path().join("etc/os-release"), format!("NAME={t}\n")).unwrap();
     let tar = tree.path().with_extension("tar");
-    run(&format!(
+    sh_ok(&format!(
         "tar -C {} -cf {} .",
         tree.path().display(),
         tar.display()
@@ -379,25 +367,25 @@ fn deployed_image_serves_every_runtime_and_survives_kill() {
         format!("deploy-p-{t}"),
         format!("deploy-c-{t}"),
     );
-    run(&format!("docker import {} {tag}", tar.display()));
+    sh_ok(&format!("docker import {} {tag}", tar.display()));
     cleanup.commands.push(format!("docker rmi {tag}"));
     cleanup.commands.push(format!("docker rm -f {dname}")); // even if `docker run` fails
     let _d = docker_run(&dname, &tag, &["/bin/busybox", "sleep", "100000"]);
     let ptag = format!("localhost/{tag}");
-    run(&format!("podman import -q {} {ptag}", tar.display()));
+    sh_ok(&format!("podman import -q {} {ptag}", tar.display()));
     cleanup.commands.push(format!("podman rmi -f {ptag}"));
-    run(&format!(
+    sh_ok(&format!(
         "podman --runtime runc run -d --network none --ulimit nofile=1024:1024 \
          --ulimit nproc=4096:4096 --name {pname} {ptag} /bin/busybox sleep 100000"
     ));
     cleanup.commands.push(format!("podman rm -f -t 0 {pname}"));
     let oci = tree.path().with_extension("oci");
-    run(&format!("podman save -q -o {} {ptag}", oci.display()));
-    run(&format!("ctr -n default images import {}", oci.display()));
+    sh_ok(&format!("podman save -q -o {} {ptag}", oci.display()));
+    sh_ok(&format!("ctr -n default images import {}", oci.display()));
     cleanup
         .commands
         .push(format!("ctr -n default images rm {ptag}"));
-    run(&format!(
+    sh_ok(&format!(
         "ctr -n default run -d {ptag} {cname} /bin/busybox sleep 100000 >/dev/null"
     ));
     cleanup.commands.push(format!(

@@ -19,17 +19,6 @@ use common::*;
 const IMAGE: &str = "localhost/ctrfsd-test:1";
 use common::ROOTLESS_USER as USER;
 
-fn run(cmd: &str) -> String {
-    let o = sh(cmd);
-    assert!(
-        o.status.success(),
-        "{cmd}: {}{}",
-        stdout(&o),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout(&o).trim().to_string()
-}
-
 fn try_run(cmd: &str) -> Output {
     sh(cmd)
 }
@@ -52,7 +41,7 @@ fn rootfs_tar() -> &'static str {
         fs::write(r.join("etc/os-release"), "NAME=ctrfsd-test\n").unwrap();
         symlink("/etc/os-release", r.join("etc/abs-link")).unwrap();
         let tar = dir.join("rootfs.tar");
-        run(&format!("tar -C {} -cf {} .", r.display(), tar.display()));
+        sh_ok(&format!("tar -C {} -cf {} .", r.display(), tar.display()));
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         tar.display().to_string()
     })
@@ -63,7 +52,7 @@ use std::os::unix::fs::PermissionsExt;
 fn podman_image() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        run(&format!("podman import -q {} {IMAGE}", rootfs_tar()));
+        sh_ok(&format!("podman import -q {} {IMAGE}", rootfs_tar()));
     });
 }
 
@@ -71,7 +60,7 @@ fn rootless_image() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let tar = rootfs_tar();
-        run(&as_user(&format!("podman import -q {tar} {IMAGE}")));
+        sh_ok(&as_user(&format!("podman import -q {tar} {IMAGE}")));
     });
 }
 
@@ -85,9 +74,9 @@ fn ctr_image(ns: &str) {
     podman_image();
     let archive = format!("{}.oci", rootfs_tar());
     if !std::path::Path::new(&archive).exists() {
-        run(&format!("podman save -q -o {archive} {IMAGE}"));
+        sh_ok(&format!("podman save -q -o {archive} {IMAGE}"));
     }
-    run(&format!("ctr -n {ns} images import {archive}"));
+    sh_ok(&format!("ctr -n {ns} images import {archive}"));
     done.push(ns.to_string());
 }
 
@@ -104,7 +93,7 @@ impl Drop for Ctr {
 
 fn podman_ctr(name: &str) -> Ctr {
     podman_image();
-    run(&format!(
+    sh_ok(&format!(
         "{PODMAN_RUN} --name {name} {IMAGE} /bin/busybox sleep 100000"
     ));
     Ctr {
@@ -114,7 +103,7 @@ fn podman_ctr(name: &str) -> Ctr {
 
 fn rootless_ctr(name: &str) -> Ctr {
     rootless_image();
-    run(&as_user(&format!(
+    sh_ok(&as_user(&format!(
         "podman --runtime runc run -d --network none --name {name} {IMAGE} /bin/busybox sleep 100000"
     )));
     Ctr {
@@ -125,7 +114,7 @@ fn rootless_ctr(name: &str) -> Ctr {
 /// `ctr run` in namespace `ns` with `labels` (`--label k=v ...`), container id `id`.
 fn containerd_ctr(ns: &str, id: &str, labels: &str) -> Ctr {
     ctr_image(ns);
-    run(&format!(
+    sh_ok(&format!(
         "ctr -n {ns} run -d {labels} {IMAGE} {id} /bin/busybox sleep 100000 >/dev/null"
     ));
     Ctr {
@@ -140,7 +129,7 @@ fn docker_ctr(name: &str) -> DockerCtr {
     let image = "ctrfsd-runtimes:1";
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        run(&format!(
+        sh_ok(&format!(
             "docker import {} {image} >/dev/null",
             rootfs_tar()
         ));
@@ -185,8 +174,8 @@ fn podman_rootful_by_name_id_and_attributes() {
         fs::read_to_string(dir.join("etc/os-release")).unwrap(),
         "NAME=ctrfsd-test\n"
     );
-    let id = run(&format!("podman inspect -f '{{{{.Id}}}}' {name}"));
-    let pid = run(&format!("podman inspect -f '{{{{.State.Pid}}}}' {name}"));
+    let id = sh_ok(&format!("podman inspect -f '{{{{.Id}}}}' {name}"));
+    let pid = sh_ok(&format!("podman inspect -f '{{{{.State.Pid}}}}' {name}"));
     assert_eq!(xattr(&dir, "runtime"), "podman");
     assert_eq!(xattr(&dir, "id"), id);
     assert_eq!(xattr(&dir, "pid"), pid);
@@ -265,7 +254,7 @@ fn containerd_namespaces_names_and_events() {
     // Its writable layer, and once its task is killed, its files from its snapshot.
     assert!(fs::read_dir(d.path().join(".diff").join(&name)).is_ok());
     assert_eq!(xattr(&dir, "state"), "running");
-    run(&format!("ctr -n default task kill -s KILL {id}"));
+    sh_ok(&format!("ctr -n default task kill -s KILL {id}"));
     let took = wait_until(Duration::from_secs(10), || {
         ctrfsd_xattr(&dir, "state").as_deref() == Some("exited")
     })
@@ -332,7 +321,7 @@ fn kubernetes_pods_by_namespace_pod_and_container_and_restarts_move() {
     // it for `kubectl logs --previous`), the kubelet starts a new container with the same
     // labels. The path moves to the new one; the exited one stays browsable at `~<id>`.
     // (`task delete -f` sends SIGKILL and waits for the exit before deleting the task.)
-    run(&format!("ctr -n k8s.io task delete -f {first} >/dev/null"));
+    sh_ok(&format!("ctr -n k8s.io task delete -f {first} >/dev/null"));
     let second = format!("app2-{t}");
     let _c2 = containerd_ctr("k8s.io", &second, &labels("container", Some("app")));
     // (Created before its task starts, the new container may hold the path as `stopped` for a

@@ -16,17 +16,6 @@ use common::*;
 
 const IMAGE: &str = "localhost/ctrfsd-reach:1";
 
-fn run(cmd: &str) -> String {
-    let o = sh(cmd);
-    assert!(
-        o.status.success(),
-        "{cmd}: {}{}",
-        stdout(&o),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    stdout(&o).trim().to_string()
-}
-
 /// The test image in the user's storage: busybox and a few applets, imported once.
 fn image() {
     static DONE: OnceLock<()> = OnceLock::new();
@@ -36,10 +25,10 @@ fn image() {
         let r = dir.path().join("root");
         busybox_rootfs(&r, &["etc", "tmp", "proc", "sys", "dev"], &["sh", "sleep"]);
         let tar = dir.path().join("rootfs.tar");
-        run(&format!("tar -C {} -cf {} .", r.display(), tar.display()));
+        sh_ok(&format!("tar -C {} -cf {} .", r.display(), tar.display()));
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
-        run(&as_user(&format!(
+        sh_ok(&as_user(&format!(
             "podman import -q {} {IMAGE}",
             tar.display()
         )));
@@ -102,7 +91,7 @@ fn a_rootless_container_shows_only_what_its_user_can_read() {
     }
     let uid = rootless_uid();
     let home_dir = format!("/home/{ROOTLESS_USER}/reach-{tok}");
-    run(&as_user(&format!(
+    sh_ok(&as_user(&format!(
         "sh -c 'mkdir {home_dir} && echo mine > {home_dir}/own && chmod 600 {home_dir}/own'"
     )));
     assert_eq!(fs::metadata(format!("{home_dir}/own")).unwrap().uid(), uid);
@@ -111,14 +100,14 @@ fn a_rootless_container_shows_only_what_its_user_can_read() {
         home_dir: home_dir.clone(),
     };
     let d = Daemon::start(&["--runtime", "podman", "--xattrs"]);
-    run(&as_user(&format!(
+    sh_ok(&as_user(&format!(
         "podman --runtime runc run -d --network none --name {name} -v /:/host \
          -v {}:/secret -v {}:/open -v {home_dir}:/mine {IMAGE} /bin/busybox sleep 100000",
         secret.path().display(),
         open.path().display()
     )));
     // A file of a container uid other than root: a subordinate uid on the host, mode 0600.
-    run(&as_user(&format!(
+    sh_ok(&as_user(&format!(
         "podman exec {name} /bin/busybox sh -c 'echo sub > /sub && /bin/busybox chown 100:100 \
          /sub && /bin/busybox chmod 600 /sub'"
     )));

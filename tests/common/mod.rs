@@ -127,6 +127,18 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Runs a shell command, failing the test unless it succeeds; its trimmed stdout.
+pub fn sh_ok(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd}: {}{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o).trim().to_string()
+}
+
 /// A unique, short token for names.
 pub fn token() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -217,20 +217,21 @@ fn a_restarted_container_is_served_from_its_new_process() {
     let after = c.pid();
     assert_ne!(before, after);
     let state = d.path().join(&c.0).join("state");
+    // Between the stop and the start event the container is shown from its layers, which
+    // hold `/state` too: wait for the new process's registration, not just for the file.
+    let registered = format!("pid {after})");
     let took = wait_until(Duration::from_secs(5), || {
         d.has(&c.0)
+            && d.log_text().contains(&registered)
             && fs::read_to_string(&state)
                 .map(|s| s == "kept\n")
                 .unwrap_or(false)
-    })
-    .expect("restarted container not served");
+    });
+    let log = d.log_text();
+    let took =
+        took.unwrap_or_else(|| panic!("restarted container not served from pid {after}:\n{log}"));
     eprintln!("restart -> served: {took:?}");
     // The writable layer survives the restart, and the path now leads to the new process's root.
-    let log = d.log_text();
-    assert!(
-        log.contains(&format!("pid {after})")),
-        "new pid not registered:\n{log}"
-    );
     assert!(fs::read_to_string(d.path().join(&c.0).join("etc/os-release")).is_ok());
 }
 

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, fstat, openat, openat2};
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, fstat, openat2};
 
 /// Why a log file or directory cannot be served: a sentence for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,22 +85,32 @@ pub fn open_dir(dir: &Path, owner: u32) -> Result<OwnedFd, OpenError> {
 ///
 /// # Errors
 ///
-/// [`OpenError::Refused`] when `name` is a symbolic link (`ELOOP` under `O_NOFOLLOW`), not a
-/// regular file, or not owned by `owner`; [`OpenError::Failed`] with the name and the errno
+/// [`OpenError::Refused`] when `name` is a symbolic link (`ELOOP` under `O_NOFOLLOW`), has a
+/// filesystem mounted on it (`EXDEV`), is not a regular file, or is not owned by `owner`; [`OpenError::Failed`] with the name and the errno
 /// text for any other failure of `openat` or `fstat`.
 pub fn open_file(dir: &OwnedFd, name: &OsStr, owner: u32) -> Result<Option<File>, OpenError> {
     let shown = Path::new(name).display();
-    let fd = match openat(
+    // `RESOLVE_NO_XDEV`: a filesystem mounted on the file itself (a user may mount a FUSE
+    // filesystem of theirs on a regular file they own with `fusermount3`, then stop answering)
+    // is refused with EXDEV before it is asked anything; the directory was checked the same
+    // way by `open_dir`, but its last component is crossed by a plain `openat`.
+    let fd = match openat2(
         dir,
         name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
         Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
     ) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(rustix::io::Errno::LOOP) => {
             return Err(OpenError::Refused(format!(
                 "{shown}: refused: it is a symbolic link"
+            )));
+        }
+        Err(rustix::io::Errno::XDEV) => {
+            return Err(OpenError::Refused(format!(
+                "{shown}: refused: another filesystem is mounted on it"
             )));
         }
         Err(e) => {

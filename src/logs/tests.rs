@@ -505,3 +505,44 @@ fn a_users_store_outside_their_home_is_refused() {
     // Root's stores are not confined (the runtimes' own directories).
     assert!(super::open::open_dir(dir.path(), 0).is_ok());
 }
+
+/// A filesystem mounted on the store file itself (a rootless user may mount a FUSE filesystem
+/// of theirs on a regular file they own with `fusermount3`, then stop answering) is refused
+/// with `EXDEV` before it is asked anything. A bind mount stands in for the user's FUSE mount.
+#[test]
+fn a_mount_on_the_store_file_is_refused() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("c.log"), "2024-01-01T00:00:00Z stdout F store\n").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let planted = other.path().join("f");
+    std::fs::write(&planted, "2024-01-01T00:00:00Z stdout F planted\n").unwrap();
+    let s = set(d, Format::Cri);
+    assert!(s.refresh().is_none());
+    assert_eq!(read_all(&s, Stream::Stdout), b"store\n");
+    let bind = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&planted)
+        .arg(d.join("c.log"))
+        .status()
+        .unwrap();
+    assert!(bind.success());
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _umount = Umount(d.join("c.log"));
+    let s = set(d, Format::Cri);
+    let why = s.refresh().expect("refused");
+    assert!(why.contains("refused") && why.contains("mounted"), "{why}");
+    assert_eq!(s.size(Stream::All).0, 0);
+}

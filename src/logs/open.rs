@@ -86,8 +86,9 @@ pub fn open_dir(dir: &Path, owner: u32) -> Result<OwnedFd, OpenError> {
 /// # Errors
 ///
 /// [`OpenError::Refused`] when `name` is a symbolic link (`ELOOP` under `O_NOFOLLOW`), has a
-/// filesystem mounted on it (`EXDEV`), is not a regular file, or is not owned by `owner`; [`OpenError::Failed`] with the name and the errno
-/// text for any other failure of `openat` or `fstat`.
+/// filesystem mounted on it (`EXDEV`), is not a regular file, or is not owned by `owner`;
+/// [`OpenError::Failed`] with the name and the errno text for any other failure of `openat2`
+/// or `fstat`.
 pub fn open_file(dir: &OwnedFd, name: &OsStr, owner: u32) -> Result<Option<File>, OpenError> {
     let shown = Path::new(name).display();
     // `RESOLVE_NO_XDEV`: a filesystem mounted on the file itself (a user may mount a FUSE

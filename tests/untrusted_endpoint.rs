@@ -250,6 +250,15 @@ fn a_users_endpoint_shows_only_what_the_user_reaches() {
     let none = serde_json::json!({});
     let mut alias = running("alias", &live_pid.to_string(), none.clone());
     alias["Id"] = dock_id.clone().into();
+    // An id sharing the 12 characters `docker ps` shows of Docker's (every process's
+    // `/proc/<pid>/cgroup` names its container's id), differing after them.
+    let mut prefix = running("prefix", &live_pid.to_string(), none.clone());
+    let next = if dock_id.as_bytes()[12] == b'0' {
+        "1"
+    } else {
+        "0"
+    };
+    prefix["Id"] = format!("{}{next}{}", &dock_id[..12], "f".repeat(51)).into();
     let mut evil = running("evil", &live_pid.to_string(), none.clone());
     evil["Name"] = format!("evil\n\u{1b}[31m-{tok}").into();
     let ns = format!("ns-{tok}");
@@ -260,6 +269,7 @@ fn a_users_endpoint_shows_only_what_the_user_reaches() {
         stopped("etc", Path::new("/etc"), ""),
         stopped("linked", &h.join("link"), ""),
         alias,
+        prefix,
         running("kube", &live_pid.to_string(), serde_json::json!({
             "io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.name": "p",
             "io.kubernetes.container.name": "c"})),
@@ -349,6 +359,13 @@ fn a_users_endpoint_shows_only_what_the_user_reaches() {
         target.to_string_lossy().ends_with(&format!("dock-{tok}")),
         "{target:?}"
     );
+    // And so does its short id, though the user's id shares it (before, it resolved nothing).
+    let short = fs::read_link(d.path().join(&dock_id[..12])).unwrap();
+    assert!(
+        short.to_string_lossy().ends_with(&format!("dock-{tok}")),
+        "{short:?}"
+    );
+    assert!(d.has(&q("prefix")), "{:?}", d.names());
     never_host(&d, &tok, &marker);
 }
 

@@ -294,15 +294,22 @@ impl Tree {
         match now {
             Some((k, l)) => {
                 self.view.aliases.insert(alias.clone(), l);
+                self.view.ids.remove(&alias);
+                self.view.user_ids.remove(&alias);
                 if k.2 == AliasKind::Id {
-                    self.view.ids.insert(alias.clone(), l);
-                } else {
-                    self.view.ids.remove(&alias);
+                    // A user endpoint's ids never make a root runtime's prefix ambiguous.
+                    let ids = if k.0 == Runtime::PodmanRootless {
+                        &mut self.view.user_ids
+                    } else {
+                        &mut self.view.ids
+                    };
+                    ids.insert(alias.clone(), l);
                 }
             }
             None => {
                 self.view.aliases.remove(&alias);
                 self.view.ids.remove(&alias);
+                self.view.user_ids.remove(&alias);
             }
         }
         self.touched.push((ROOT_INO, alias));
@@ -416,6 +423,48 @@ mod tests {
         t.unplace(&p[1]);
         let v = t.publish().0;
         assert_eq!(v.alias(id), Some(p[0].link));
+    }
+
+    /// Issue 13: a user's container whose id shares a prefix with another runtime's id (ids
+    /// are in every process's `/proc/<pid>/cgroup`) leaves that prefix to the other runtime:
+    /// `cd /ctr/<docker ps id>` keeps working. Before, the prefix resolved nothing.
+    #[test]
+    fn a_users_id_does_not_make_a_prefix_ambiguous() {
+        let mut t = Tree::new();
+        let docker_id = "3f2a9c0d11aa22bb";
+        let user_id = "3f2a9c0d11aaffff";
+        let user = inst(
+            Runtime::PodmanRootless,
+            "mallory",
+            user_id,
+            "x",
+            "x@mallory",
+        );
+        let web = inst(Runtime::Docker, "", docker_id, "web", "web");
+        let p = place(&mut t, &[&user, &web]);
+        let v = t.publish().0;
+        assert_eq!(
+            v.alias("3f2a9c0d11aa"),
+            Some(p[1].link),
+            "docker ps's short id"
+        );
+        assert_eq!(v.alias("3f2a"), Some(p[1].link));
+        assert_eq!(v.alias(user_id), Some(p[0].link), "the user's full id");
+        assert_eq!(
+            v.alias("3f2a9c0d11aaf"),
+            Some(p[0].link),
+            "a prefix only it has"
+        );
+        // Two root runtimes' ids sharing a prefix still make it ambiguous.
+        let pod = inst(Runtime::Podman, "", "3f2a9c0d1100", "db", "db");
+        let q = place(&mut t, &[&pod]);
+        let v = t.publish().0;
+        assert_eq!(v.alias("3f2a"), None);
+        assert_eq!(v.alias("3f2a9c0d1100"), Some(q[0].link));
+        // Docker's container gone, the prefix it shared with the user's is the user's.
+        t.unplace(&p[1]);
+        let v = t.publish().0;
+        assert_eq!(v.alias("3f2a9c0d11aa"), Some(p[0].link));
     }
 
     #[test]

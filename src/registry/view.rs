@@ -37,8 +37,13 @@ pub struct View {
     pub links: imbl::HashMap<u64, String>,
     /// Top-level names that are not listed but resolve (qualified names, full ids).
     pub(super) aliases: imbl::HashMap<String, u64>,
-    /// Id -> link inode, for unique-prefix lookups.
+    /// Id -> link inode, for unique-prefix lookups: the ids of root's runtimes' containers.
     pub(super) ids: imbl::OrdMap<String, u64>,
+    /// The same for the containers of unprivileged users' endpoints, which choose their ids
+    /// freely: consulted only for a prefix no root runtime's container has, so that a user's
+    /// container sharing a prefix with another runtime's id cannot make that prefix
+    /// ambiguous (and so take it from `cd /ctr/<docker ps id>`).
+    pub(super) user_ids: imbl::OrdMap<String, u64>,
     /// The `.pid` directory's inode.
     pub pid_dir: u64,
 }
@@ -50,13 +55,31 @@ impl View {
         if let Some(&ino) = self.aliases.get(name) {
             return Some(ino);
         }
-        let mut hits = self
-            .ids
-            .range(name.to_string()..)
-            .take_while(|(id, _)| id.starts_with(name));
-        match (hits.next(), hits.next()) {
-            (Some((_, &ino)), None) => Some(ino),
-            _ => None,
+        match unique_prefix(&self.ids, name) {
+            Prefix::One(ino) => Some(ino),
+            Prefix::Many => None,
+            Prefix::None => match unique_prefix(&self.user_ids, name) {
+                Prefix::One(ino) => Some(ino),
+                _ => None,
+            },
         }
+    }
+}
+
+/// How many ids of `ids` start with `name`.
+enum Prefix {
+    None,
+    One(u64),
+    Many,
+}
+
+fn unique_prefix(ids: &imbl::OrdMap<String, u64>, name: &str) -> Prefix {
+    let mut hits = ids
+        .range(name.to_string()..)
+        .take_while(|(id, _)| id.starts_with(name));
+    match (hits.next(), hits.next()) {
+        (None, _) => Prefix::None,
+        (Some((_, &ino)), None) => Prefix::One(ino),
+        _ => Prefix::Many,
     }
 }

@@ -150,7 +150,7 @@ impl Owner {
 /// be local ([`crate::mounts::classify`]), read from `/proc/self/fdinfo` and ctrfsd's own mount
 /// table, which the filesystem is not asked for.
 fn local_mount(fd: &OwnedFd, path: &Path) -> io::Result<()> {
-    let id = crate::fs::mount_id_of(fd)?;
+    let id = crate::mounts::mount_id_of(fd.as_fd())?;
     let table = crate::mounts::MountTable::read(std::process::id() as i32)?;
     match table.kind(id) {
         Some(crate::mounts::MountKind::Served) => Ok(()),

@@ -16,22 +16,22 @@
 //! one-byte read per job and nothing else. Bounds: the job's own (its names, [`MAX_FILE`]
 //! per file, [`MAX_BYTES`] in all, its time limit and deadline), one fd at a time besides
 //! the job's.
+//!
+//! [`MAX_FILE`]: super::prefetch::MAX_FILE
 
 use std::ffi::OsStr;
 use std::num::NonZeroU64;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fuser::FileType;
 use rustix::fs::{Advice, fadvise};
 
-use super::attr::kind_of;
+use super::CtrFs;
 use super::guard::Claim;
 use super::nodes::Node;
-use super::prefetch::{MAX_BYTES, MAX_FILE, MAX_TIME};
-use super::{CtrFs, Reached};
+use super::prefetch::{MAX_BYTES, MAX_TIME};
 
 /// Files whose reading ahead was asked for, over the daemon's life (for the request report).
 static FILES: AtomicU64 = AtomicU64::new(0);
@@ -47,6 +47,8 @@ impl CtrFs {
     /// them (module doc); returns how many. Errors on one file skip that file. The last, not
     /// the first: a job's first files were often read ahead by the job before it (which
     /// listed twice as many names as it stored), its last ones not yet.
+    ///
+    /// [`MAX_FILE`]: super::prefetch::MAX_FILE
     pub(super) fn read_ahead_if_cold(
         &self,
         dir: &Node,
@@ -81,22 +83,19 @@ impl CtrFs {
     }
 
     /// File `name` of `dir` opened for reading, with its size, if it is a regular file of
-    /// 1 to [`MAX_FILE`] bytes on a mount ctrfsd serves.
+    /// 1 to [`MAX_FILE`] bytes on a mount ctrfsd serves ([`CtrFs::small_file_at`]).
+    ///
+    /// [`MAX_FILE`]: super::prefetch::MAX_FILE
     fn small_file(
         &self,
         dir: &Node,
         dfd: &OwnedFd,
         name: &OsStr,
     ) -> std::io::Result<Option<(OwnedFd, u64)>> {
-        let Reached::Here(opath, st) = self.child_at(&dir.inst, dfd.as_fd(), name)? else {
-            return Ok(None);
-        };
-        let size = st.stx_size;
-        if kind_of(u32::from(st.stx_mode)) != FileType::RegularFile || size == 0 || size > MAX_FILE
-        {
-            return Ok(None);
+        match self.small_file_at(dir, dfd, name)? {
+            Some((opath, st)) => Ok(Some((self.reopen(&opath)?, st.stx_size))),
+            None => Ok(None),
         }
-        Ok(Some((self.reopen(&opath)?, size)))
     }
 }
 

@@ -99,7 +99,7 @@ impl CtrFs {
             };
             // The walk may have crossed onto a mount made since (an O_PATH walk asks it
             // nothing): nothing below is asked of it unless it is served.
-            match super::mount_id_of(&dir) {
+            match crate::mounts::mount_id_of(dir.as_fd()) {
                 Ok(mnt) if inst.mount_kind(mnt) == MountKind::Served => {}
                 _ => return Kind::Stop,
             }

@@ -282,15 +282,15 @@ impl Core {
         }
         let parent = self.node(loc.parent)?;
         let pfd = self.dir_fd_depth(&parent, depth + 1)?;
-        let fd = self.open_verified(&node.inst, pfd.as_fd(), loc.name(), node, true)?;
+        let (fd, _) = self.open_verified(&node.inst, pfd.as_fd(), loc.name(), node, true)?;
         let fd = Arc::new(fd);
         self.dirs.put(node, fd.clone());
         Ok(fd)
     }
 
     /// Opens `name` in `dir` (see [`Self::child_at`]) and checks it is `node`, a directory if
-    /// `dir_only`. A mount that is not served where `node` was is ESTALE: the kernel looks the
-    /// name up again and finds the placeholder.
+    /// `dir_only`; the `O_PATH` fd and the file's status. A mount that is not served where
+    /// `node` was is ESTALE: the kernel looks the name up again and finds the placeholder.
     fn open_verified(
         &self,
         inst: &Instance,
@@ -298,7 +298,7 @@ impl Core {
         name: &OsStr,
         node: &Node,
         dir_only: bool,
-    ) -> io::Result<OwnedFd> {
+    ) -> io::Result<(OwnedFd, Statx)> {
         let Reached::Here(fd, st) = self.child_at(inst, dir, name)? else {
             return Err(stale());
         };
@@ -306,7 +306,7 @@ impl Core {
         if dir_only && node.kind != fuser::FileType::Directory {
             return Err(errno(libc::ENOTDIR));
         }
-        Ok(fd)
+        Ok((fd, st))
     }
 
     /// Reaches `name` in directory `dir` of `inst` without any system call into a mount that
@@ -340,7 +340,7 @@ impl Core {
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 let fd =
                     self.retry_emfile(|| walk::openat2(dir, name, flags, ResolveFlags::empty()))?;
-                let mnt = mount_id_of(&fd)?;
+                let mnt = crate::mounts::mount_id_of(fd.as_fd())?;
                 match inst.mount_kind(mnt) {
                     MountKind::Unserved => Ok(Reached::Unserved(mnt)),
                     _ => {
@@ -466,12 +466,6 @@ pub(crate) enum Reached {
     Here(OwnedFd, Statx),
     /// The mountpoint of a mount that is never touched, with its mount id.
     Unserved(u64),
-}
-
-/// The mount id of the file `fd` is open on, from `/proc/self/fdinfo` (proc(5): `mnt_id:`),
-/// which the file's filesystem is not asked for.
-pub(crate) fn mount_id_of(fd: &OwnedFd) -> io::Result<u64> {
-    crate::mounts::mount_id_of(fd.as_fd())
 }
 
 impl Core {

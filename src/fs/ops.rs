@@ -269,12 +269,13 @@ impl CtrFs {
             _ => return Err(errno(libc::EOPNOTSUPP)),
         }
         let (pfd, name) = self.parent_fd(node)?;
-        let Reached::Here(fd, st) =
-            self.child_at(&node.inst, pfd.as_fd(), OsStr::from_bytes(&name))?
-        else {
-            return Err(crate::instance::stale());
-        };
-        super::check_same(node, &st)?;
+        let (fd, st) = self.open_verified(
+            &node.inst,
+            pfd.as_fd(),
+            OsStr::from_bytes(&name),
+            node,
+            false,
+        )?;
         // A user's container: read only what their processes may read (`crate::idmap`).
         node.inst.may(&st, crate::idmap::READ)?;
         Ok(fd)

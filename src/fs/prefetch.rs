@@ -36,8 +36,8 @@
 //! that reports every change) describe the stored bytes. A file whose size is not what its
 //! status said is skipped, and one whose status changed between the first look and the
 //! store (before, during or after the read) is invalidated right after the store (status
-//! checked again), so the kernel never keeps bytes older than the file. A file written to in the last
-//! [`SETTLED`] (a live log) is never stored: its reads go through ctrfsd as before.
+//! checked again), so the kernel never keeps bytes older than the file. A file written to in
+//! the last [`SETTLED`] (a live log) is never stored: its reads go through ctrfsd as before.
 
 use std::ffi::OsStr;
 use std::io;
@@ -387,6 +387,29 @@ impl CtrFs {
         Ok(out)
     }
 
+    /// File `name` of `dir`, reached as [`Core::child_at`](super::Core::child_at) does, if it
+    /// is a regular file of 1 to [`MAX_FILE`] bytes on a mount ctrfsd serves: its `O_PATH` fd
+    /// and status. What a prefetch job stores and a cold walk reads ahead (`coldahead`).
+    ///
+    /// # Errors
+    ///
+    /// What [`Core::child_at`](super::Core::child_at) answers (the name is gone, a walk failed).
+    pub(super) fn small_file_at(
+        &self,
+        dir: &Node,
+        dfd: &OwnedFd,
+        name: &OsStr,
+    ) -> io::Result<Option<(OwnedFd, Statx)>> {
+        let Reached::Here(opath, st) = self.child_at(&dir.inst, dfd.as_fd(), name)? else {
+            return Ok(None);
+        };
+        let size = st.stx_size;
+        let small = kind_of(u32::from(st.stx_mode)) == FileType::RegularFile
+            && size > 0
+            && size <= MAX_FILE;
+        Ok(small.then_some((opath, st)))
+    }
+
     /// Stores file `name` of `dir` if it qualifies (module doc); its length if stored.
     fn store_one(
         &self,
@@ -395,17 +418,13 @@ impl CtrFs {
         name: &OsStr,
         notifier: &Notifier,
     ) -> io::Result<Option<usize>> {
-        let Reached::Here(opath, st) = self.child_at(&dir.inst, dfd.as_fd(), name)? else {
+        let Some((opath, st)) = self.small_file_at(dir, dfd, name)? else {
             return Ok(None);
         };
-        let size = st.stx_size;
-        if kind_of(u32::from(st.stx_mode)) != FileType::RegularFile
-            || size == 0
-            || size > MAX_FILE
-            || !settled(&st)
-        {
+        if !settled(&st) {
             return Ok(None);
         }
+        let size = st.stx_size;
         let key = NodeKey {
             seq: dir.inst.seq,
             mnt: st.stx_mnt_id as u32,

@@ -25,7 +25,8 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CTRFSD_
         layer, volumes, tmpfs). Symlinks inside a container resolve inside that container, never \
         on the host. Runs in the foreground; Ctrl-C or SIGTERM unmounts and exits 0.",
     after_help = "Examples:\n  sudo ctrfsd /ctr\n  ls /ctr/*/etc\n  grep -r ERROR /ctr/nginx/var/log\n  \
-        sudo ctrfsd --runtime docker --container web=4242 /ctr\n  ctrfsd --list-runtimes"
+        sudo ctrfsd --runtime docker --container web=4242 /ctr\n  ctrfsd --list-runtimes\n  \
+        sudo ctrfsd --check /ctr"
 )]
 pub struct Args {
     /// Directory to mount on (must exist)
@@ -41,6 +42,12 @@ pub struct Args {
     /// Say which runtimes answer on this host, and why the others do not; then exit
     #[arg(long)]
     pub list_runtimes: bool,
+
+    /// Check that MOUNTPOINT holds a ctrfsd mount whose daemon answers within 2 s, then exit:
+    /// 0 if it does, 1 with the reason if not (nothing mounted, another filesystem, a dead
+    /// mount, no answer). For readiness and liveness probes: the DaemonSet's uses it
+    #[arg(long, conflicts_with = "list_runtimes")]
+    pub check: bool,
 
     /// Also serve the root of process PID as NAME (repeatable); works for any runtime or none
     #[arg(long = "container", value_name = "NAME=PID")]

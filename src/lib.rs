@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod check;
 pub mod cli;
 pub mod container;
 pub mod daemon;

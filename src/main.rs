@@ -33,6 +33,24 @@ fn main() -> ExitCode {
         .parse_env("RUST_LOG")
         .format_timestamp_millis()
         .init();
+    if args.check {
+        // clap requires MOUNTPOINT unless --list-runtimes, which --check excludes.
+        let path = args.mountpoint.clone().unwrap_or_default();
+        std::process::exit(match ctrfsd::check::check(&path) {
+            Ok(a) => {
+                println!(
+                    "{}: ctrfsd answers ({} us)",
+                    a.path.display(),
+                    a.took.as_micros()
+                );
+                i32::from(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("ctrfsd: --check {e}");
+                i32::from(exit::FAILURE)
+            }
+        });
+    }
     let result = if args.list_runtimes {
         ctrfsd::daemon::list_runtimes(&args.runtimes)
     } else {

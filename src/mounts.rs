@@ -292,6 +292,18 @@ pub fn changed(events: &std::fs::File) -> bool {
     }
 }
 
+/// The filesystem type (`fuse.ctrfsd`, `tmpfs`, ...) of the topmost mount at `point` in a
+/// `mountinfo` text (proc(5)), `point` absolute and unescaped; `None` if nothing is mounted
+/// there. Reads only the text: the mount itself is never asked anything.
+pub fn fstype_at(mountinfo: &[u8], point: &[u8]) -> Option<String> {
+    mountinfo
+        .split(|&b| b == b'\n')
+        .rev()
+        .filter_map(Entry::parse)
+        .find(|m| m.point == point)
+        .map(|m| m.fstype)
+}
+
 /// One line of `mountinfo`: what the classification needs.
 struct Entry {
     id: u64,
@@ -484,5 +496,11 @@ mod tests {
         assert_eq!(root_only.kind(1), Some(MountKind::Served));
         assert_eq!(t.unserved_at(b"ovl"), Some(4));
         assert_eq!(unescape(b"a\\040b\\072c"), b"a b:c");
+        let text = b"1 0 0:1 / / rw - ext4 /dev/vda rw\n\
+            2 1 0:2 / /c\\040d rw - tmpfs tmpfs rw\n\
+            3 2 0:3 / /c\\040d rw - fuse.ctrfsd ctrfsd rw\n";
+        assert_eq!(fstype_at(text, b"/c d").as_deref(), Some("fuse.ctrfsd"));
+        assert_eq!(fstype_at(text, b"/").as_deref(), Some("ext4"));
+        assert_eq!(fstype_at(text, b"/c"), None);
     }
 }

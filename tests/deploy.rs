@@ -149,6 +149,34 @@ fn manifest_has_what_a_node_needs() {
     assert_eq!(mountpoint.parent(), Some(bidi[0].target.as_path()));
     assert!(!bidi[0].read_only);
     assert!(a.iter().any(|x| x == "--mkdir"), "{a:?}");
+    // The probes check that mountpoint with the image's binary.
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let cmd: Vec<&str> = seq(&c[probe]["exec"], "command")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            cmd,
+            ["/ctrfsd", "--check", mountpoint.to_str().unwrap()],
+            "{probe}"
+        );
+        assert!(
+            c[probe]["timeoutSeconds"].as_u64().unwrap_or(1) >= 3,
+            "{probe}"
+        );
+    }
+}
+
+/// The manifest's readiness probe, run in the ctrfsd container as the kubelet runs it: its exit
+/// status and what it printed.
+fn probe(m: &Value, name: &str) -> std::process::Output {
+    let mut cmd = vec!["exec", name];
+    cmd.extend(
+        seq(&container(m)["readinessProbe"]["exec"], "command")
+            .iter()
+            .map(|v| v.as_str().unwrap()),
+    );
+    docker(&cmd)
 }
 
 /// Mounts made for the test, lazily unmounted (last first) on drop; then commands run (last
@@ -447,6 +475,11 @@ fn deployed_image_serves_every_runtime_and_survives_kill() {
         served.display(),
         logs()
     );
+    let ready = probe(&m, &name);
+    assert!(
+        ready.status.success() && stdout(&ready).contains("ctrfsd answers"),
+        "the readiness probe passes: {ready:?}"
+    );
 
     // docker stop: SIGTERM, as the kubelet sends; ctrfsd unmounts and exits 0.
     docker_ok(&["stop", &name]);
@@ -473,6 +506,15 @@ fn deployed_image_serves_every_runtime_and_survives_kill() {
                 || rustix::fs::statfs(&served).is_err_and(|e| e == rustix::io::Errno::NOTCONN)
         },
     );
+    // The host's own check says the mount is dead, and why.
+    let dead = std::process::Command::new(bin())
+        .arg("--check")
+        .arg(&served)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&dead.stderr);
+    assert_eq!(dead.status.code(), Some(1), "{said}");
+    assert!(said.contains("the mount is dead"), "{said}");
     docker_ok(&["start", &name]);
     assert!(
         serves(Duration::from_secs(20)),

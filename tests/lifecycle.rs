@@ -193,6 +193,9 @@ fn refuses_a_live_mount_and_cleans_a_dead_one() {
     child.wait().unwrap();
     let e = fs::read_dir(&mnt).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN));
+    let (code, _, err) = run(&["--check", mnt.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the mount is dead"), "{err}");
     // ... and the next start cleans it up and serves again.
     let mut d2 = Command::new(bin())
         .args(["--runtime", "none", "--container", &arg])
@@ -213,6 +216,33 @@ fn refuses_a_live_mount_and_cleans_a_dead_one() {
     assert!(ok.is_some(), "restart over a dead mount did not serve");
     assert!(status.success(), "{status:?}");
     assert!(!is_mounted(&mnt));
+}
+
+/// `ctrfsd --check` (the DaemonSet's probes): 0 for a live mount; 1 with the reason for no
+/// mount, another filesystem, and a daemon that does not answer, within its 2 s.
+#[test]
+fn check_says_whether_a_live_ctrfsd_answers() {
+    let d = Daemon::start(&["--runtime", "none"]);
+    let mnt = d.path().to_str().unwrap().to_owned();
+    let (code, out, err) = run(&["--check", &mnt]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("ctrfsd answers"), "{out}");
+    let plain = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&["--check", plain.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("nothing is mounted there"), "{err}");
+    let (code, _, err) = run(&["--check", "/proc"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the mount there is proc, not ctrfsd"), "{err}");
+    // A wedged daemon (stopped): no answer, said within the deadline; answers again after.
+    let pid = rustix::process::Pid::from_raw(d.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let (code, _, err) = run(&["--check", &mnt]);
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("did not answer within 2 s"), "{err}");
+    let (code, _, err) = run(&["--check", &mnt]);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]

@@ -49,6 +49,9 @@ mod virt;
 mod walk;
 pub mod watch;
 
+/// The name of the root's request report attribute (`user.ctrfsd.requests`).
+pub(crate) use ops::REQUESTS_XATTR;
+
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

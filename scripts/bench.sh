@@ -365,7 +365,7 @@ SH
    if want cold; then
      bench 5coldfloor "floorfs: grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --prepare "sh -c '$drop'"
    fi)
-  p=$(cat "$FLPID"); kill -TERM "$p"; while kill -0 "$p" 2>/dev/null; do sleep 0.02; done
+  p=$(cat "$FLPID"); kill -TERM "$p" 2>/dev/null || true; while kill -0 "$p" 2>/dev/null; do sleep 0.02; done
   umount -l "$FLMNT" 2>/dev/null || true; : > "$FLPID"
 fi
 # ---- end of "Floor" ----

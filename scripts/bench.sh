@@ -282,7 +282,13 @@ if [ $SCALE_ONLY = 0 ]; then
 want grep && bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --warmup 1
 want stat && bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 1
 want first_find && first_dirs_find  # First look: directories
+# Read requests ctrfsd got during the seq row (issue #16): 1,024 fill the 1 GiB file once (the
+# warmup); more mean its page cache was dropped between runs and read again through ctrfsd.
+ctrfsd_reads() { getfattr --only-values -n user.ctrfsd.requests "$MNT" 2>/dev/null |
+  awk '{for (i = 1; i < NF; i++) if ($i == "read") n = $(i + 1)} END {print n + 0}'; }
+want seq && r_seq0=$(ctrfsd_reads)
 want seq && bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1
+want seq && echo "bench: read requests to ctrfsd during the seq row: $(( $(ctrfsd_reads) - r_seq0 ))"
 # ---- Warm sequential read: the floor of a FUSE page cache (issue #16; README "First look: reads") ----
 # Row seq_fuse (only when named in ROWS, e.g. ROWS="seq seq_fuse"): the same warm `dd` through a
 # FUSE filesystem that is not ctrfsd (bindfs -o kernel_cache: libfuse, its page cache kept
@@ -301,6 +307,19 @@ if want seq_fuse && command -v bindfs >/dev/null; then
   fi
 fi
 # ---- end of "Warm sequential read: the floor" ----
+# ---- Warm sequential read, caches refilled (issue #16; README "The floor of a /dev/fuse filesystem") ----
+# Row seq_full (only when named in ROWS): the seq row with each timed run preceded by an untimed
+# read of the file through every column, so each timed `dd` finds its page cache whole: other
+# processes' drop_caches and DAMON's trimming otherwise make some "warm" runs read the file
+# again (through ctrfsd, by read requests, printed for both rows).
+if want seq_full; then
+  r0=$(ctrfsd_reads)
+  bench 3seqfull "sequential read 1 GiB (dd bs=1M), warm, page caches refilled before each run" \
+    "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1 \
+    --prepare "sh -c 'cat $D/big $C/big $([ $HAVE_BINDFS = 1 ] && echo "$B/big") >/dev/null'"
+  echo "bench: read requests to ctrfsd during the seq_full row (prepares included): $(( $(ctrfsd_reads) - r0 ))"
+fi
+# ---- end of "Warm sequential read, caches refilled" ----
 want rand && bench 4rand "4 KiB random reads (fio randread, 64 MiB), warm" \
   "sh -c 'fio --name=r --filename={}/big --rw=randread --bs=4k --size=1g --io_size=64m --invalidate=0 --ioengine=psync --output=/dev/null'" --warmup 1
 want cold && bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --prepare "sh -c '$drop'"

@@ -14,7 +14,8 @@
 //! once per `opendir` and answered with readdirplus (a `statx` per entry) or plain readdir as
 //! the kernel asks; reads with `pread` on an fd opened by name and kept in a small cache; `open`
 //! answered ENOSYS (the kernel then sends no open and keeps its page cache, as with ctrfsd); no
-//! store-ahead, no read-ahead of its own. Everything else is ctrfsd's: the INIT flags
+//! store-ahead, no read-ahead of its own (flush and xattrs: fuser's default answer, ENOSYS, as
+//! ctrfsd's default). Everything else is ctrfsd's: the INIT flags
 //! (`src/fs/fuse.rs`), the mount options (`src/daemon.rs`), 2 threads with cloned fds, TTLs of
 //! 60 s (ctrfsd's `--cache-ttl` on a watched tree of single-link files, the bench's), a 1 MiB
 //! `st_blksize` on directories, and the mount's `read_ahead_kb` 1024 (`src/mountpoint.rs`).
@@ -357,17 +358,6 @@ impl Filesystem for Floor {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let r = (|| {
             let dir = self.dir(ino)?;
@@ -457,21 +447,6 @@ impl Filesystem for Floor {
             dirs.remove(&fh.0);
         }
         reply.ok();
-    }
-
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: fuser::ReplyXattr,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOSYS);
     }
 }
 

@@ -165,6 +165,7 @@ cleanup() {
   fi
   rm -f "$PIDFILE"
   [ -s "$WORK/fresh-mount.pid" ] && kill -TERM "$(cat "$WORK/fresh-mount.pid")" 2>/dev/null || true  # First look
+  [ -s "$WORK/floor.pid" ] && kill -TERM "$(cat "$WORK/floor.pid")" 2>/dev/null && umount -l "$WORK/floor" 2>/dev/null || true  # Floor
   mountpoint -q "$BINDMNT" && umount -l "$BINDMNT" || true
 }
 trap cleanup EXIT
@@ -281,7 +282,13 @@ if [ $SCALE_ONLY = 0 ]; then
 want grep && bench 1grep "grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --warmup 1
 want stat && bench 2stat "stat every file (find -printf %s%m%u), warm" "sh -c 'find {} -printf %s%m%u >/dev/null'" --warmup 1
 want first_find && first_dirs_find  # First look: directories
+# Read requests ctrfsd got during the seq row (issue #16): 1,024 fill the 1 GiB file once (the
+# warmup); more mean its page cache was dropped between runs and read again through ctrfsd.
+ctrfsd_reads() { getfattr --only-values -n user.ctrfsd.requests "$MNT" 2>/dev/null |
+  awk '{for (i = 1; i < NF; i++) if ($i == "read") n = $(i + 1)} END {print n + 0}'; }
+want seq && r_seq0=$(ctrfsd_reads)
 want seq && bench 3seq "sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1
+want seq && echo "bench: read requests to ctrfsd during the seq row: $(( $(ctrfsd_reads) - r_seq0 ))"
 # ---- Warm sequential read: the floor of a FUSE page cache (issue #16; README "First look: reads") ----
 # Row seq_fuse (only when named in ROWS, e.g. ROWS="seq seq_fuse"): the same warm `dd` through a
 # FUSE filesystem that is not ctrfsd (bindfs -o kernel_cache: libfuse, its page cache kept
@@ -300,6 +307,19 @@ if want seq_fuse && command -v bindfs >/dev/null; then
   fi
 fi
 # ---- end of "Warm sequential read: the floor" ----
+# ---- Warm sequential read, caches refilled (issue #16; README "The floor of a /dev/fuse filesystem") ----
+# Row seq_full (only when named in ROWS): the seq row with each timed run preceded by an untimed
+# read of the file through every column, so each timed `dd` finds its page cache whole: other
+# processes' drop_caches and DAMON's trimming otherwise make some "warm" runs read the file
+# again (through ctrfsd, by read requests, printed for both rows).
+if want seq_full; then
+  r0=$(ctrfsd_reads)
+  bench 3seqfull "sequential read 1 GiB (dd bs=1M), warm, page caches refilled before each run" \
+    "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1 \
+    --prepare "sh -c 'cat $D/big $C/big $([ $HAVE_BINDFS = 1 ] && echo "$B/big") >/dev/null'"
+  echo "bench: read requests to ctrfsd during the seq_full row (prepares included): $(( $(ctrfsd_reads) - r0 ))"
+fi
+# ---- end of "Warm sequential read, caches refilled" ----
 want rand && bench 4rand "4 KiB random reads (fio randread, 64 MiB), warm" \
   "sh -c 'fio --name=r --filename={}/big --rw=randread --bs=4k --size=1g --io_size=64m --invalidate=0 --ioengine=psync --output=/dev/null'" --warmup 1
 want cold && bench 5cold "grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --prepare "sh -c '$drop'"
@@ -314,6 +334,60 @@ if want first_grep; then
     "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" "$D" "$FMNT/$MAIN/wdata" "$((RUNS * ROUNDS))"
   fresh_mount_stop
 fi
+# ---- Floor: a minimal FUSE server beside ctrfsd (issue #16; README "First look: reads") ----
+# FLOOR=1 adds, for each of the rows first_grep, first_find, seq and cold named in ROWS, the same
+# row through examples/floorfs.rs ("floorfs: ..." rows, against direct in the same hyperfine):
+# a FUSE server with ctrfsd's INIT flags, mount options, TTLs and readahead but none of its own
+# work (no containment, checks, deadlines, watches or store-ahead), serving /proc/<pid>/root.
+# FLOOR_ARGS: its extra arguments (e.g. `--passthrough-min 1048576`: opens answered, kernel
+# passthrough for files of at least 1 MiB; then also the warm grep row is run through it).
+# First-look rows mount it afresh before each run, the direct walk run after, as for ctrfsd.
+if [ "${FLOOR:-0}" = 1 ]; then
+  cargo build --release --locked -q --example floorfs
+  FLBIN=$PWD/target/release/examples/floorfs FLMNT=$WORK/floor FLPID=$WORK/floor.pid
+  mkdir -p "$FLMNT"
+  cat > "$WORK/floor-mount.sh" <<SH
+#!/bin/sh
+# Written by scripts/bench.sh: stops the floorfs of $FLPID and mounts $FLMNT afresh.
+p=\$(cat "$FLPID" 2>/dev/null)
+if [ -n "\$p" ] && kill -TERM "\$p" 2>/dev/null; then
+  while kill -0 "\$p" 2>/dev/null; do sleep 0.02; done
+fi
+umount -l "$FLMNT" 2>/dev/null
+setsid "$FLBIN" /proc/$PID/root "$FLMNT" ${FLOOR_ARGS:-} </dev/null >/dev/null 2>>"$WORK/floorfs.log" &
+echo \$! > "$FLPID"
+i=0; until [ -d "$FLMNT/wdata" ]; do i=\$((i+1)); [ \$i -lt 400 ] || exit 1; sleep 0.02; done
+SH
+  chmod +x "$WORK/floor-mount.sh"
+  floor_first() { # id, label, template, warm command
+    printf '#!/bin/sh\n"%s" && %s\n' "$WORK/floor-mount.sh" "$4" > "$WORK/floor-warm-$1.sh"
+    chmod +x "$WORK/floor-warm-$1.sh"
+    echo "bench: floorfs: $2 (a fresh mount before each run)"
+    hyperfine -N --style none --runs "$((RUNS * ROUNDS))" --warmup 1 --prepare "$WORK/floor-warm-$1.sh" \
+      --export-json "$OUT/$1.r1.json" "${3//\{\}/$D}" "${3//\{\}/$FLMNT/wdata}" >/dev/null
+    echo "floorfs: $2" > "$OUT/$1.label"
+  }
+  want first_grep && floor_first f0grepfloor "first grep -r -c ERROR after mounting, 30k files, page cache warm" \
+    "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" "grep -r -c ERROR --exclude=big $D >/dev/null"
+  want first_find && floor_first f1findfloor "first find -printf %s%m%u after mounting, 30k files" \
+    "sh -c 'find {} -printf %s%m%u >/dev/null'" "find $D -printf %s%m%u >/dev/null"
+  "$WORK/floor-mount.sh"
+  (C=$FLMNT/wdata HAVE_BINDFS=0
+   case " ${FLOOR_ARGS:-} " in *" --passthrough-min "*)
+     bench 1grepfloor "floorfs: grep -r -c ERROR, 30k files, warm" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --warmup 1 ;;
+   esac
+   if want seq; then
+     bench 3seqfloor "floorfs: sequential read 1 GiB (dd bs=1M), warm" "sh -c 'dd if={}/big of=/dev/null bs=1M status=none'" --warmup 1
+     echo "bench: folios of the warm 1 GiB file's page cache (direct, ctrfsd, floorfs):"
+     scripts/folios.py "$D/big" "$MNT/$MAIN/wdata/big" "$C/big" | sed 's/^/bench:   /'
+   fi
+   if want cold; then
+     bench 5coldfloor "floorfs: grep -r -c ERROR, 30k files, cold (drop_caches)" "sh -c 'grep -r -c ERROR --exclude=big {} >/dev/null'" --prepare "sh -c '$drop'"
+   fi)
+  p=$(cat "$FLPID"); kill -TERM "$p" 2>/dev/null || true; while kill -0 "$p" 2>/dev/null; do sleep 0.02; done
+  umount -l "$FLMNT" 2>/dev/null || true; : > "$FLPID"
+fi
+# ---- end of "Floor" ----
 # On a volume: warm, and warm after 2 s idle (every cached fd on the volume closed since).
 if want vol || want idle; then
 (D=/proc/$VPID/root/vdata C=$MNT/$VOL/vdata HAVE_BINDFS=0

@@ -35,11 +35,19 @@ pub(super) enum Opened {
     ToOpen {
         dir: Arc<OwnedFd>,
         watched: bool,
-        /// Its readdirplus entries may be stat'ed while the listing is read ([`DirFd::prestat`]).
-        prestat: bool,
+        /// Its readdirplus entries may be stat'ed while the listing is read
+        /// ([`DirFd::prestat`]), and its first batch, if read ahead ([`super::nextdir`]).
+        prestat: Prestat,
         /// Its container's instance number.
         seq: u64,
     },
+}
+
+/// Whether a directory's readdirplus entries are stat'ed with its listing ([`DirFd::prestat`]),
+/// and its first batch if it was read ahead ([`super::nextdir`]).
+pub(super) struct Prestat {
+    on: bool,
+    ahead: Option<super::nextdir::Ahead>,
 }
 
 /// Opens directory `dir` for reading and registers its handle; `prestat` as in
@@ -49,7 +57,7 @@ pub(super) fn open_dir(
     core: &Core,
     handles: &Handles,
     dir: &OwnedFd,
-    prestat: bool,
+    prestat: Prestat,
 ) -> io::Result<u64> {
     let fd = core.retry_emfile(|| {
         openat(
@@ -62,8 +70,30 @@ pub(super) fn open_dir(
     Ok(handles.insert(Handle::Dir(Mutex::new(DirFd {
         fd,
         want: BATCH_BYTES,
-        prestat,
+        prestat: prestat.on,
+        ahead: prestat.ahead,
     }))))
+}
+
+/// Reads the first readdirplus batch of directory `dir` (an `O_PATH` fd) ahead, with its
+/// entries' status ([`super::nextdir`]). This may wait on the container as [`read_batch`]
+/// does: run it under [`super::guard`].
+pub(super) fn read_ahead_batch(core: &Core, dir: &OwnedFd) -> io::Result<(Vec<RawEntry>, bool)> {
+    let fd = core.retry_emfile(|| {
+        openat(
+            dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
+            Mode::empty(),
+        )
+    })?;
+    let handle = Handle::Dir(Mutex::new(DirFd {
+        fd,
+        want: BATCH_BYTES,
+        prestat: true,
+        ahead: None,
+    }));
+    read_batch(&handle, 0, true)
 }
 
 /// One entry as getdents returned it, owned: read under a deadline ([`super::guard`]),
@@ -122,7 +152,14 @@ pub(super) fn read_batch(
     let Handle::Dir(dir) = handle else {
         return Err(errno(libc::ENOTDIR));
     };
-    let dir = dir.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dir = dir.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(ahead) = dir.ahead.take()
+        && plus
+        && offset == 0
+        && ahead.still_true()
+    {
+        return Ok((ahead.entries, ahead.more));
+    }
     seek(&dir.fd, SeekFrom::Start(offset))?;
     let mut buf = Vec::with_capacity(BATCH_BYTES);
     // Calls getdents again each time its buffer is used up.
@@ -230,7 +267,15 @@ impl CtrFs {
                 // Entries are stat'ed with the listing only where no mount is never touched
                 // (`unserved_child` would skip it by its path), and where a watch covered the
                 // directory before any statx (the long TTL of `ttl_of` needs that).
-                let prestat = watched && !node.inst.mounts(false).has_unserved();
+                let on = watched && !node.inst.mounts(false).has_unserved();
+                let ahead = if on {
+                    self.next_dirs.take(node.ino)
+                } else {
+                    None
+                };
+                // A walk opening this directory will most likely open the next one soon.
+                self.read_next_after(&node);
+                let prestat = Prestat { on, ahead };
                 return Ok(Opened::ToOpen {
                     dir: dfd,
                     watched,
@@ -337,6 +382,7 @@ impl CtrFs {
                 // Asked before any statx: a watch that exists then reports later changes.
                 let watched = plus && self.watches.is_watched(ino);
                 let mut dir_path = None;
+                let mut first_sub = offset == 0;
                 // Names are reached from the directory's `O_PATH` fd: the read fd may still be
                 // held by a read that waits on the container.
                 let fd = self.dir_fd(&dir)?;
@@ -433,6 +479,11 @@ impl CtrFs {
                             if add(e, Some(&attr)) {
                                 self.do_forget(child.ino, 1);
                                 return Ok(true);
+                            }
+                            if attr.kind == FileType::Directory && child.shown == Shown::Normal {
+                                // The order a walk visits them in (`nextdir`).
+                                self.next_dirs.subdir(ino, first_sub, child.ino);
+                                first_sub = false;
                             }
                         }
                         _ => {

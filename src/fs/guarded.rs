@@ -328,7 +328,7 @@ impl CtrFs {
     pub(super) fn guarded_opendir(
         &self,
         dir: std::sync::Arc<std::os::fd::OwnedFd>,
-        (watched, prestat): (bool, bool),
+        (watched, prestat): (bool, super::dirs::Prestat),
         seq: u64,
         reply: ReplyOpen,
     ) {

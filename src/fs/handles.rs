@@ -38,6 +38,8 @@ pub struct DirFd {
     /// (`dirs::read_batch`): set when a watch covered the directory before it was opened and
     /// its container had no mount that is never touched.
     pub prestat: bool,
+    /// Its first readdirplus batch, read ahead ([`super::nextdir`]).
+    pub(super) ahead: Option<super::nextdir::Ahead>,
 }
 
 /// Open handles by the number handed to the kernel (`fh`).

@@ -37,6 +37,7 @@ pub mod handles;
 mod held;
 mod links;
 mod logview;
+pub mod nextdir;
 pub mod nodes;
 mod ops;
 pub mod prefetch;
@@ -127,6 +128,8 @@ pub struct CtrFs {
     logs: logview::LogViews,
     /// Small files stored in the kernel's page cache ahead of a walk ([`prefetch`]).
     prefetch: Arc<prefetch::Prefetch>,
+    /// Listings of a walk's next directory, read ahead ([`nextdir`]).
+    next_dirs: Arc<nextdir::NextDirs>,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -193,6 +196,7 @@ impl CtrFs {
             stats: Arc::new(stats::Stats::default()),
             logs: logview::LogViews::default(),
             prefetch: Arc::default(),
+            next_dirs: Arc::default(),
         })))
     }
 

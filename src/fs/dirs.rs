@@ -75,27 +75,6 @@ pub(super) fn open_dir(
     }))))
 }
 
-/// Reads the first readdirplus batch of directory `dir` (an `O_PATH` fd) ahead, with its
-/// entries' status ([`super::nextdir`]). This may wait on the container as [`read_batch`]
-/// does: run it under [`super::guard`].
-pub(super) fn read_ahead_batch(core: &Core, dir: &OwnedFd) -> io::Result<(Vec<RawEntry>, bool)> {
-    let fd = core.retry_emfile(|| {
-        openat(
-            dir,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
-            Mode::empty(),
-        )
-    })?;
-    let handle = Handle::Dir(Mutex::new(DirFd {
-        fd,
-        want: BATCH_BYTES,
-        prestat: true,
-        ahead: None,
-    }));
-    read_batch(&handle, 0, true)
-}
-
 /// One entry as getdents returned it, owned: read under a deadline ([`super::guard`]),
 /// answered after.
 pub(super) struct RawEntry {
@@ -123,7 +102,7 @@ fn prestat_flags() -> AtFlags {
 }
 
 /// What one getdents call reads at most, and what a listing reads for its first reply.
-const BATCH_BYTES: usize = 32 * 1024;
+pub(super) const BATCH_BYTES: usize = 32 * 1024;
 
 /// The most a listing reads for one reply: the largest request the kernel sends (its
 /// `max_pages`, at most 256 pages), in `linux_dirent64` bytes, which are about a plain FUSE

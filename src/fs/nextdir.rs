@@ -22,15 +22,19 @@
 //! most [`READY`] listings kept (the oldest dropped), one fd while it reads; under the guard's
 //! deadline and per-container limit, like every listing.
 
+use std::io;
 use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fuser::FileType;
 use lru::LruCache;
+use rustix::fs::{Mode, OFlags, openat};
 
-use super::dirs::{RawEntry, read_ahead_batch};
+use super::dirs::{BATCH_BYTES, RawEntry, read_batch};
+use super::handles::{DirFd, Handle};
 use super::nodes::{Node, Shown};
 use super::watch::Watches;
 use super::{Core, CtrFs};
@@ -198,4 +202,25 @@ fn read_ahead(core: &Core, ino: u64) -> Option<Ahead> {
         at,
         watches: core.watches.clone(),
     })
+}
+
+/// Reads the first readdirplus batch of directory `dir` (an `O_PATH` fd) ahead, with its
+/// entries' status ([`super::nextdir`]). This may wait on the container as [`read_batch`]
+/// does: run it under [`super::guard`].
+fn read_ahead_batch(core: &Core, dir: &OwnedFd) -> io::Result<(Vec<RawEntry>, bool)> {
+    let fd = core.retry_emfile(|| {
+        openat(
+            dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
+            Mode::empty(),
+        )
+    })?;
+    let handle = Handle::Dir(Mutex::new(DirFd {
+        fd,
+        want: BATCH_BYTES,
+        prestat: true,
+        ahead: None,
+    }));
+    read_batch(&handle, 0, true)
 }

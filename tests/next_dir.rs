@@ -1,6 +1,7 @@
-//! Reading a walk's next directory ahead (`src/fs/nextdir.rs`): when a walk opens one
-//! subdirectory, the next one in its parent's listing is read ahead; that listing answers the
-//! walk only while nothing changed, and a change made after it was read shows at once.
+//! Reading a walk's next directory ahead (`src/fs/nextdir.rs`): when a walk reads one
+//! subdirectory's listing, the next one in its parent's listing is read ahead; that listing
+//! answers the walk only while nothing changed, a change made after it was read shows at once,
+//! and a repeated walk (answered from the kernel's cache) reads nothing ahead.
 
 mod common;
 
@@ -48,7 +49,7 @@ fn a_directory_read_ahead_answers_only_while_nothing_changed() {
     wait_until(Duration::from_secs(10), || {
         count(d.path(), "nextdir-read") >= 1
     })
-    .expect("opening the first subdirectory reads the second ahead");
+    .expect("listing the first subdirectory reads the second ahead");
 
     // Unchanged since: the second listing is answered from what was read, and is whole.
     assert_eq!(names(&w.join(&order[1])), fifty);
@@ -56,7 +57,7 @@ fn a_directory_read_ahead_answers_only_while_nothing_changed() {
     wait_until(Duration::from_secs(10), || {
         count(d.path(), "nextdir-read") >= 2
     })
-    .expect("opening the second reads the third ahead");
+    .expect("listing the second reads the third ahead");
 
     // Changed inside the container after the third was read ahead: a new file, an append.
     let inside = c.root().join("w").join(&order[2]);
@@ -73,4 +74,10 @@ fn a_directory_read_ahead_answers_only_while_nothing_changed() {
         1,
         "a listing read before a change is not given"
     );
+
+    // A repeated walk is answered from the kernel's cache: it reads nothing ahead.
+    let read = count(d.path(), "nextdir-read");
+    assert_eq!(names(&w.join(&order[0])), fifty);
+    assert_eq!(names(&w.join(&order[1])), fifty);
+    assert_eq!(count(d.path(), "nextdir-read"), read);
 }

@@ -252,8 +252,6 @@ impl CtrFs {
                 } else {
                     None
                 };
-                // A walk opening this directory will most likely open the next one soon.
-                self.read_next_after(&node);
                 let prestat = Prestat { on, ahead };
                 return Ok(Opened::ToOpen {
                     dir: dfd,
@@ -362,6 +360,11 @@ impl CtrFs {
                 let watched = plus && self.watches.is_watched(ino);
                 let mut dir_path = None;
                 let mut first_sub = offset == 0;
+                if plus && offset == 0 {
+                    // A walk reading this listing (not the kernel's cached copy) will most
+                    // likely read the next one soon: read it ahead (`nextdir`).
+                    self.read_next_after(&dir);
+                }
                 // Names are reached from the directory's `O_PATH` fd: the read fd may still be
                 // held by a read that waits on the container.
                 let fd = self.dir_fd(&dir)?;

@@ -4,9 +4,12 @@
 //! Why: a first walk waits for each listing (the reader blocks on its readdirplus while ctrfsd
 //! lists the directory and stats every entry), then works through the entries while ctrfsd
 //! idles: the two costs add up. `find` and `grep -r` (fts) read one directory whole, then
-//! visit its subdirectories in listing order, so when a subdirectory is opened the walk will
-//! most likely open the next one in its parent's listing soon after. That one is listed on a
-//! helper thread at once; its readdirplus then answers from what was read.
+//! visit its subdirectories in listing order, so when a subdirectory's listing is read through
+//! ctrfsd (its first readdirplus: a walk the kernel cannot answer from its own cache) the walk
+//! will most likely open the next one in its parent's listing soon after. That one is listed
+//! on a helper thread at once; its readdirplus then answers from what was read. A walk the
+//! kernel answers from its cache (a repeated `find`) sends no readdirplus and reads nothing
+//! ahead.
 //!
 //! When what was read may be given: the directory was watched before it was read (as for
 //! every listing whose entries get the long TTL), no change notification came in or waits to be
@@ -16,7 +19,7 @@
 //! read ahead, with nothing changed since: what the kernel would have been told by a reply
 //! sent at that moment.
 //!
-//! Bounds: one directory read ahead per directory opened, only a subdirectory a readdirplus
+//! Bounds: one directory read ahead per listing read from its start, only a subdirectory a readdirplus
 //! reply just handed to the kernel, only in a container without unserved mounts, one batch
 //! (`dirs::read_batch`: at most [`super::dirs`]'s readdirplus size and 500 ms of `statx`), at
 //! most [`READY`] listings kept (the oldest dropped), one fd while it reads; under the guard's
@@ -156,8 +159,8 @@ impl NextDirs {
 }
 
 impl CtrFs {
-    /// Directory `node` is being opened: reads its next sibling ahead on a helper thread
-    /// (module doc).
+    /// The listing of directory `node` is being read from its start (readdirplus): reads its
+    /// next sibling ahead on a helper thread (module doc).
     pub(super) fn read_next_after(&self, node: &Node) {
         let parent = node.loc().parent;
         let Some(next) = self.next_dirs.claim_next(parent, node.ino) else {

@@ -19,6 +19,8 @@
 //! - `seek`: `lseek(SEEK_DATA/SEEK_HOLE)` answered from the real file.
 //! - [`prefetch`]: small files pushed into the kernel's page cache ahead of a walk that reads
 //!   a directory file by file (FUSE_NOTIFY_STORE).
+//! - [`nextdir`]: a walk's next directory listed and stat'ed ahead, answered only while no
+//!   change was reported since.
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
 //! directory fd with a single-component name and `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, or goes

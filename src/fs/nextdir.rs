@@ -19,11 +19,11 @@
 //! read ahead, with nothing changed since: what the kernel would have been told by a reply
 //! sent at that moment.
 //!
-//! Bounds: one directory read ahead per listing read from its start, only a subdirectory a readdirplus
-//! reply just handed to the kernel, only in a container without unserved mounts, one batch
-//! (`dirs::read_batch`: at most [`super::dirs`]'s readdirplus size and 500 ms of `statx`), at
-//! most [`READY`] listings kept (the oldest dropped), one fd while it reads; under the guard's
-//! deadline and per-container limit, like every listing.
+//! Bounds: one directory read ahead per listing read from its start, only a subdirectory a
+//! readdirplus reply just handed to the kernel, only in a container without unserved mounts,
+//! one batch (`dirs::read_batch`: at most the `dirs` readdirplus size and 500 ms of `statx`),
+//! at most `READY` (4) listings kept (the oldest dropped), one fd while it reads; under the
+//! guard's deadline and per-container limit, like every listing.
 
 use std::io;
 use std::num::NonZeroUsize;

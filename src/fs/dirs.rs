@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuser::{FileAttr, FileType};
-use rustix::fs::{Mode, OFlags, SeekFrom, openat, seek};
+use rustix::fs::{AtFlags, Mode, OFlags, SeekFrom, Statx, openat, seek, statx};
 
-use super::attr::{kind_of, placeholder_attr, to_attr, whiteout_at};
+use super::attr::{STATX_MASK, kind_of, placeholder_attr, to_attr, whiteout_at};
 use super::handles::{DirFd, Handle, Handles};
 use super::nodes::Shown;
 use super::virt::listed_ino;
@@ -35,14 +35,30 @@ pub(super) enum Opened {
     ToOpen {
         dir: Arc<OwnedFd>,
         watched: bool,
+        /// Its readdirplus entries may be stat'ed while the listing is read
+        /// ([`DirFd::prestat`]), and its first batch, if read ahead ([`super::nextdir`]).
+        prestat: Prestat,
         /// Its container's instance number.
         seq: u64,
     },
 }
 
-/// Opens directory `dir` for reading and registers its handle. This may wait on a fanotify
-/// listener (`FAN_OPEN_PERM` on the directory): run it under [`super::guard`].
-pub(super) fn open_dir(core: &Core, handles: &Handles, dir: &OwnedFd) -> io::Result<u64> {
+/// Whether a directory's readdirplus entries are stat'ed with its listing ([`DirFd::prestat`]),
+/// and its first batch if it was read ahead ([`super::nextdir`]).
+pub(super) struct Prestat {
+    on: bool,
+    ahead: Option<super::nextdir::Ahead>,
+}
+
+/// Opens directory `dir` for reading and registers its handle; `prestat` as in
+/// [`DirFd::prestat`]. This may wait on a fanotify listener (`FAN_OPEN_PERM` on the
+/// directory): run it under [`super::guard`].
+pub(super) fn open_dir(
+    core: &Core,
+    handles: &Handles,
+    dir: &OwnedFd,
+    prestat: Prestat,
+) -> io::Result<u64> {
     let fd = core.retry_emfile(|| {
         openat(
             dir,
@@ -54,6 +70,8 @@ pub(super) fn open_dir(core: &Core, handles: &Handles, dir: &OwnedFd) -> io::Res
     Ok(handles.insert(Handle::Dir(Mutex::new(DirFd {
         fd,
         want: BATCH_BYTES,
+        prestat: prestat.on,
+        ahead: prestat.ahead,
     }))))
 }
 
@@ -65,10 +83,26 @@ pub(super) struct RawEntry {
     cookie: u64,
     kind: FileType,
     ino: u64,
+    /// Its status, when [`read_batch`] took it (readdirplus of a [`DirFd::prestat`] directory).
+    st: Option<Statx>,
+}
+
+/// How long [`read_batch`] stats entries before leaving the rest to the reply (a cold
+/// directory's `statx` may read the disk): well within the guard's deadline.
+const PRESTAT_TIME: Duration = Duration::from_millis(500);
+
+/// The `statx` of an entry while its listing is read: the name itself, never followed, no
+/// automount, and nothing asked of a remote or FUSE server (`AT_STATX_DONT_SYNC`: FUSE's
+/// `fuse_update_get_attr` and NFS's `nfs_getattr` answer from what they hold). It is used only
+/// when it names the directory's own mount, a local filesystem ctrfsd serves, where the flag
+/// changes nothing; a name that turns out to be a mountpoint (made since the directory was
+/// opened) is reached again as every lookup reaches it ([`super::Core::child_at`]).
+fn prestat_flags() -> AtFlags {
+    AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT | AtFlags::STATX_DONT_SYNC
 }
 
 /// What one getdents call reads at most, and what a listing reads for its first reply.
-const BATCH_BYTES: usize = 32 * 1024;
+pub(super) const BATCH_BYTES: usize = 32 * 1024;
 
 /// The most a listing reads for one reply: the largest request the kernel sends (its
 /// `max_pages`, at most 256 pages), in `linux_dirent64` bytes, which are about a plain FUSE
@@ -83,9 +117,12 @@ const PLUS_WANT: usize = 256 * 1024;
 
 /// Reads entries of directory handle `handle` from `offset`: about as many bytes as one
 /// reply has needed so far ([`DirFd::want`]; for readdirplus, `plus`, at least
-/// [`PLUS_WANT`]), in getdents calls of [`BATCH_BYTES`]. Returns them and whether the
-/// directory has more. This may wait on a fanotify listener
-/// (`FAN_ACCESS_PERM` on the directory): run it under [`super::guard`].
+/// [`PLUS_WANT`]), in getdents calls of [`BATCH_BYTES`]. For readdirplus of a
+/// [`DirFd::prestat`] directory it also stats the entries by name for up to
+/// [`PRESTAT_TIME`] ([`prestat_flags`]): one `statx` each instead of the reply's `O_PATH` open,
+/// `statx` and `close`. Returns them and whether the directory has more. This may wait on a
+/// fanotify listener (`FAN_ACCESS_PERM` on the directory), and a `statx` on a filesystem the
+/// container mounted a moment ago: run it under [`super::guard`].
 pub(super) fn read_batch(
     handle: &Handle,
     offset: u64,
@@ -94,7 +131,14 @@ pub(super) fn read_batch(
     let Handle::Dir(dir) = handle else {
         return Err(errno(libc::ENOTDIR));
     };
-    let dir = dir.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dir = dir.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(ahead) = dir.ahead.take()
+        && plus
+        && offset == 0
+        && ahead.still_true()
+    {
+        return Ok((ahead.entries, ahead.more));
+    }
     seek(&dir.fd, SeekFrom::Start(offset))?;
     let mut buf = Vec::with_capacity(BATCH_BYTES);
     // Calls getdents again each time its buffer is used up.
@@ -104,13 +148,25 @@ pub(super) fn read_batch(
     } else {
         dir.want
     };
+    let prestat = plus && dir.prestat;
+    let started = std::time::Instant::now();
     let (mut out, mut bytes) = (Vec::new(), 0);
     while bytes < want {
         let Some(entry) = raw.next() else {
             return Ok((out, false)); // the end
         };
         let entry = entry?;
-        let name = entry.file_name().to_bytes().to_vec();
+        let cname = entry.file_name();
+        let st = if prestat
+            && cname.to_bytes() != b"."
+            && cname.to_bytes() != b".."
+            && started.elapsed() < PRESTAT_TIME
+        {
+            statx(&dir.fd, cname, prestat_flags(), STATX_MASK).ok()
+        } else {
+            None
+        };
+        let name = cname.to_bytes().to_vec();
         // linux_dirent64: 19 bytes and the NUL-terminated name, 8-aligned.
         bytes += (19 + name.len() + 1).next_multiple_of(8);
         out.push(RawEntry {
@@ -118,6 +174,7 @@ pub(super) fn read_batch(
             cookie: entry.next_entry_cookie(),
             ino: entry.ino(),
             name,
+            st,
         });
     }
     Ok((out, true))
@@ -186,9 +243,20 @@ impl CtrFs {
                 self.may_dir(&node, &dfd, crate::idmap::LIST)?;
                 // Watched before it is read: a change after this point is reported.
                 let watched = self.watches.watch(&node, &dfd);
+                // Entries are stat'ed with the listing only where no mount is never touched
+                // (`unserved_child` would skip it by its path), and where a watch covered the
+                // directory before any statx (the long TTL of `ttl_of` needs that).
+                let on = watched && !node.inst.mounts(false).has_unserved();
+                let ahead = if on {
+                    self.next_dirs.take(node.ino)
+                } else {
+                    None
+                };
+                let prestat = Prestat { on, ahead };
                 return Ok(Opened::ToOpen {
                     dir: dfd,
                     watched,
+                    prestat,
                     seq: node.inst.seq,
                 });
             }
@@ -291,6 +359,12 @@ impl CtrFs {
                 // Asked before any statx: a watch that exists then reports later changes.
                 let watched = plus && self.watches.is_watched(ino);
                 let mut dir_path = None;
+                let mut first_sub = offset == 0;
+                if plus && offset == 0 {
+                    // A walk reading this listing (not the kernel's cached copy) will most
+                    // likely read the next one soon: read it ahead (`nextdir`).
+                    self.read_next_after(&dir);
+                }
                 // Names are reached from the directory's `O_PATH` fd: the read fd may still be
                 // held by a read that waits on the container.
                 let fd = self.dir_fd(&dir)?;
@@ -314,21 +388,28 @@ impl CtrFs {
                     }
                     match &node {
                         Some(dnode) if !is_dot => {
-                            let (child, attr, ttl) = if let Some(mnt) =
-                                self.unserved_child(dnode, &mut dir_path, name)?
-                            {
+                            // Stat'ed with the listing, on the directory's own mount.
+                            let pre = entry
+                                .st
+                                .filter(|st| st.stx_mnt_id == u64::from(dnode.key.mnt));
+                            let unserved = match pre {
+                                Some(_) => None,
+                                None => self.unserved_child(dnode, &mut dir_path, name)?,
+                            };
+                            let (child, attr, ttl) = if let Some(mnt) = unserved {
                                 let child = self.placeholder_node(dnode, name, mnt);
                                 let attr = placeholder_attr(child.ino);
                                 (child, attr, TTL)
                             } else {
-                                let at = self.child_at(
-                                    &dnode.inst,
-                                    std::os::fd::AsFd::as_fd(&*fd),
-                                    name,
-                                );
+                                let at = match pre {
+                                    Some(st) => Ok(Err(st)),
+                                    None => self
+                                        .child_at(&dnode.inst, std::os::fd::AsFd::as_fd(&*fd), name)
+                                        .map(Ok),
+                                };
                                 let mut st = match at {
-                                    Ok(Reached::Here(_, st)) => st,
-                                    Ok(Reached::Unserved(mnt)) => {
+                                    Ok(Err(st)) | Ok(Ok(Reached::Here(_, st))) => st,
+                                    Ok(Ok(Reached::Unserved(mnt))) => {
                                         let child = self.placeholder_node(dnode, name, mnt);
                                         let attr = placeholder_attr(child.ino);
                                         let e = DirEntry {
@@ -380,6 +461,11 @@ impl CtrFs {
                             if add(e, Some(&attr)) {
                                 self.do_forget(child.ino, 1);
                                 return Ok(true);
+                            }
+                            if attr.kind == FileType::Directory && child.shown == Shown::Normal {
+                                // The order a walk visits them in (`nextdir`).
+                                self.next_dirs.subdir(ino, first_sub, child.ino);
+                                first_sub = false;
                             }
                         }
                         _ => {

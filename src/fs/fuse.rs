@@ -264,9 +264,12 @@ impl Filesystem for FuseFs {
                     }
                     // Opening it for reading may wait on the container (a fanotify listener):
                     // off the FUSE workers, with a deadline (`guard`).
-                    Ok(Opened::ToOpen { dir, watched, seq }) => {
-                        fs.guarded_opendir(dir, watched, seq, reply)
-                    }
+                    Ok(Opened::ToOpen {
+                        dir,
+                        watched,
+                        prestat,
+                        seq,
+                    }) => fs.guarded_opendir(dir, (watched, prestat), seq, reply),
                     Err(e) => reply.error(fs.err(&e)),
                 }
             },

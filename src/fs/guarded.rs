@@ -323,17 +323,18 @@ impl CtrFs {
         }
     }
 
-    /// Opens real directory `dir` for reading under the deadline of [`super::guard`].
+    /// Opens real directory `dir` for reading under the deadline of [`super::guard`]; `flags`:
+    /// whether a watch covers it, and `dirs::DirFd::prestat`.
     pub(super) fn guarded_opendir(
         &self,
         dir: std::sync::Arc<std::os::fd::OwnedFd>,
-        watched: bool,
+        (watched, prestat): (bool, super::dirs::Prestat),
         seq: u64,
         reply: ReplyOpen,
     ) {
         let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
         let r = self.guard.run(seq, reply, expired_open, move |claim| {
-            let fh = open_dir(&core, &handles, &dir);
+            let fh = open_dir(&core, &handles, &dir, prestat);
             let Some(reply) = claim.take() else {
                 if let Ok(fh) = fh {
                     handles.remove(fh); // answered EIO already: never released

@@ -34,6 +34,12 @@ pub struct DirFd {
     /// had room left while entries remained (the kernel's request size follows the reader's
     /// getdents buffer, 32 KiB to 1 MiB; fuser does not tell it).
     pub want: usize,
+    /// Readdirplus entries are stat'ed by name while the listing is read, under the deadline
+    /// (`dirs::read_batch`): set when a watch covered the directory before it was opened and
+    /// its container had no mount that is never touched.
+    pub prestat: bool,
+    /// Its first readdirplus batch, read ahead ([`super::nextdir`]).
+    pub(super) ahead: Option<super::nextdir::Ahead>,
 }
 
 /// Open handles by the number handed to the kernel (`fh`).

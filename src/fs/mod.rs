@@ -19,6 +19,8 @@
 //! - `seek`: `lseek(SEEK_DATA/SEEK_HOLE)` answered from the real file.
 //! - [`prefetch`]: small files pushed into the kernel's page cache ahead of a walk that reads
 //!   a directory file by file (FUSE_NOTIFY_STORE).
+//! - [`nextdir`]: a walk's next directory listed and stat'ed ahead, answered only while no
+//!   change was reported since.
 //!
 //! Containment (DESIGN.md invariant 1): every path operation here is relative to a held
 //! directory fd with a single-component name and `O_NOFOLLOW`/`AT_SYMLINK_NOFOLLOW`, or goes
@@ -37,6 +39,7 @@ pub mod handles;
 mod held;
 mod links;
 mod logview;
+pub mod nextdir;
 pub mod nodes;
 mod ops;
 pub mod prefetch;
@@ -130,6 +133,8 @@ pub struct CtrFs {
     logs: logview::LogViews,
     /// Small files stored in the kernel's page cache ahead of a walk ([`prefetch`]).
     prefetch: Arc<prefetch::Prefetch>,
+    /// Listings of a walk's next directory, read ahead ([`nextdir`]).
+    next_dirs: Arc<nextdir::NextDirs>,
 }
 
 fn errno(e: i32) -> io::Error {
@@ -196,6 +201,7 @@ impl CtrFs {
             stats: Arc::new(stats::Stats::default()),
             logs: logview::LogViews::default(),
             prefetch: Arc::default(),
+            next_dirs: Arc::default(),
         })))
     }
 

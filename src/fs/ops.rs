@@ -361,6 +361,7 @@ impl CtrFs {
             let mut report = self.stats.report();
             report.push_str(&self.watches.report());
             report.push_str(&self.prefetch.report());
+            report.push_str(&self.next_dirs.report());
             let mut report = report.into_bytes();
             if size == 0 {
                 // Room for the counts to grow before the caller asks for the value.

@@ -129,6 +129,8 @@ pub struct Watches {
     table: Mutex<Table>,
     full_logged: AtomicBool,
     events: AtomicU64,
+    /// Reads of the event queue begun (counted before each read: [`Self::quiet_since`]).
+    batches: AtomicU64,
     invalidations: AtomicU64,
     overflows: AtomicU64,
 }
@@ -158,6 +160,7 @@ impl Watches {
             table: Mutex::default(),
             full_logged: AtomicBool::new(false),
             events: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
         }
@@ -194,6 +197,22 @@ impl Watches {
             self.invalidations.load(Ordering::Relaxed),
             self.overflows.load(Ordering::Relaxed)
         )
+    }
+
+    /// How many reads of the event queue have begun; see [`Self::quiet_since`].
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::SeqCst)
+    }
+
+    /// True if no change was reported to any watch since [`Self::batches`] returned `n`: no
+    /// read of the event queue began since, and no event waits in it (`FIONREAD`). An event
+    /// is queued by the change itself (fsnotify runs in the changing call), so a change made
+    /// before this call either waits in the queue or was read after `n`. False when watching
+    /// is off.
+    pub fn quiet_since(&self, n: u64) -> bool {
+        let Some(fd) = &self.fd else { return false };
+        self.batches.load(Ordering::SeqCst) == n
+            && rustix::io::ioctl_fionread(fd).is_ok_and(|queued| queued == 0)
     }
 
     /// True if the directory `ino` is watched (its entries may be cached for the long TTL).
@@ -291,6 +310,8 @@ impl Watches {
     fn read_batch(&self, ifd: &OwnedFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> Vec<Ev> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
+        // Before the queue is read: `quiet_since` must see a change this read takes.
+        self.batches.fetch_add(1, Ordering::SeqCst);
         let mut reader = inotify::Reader::new(ifd, buf);
         loop {
             match reader.next() {

@@ -427,9 +427,17 @@ fn a_fanotify_block_met_by_prefetch_holds_no_fuse_worker() {
         now - newest() >= 4
     })
     .expect("files settled");
-    let listed = stdout(&sh(&format!("ls -f {}", walk.display())));
+    let ls = sh(&format!("ls -f {}", walk.display()));
+    let listed = stdout(&ls);
     let names: Vec<&str> = listed.lines().filter(|n| n.starts_with('w')).collect();
-    assert_eq!(names.len(), 8, "{listed}");
+    assert_eq!(
+        names.len(),
+        8,
+        "ls -f {}: {:?}, printed {listed:?}, said {:?}",
+        walk.display(),
+        ls.status,
+        String::from_utf8_lossy(&ls.stderr)
+    );
     let mut args = vec!["exec", "-d", &c.0, "/bin/fanblock"];
     let blocked: Vec<String> = names[2..].iter().map(|n| format!("/walk/{n}")).collect();
     args.extend(blocked.iter().map(String::as_str));

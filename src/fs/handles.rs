@@ -34,6 +34,9 @@ pub struct DirFd {
     /// had room left while entries remained (the kernel's request size follows the reader's
     /// getdents buffer, 32 KiB to 1 MiB; fuser does not tell it).
     pub want: usize,
+    /// Bytes of reply entries a listing builds before its reply is claimed: what the last
+    /// reply held (`guarded::learn_room`).
+    pub room: usize,
 }
 
 /// Open handles by the number handed to the kernel (`fh`).

@@ -138,8 +138,9 @@ pub fn root_overlay_kind(dev: &[u8], pid: i32) -> Result<MountKind, String> {
     Ok(MountKind::Unserved)
 }
 
-/// `pid`'s parent if it runs outside `pid`'s container: in ctrfsd's PID namespace, in another
-/// mount namespace than `pid`'s and than the host's (which was asked already).
+/// `pid`'s parent if it runs outside `pid`'s container: in ctrfsd's PID namespace and in
+/// another mount namespace than `pid`'s. (pid 1's namespace links may be unreadable, as in
+/// some sandboxes: a parent in the host's namespace is then asked twice, to the same answer.)
 fn outside_parent(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let ppid: i32 = stat
@@ -151,15 +152,10 @@ fn outside_parent(pid: i32) -> Option<i32> {
         .ok()?;
     let ns = |p: &str, kind: &str| std::fs::metadata(format!("/proc/{p}/ns/{kind}")).ok();
     let (pns, own_pid_ns) = (ns(&ppid.to_string(), "pid")?, ns("self", "pid")?);
-    let (pmnt, mnt, host) = (
-        ns(&ppid.to_string(), "mnt")?,
-        ns(&pid.to_string(), "mnt")?,
-        ns("1", "mnt")?,
-    );
+    let (pmnt, mnt) = (ns(&ppid.to_string(), "mnt")?, ns(&pid.to_string(), "mnt")?);
     let same =
         |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
-    (ppid > 1 && same(&pns, &own_pid_ns) && !same(&pmnt, &mnt) && !same(&pmnt, &host))
-        .then_some(ppid)
+    (ppid > 1 && same(&pns, &own_pid_ns) && !same(&pmnt, &mnt)).then_some(ppid)
 }
 
 #[cfg(test)]

@@ -499,9 +499,13 @@ fn entry_bytes<R: ListingReply>(name: &std::ffi::OsStr) -> usize {
     (head + name.len()).next_multiple_of(8)
 }
 
-/// What a first reply is built for: 32 KiB, the getdents buffer of glibc's `readdir` (the
-/// kernel's request follows the reader's buffer, 32 KiB to 1 MiB; fuser does not tell it).
-pub(super) const FIRST_ROOM: usize = 32 * 1024;
+/// What a first reply is built for: 128 KiB, the kernel's default largest request (32
+/// pages), so that a reader with a large buffer (`find`) gets a directory of up to ~700
+/// entries with their attributes in one reply. The kernel's request follows the reader's
+/// buffer (glibc `readdir`: 32 KiB; up to 1 MiB), which fuser does not tell: a reply that
+/// held less teaches the handle ([`learn_room`]), and the lookups of entries built but not
+/// sent are given back.
+pub(super) const FIRST_ROOM: usize = 128 * 1024;
 
 /// The most one reply may hold (the kernel's largest request, 256 pages).
 const MAX_ROOM: usize = 1024 * 1024;

@@ -175,4 +175,35 @@ mod tests {
             assert!(!backing_is_local("ext4", b"7:0", b"/dev/loop0"));
         }
     }
+
+    #[test]
+    fn a_root_overlay_is_judged_in_the_namespace_that_mounted_it() {
+        let host = b"\
+1 0 0:30 / / rw - tmpfs tmpfs rw
+2 1 0:40 / /var/lib/docker/overlay2/x/merged rw - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A,upperdir=/var/lib/docker/overlay2/x/diff,workdir=/var/lib/docker/overlay2/x/work
+3 1 0:41 / /mnt/f rw - fuse.x x rw
+4 1 0:42 / /ovl rw - overlay overlay rw,lowerdir=/mnt/f:/l2
+5 1 0:43 / /img rw - erofs /mnt/f/img ro
+";
+        // Below the namespace's root, judged by its layers there (the runtime's words).
+        assert_eq!(
+            crate::mounts::overlay_kind_in(host, b"0:40"),
+            Some(MountKind::Served)
+        );
+        assert_eq!(
+            crate::mounts::overlay_kind_in(host, b"0:42"),
+            Some(MountKind::Unserved)
+        );
+        // Not mounted there: the caller takes it as made inside the container.
+        assert_eq!(crate::mounts::overlay_kind_in(host, b"0:44"), None);
+        // A file-backed erofs (no block device) is not served.
+        assert_eq!(
+            crate::mounts::MountTable::parse(host).kind(5),
+            Some(MountKind::Unserved)
+        );
+        // The container's own table keeps its root overlay's device for that check.
+        let t =
+            crate::mounts::MountTable::parse(b"9 0 0:40 / / rw - overlay overlay rw,lowerdir=/a\n");
+        assert_eq!(t.overlay_dev(9), Some(&b"0:40"[..]));
+    }
 }

@@ -54,7 +54,7 @@ pub(super) fn open_dir(core: &Core, handles: &Handles, dir: &OwnedFd) -> io::Res
     Ok(handles.insert(Handle::Dir(Mutex::new(DirFd {
         fd,
         want: BATCH_BYTES,
-        room: super::guarded::FIRST_ROOM,
+        room: super::listing::FIRST_ROOM,
     }))))
 }
 

@@ -22,7 +22,8 @@ for pair in fusermount3:fuse3 busybox:busybox-static getfattr:attr dockerd:docke
             unshare:util-linux setpriv:util-linux python3:python3 containerd:containerd ctr:containerd \
             podman:podman newuidmap:uidmap runc:runc curl:curl socat:socat \
             findmnt:util-linux systemd-analyze:systemd man:man-db gzip:gzip dpkg-deb:dpkg \
-            bsdtar:libarchive-tools inotifywait:inotify-tools /usr/sbin/nginx:nginx; do
+            bsdtar:libarchive-tools inotifywait:inotify-tools /usr/sbin/nginx:nginx \
+            mkfs.erofs:erofs-utils; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || need+=("$pkg")
 done

@@ -12,7 +12,8 @@
 //! - [`container`] is the container model (runtime kinds, identity, how a stopped one ended);
 //!   [`pidfd`] pins processes.
 //! - [`registry`] holds the live container instances; [`instance`] acquires one race-free;
-//!   [`mounts`] tells which of a container's mounts are served; [`layers`] assembles a stopped
+//!   [`mounts`] tells which of a container's mounts are served ([`origin`]: where a mount's
+//!   data comes from); [`layers`] assembles a stopped
 //!   container's filesystem from its layers.
 //! - [`runtime`] feeds the registry: Docker, Podman, containerd, and static `NAME=PID` entries;
 //!   [`trust`] checks what an endpoint run by an unprivileged user says before root acts on it;
@@ -38,6 +39,7 @@ pub mod logs;
 pub mod mountpoint;
 pub mod mounts;
 pub mod notify;
+pub mod origin;
 pub mod pathsafe;
 pub mod pidfd;
 pub mod registry;

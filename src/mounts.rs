@@ -167,6 +167,8 @@ pub struct MountTable {
     /// `/`, in mount order: where a walk leaves the container's own filesystem (every entry
     /// shows the one `st_dev` of the FUSE mount, so `find -xdev` cannot tell).
     pub points: Vec<Vec<u8>>,
+    /// Overlay mount id -> its super block's device (`major:minor`, as mountinfo shows it).
+    overlay_devs: HashMap<u64, Vec<u8>>,
 }
 
 impl MountTable {
@@ -177,6 +179,7 @@ impl MountTable {
             unserved: HashMap::new(),
             read_at: Instant::now(),
             points: Vec::new(),
+            overlay_devs: HashMap::new(),
         }
     }
 
@@ -234,9 +237,12 @@ impl MountTable {
             .split(|&b| b == b'\n')
             .filter_map(Entry::parse)
             .collect();
-        let kinds = overlay_kinds(&mounts);
+        let kinds = overlay_kinds(&mounts, false);
         let mut t = MountTable::empty();
         for (m, kind) in mounts.iter().zip(kinds) {
+            if m.fstype == "overlay" {
+                t.overlay_devs.insert(m.id, m.dev.clone());
+            }
             // Several mounts may share an id only in a malformed file: keep the worst kind.
             let slot = t.by_id.entry(m.id).or_insert(kind);
             if kind != MountKind::Served {
@@ -258,6 +264,12 @@ impl MountTable {
     /// How the mount `mnt_id` is shown; `None` if it is not in the table.
     pub fn kind(&self, mnt_id: u64) -> Option<MountKind> {
         self.by_id.get(&mnt_id).copied()
+    }
+
+    /// The super block device (`major:minor`) of mount `mnt_id` if it is an overlay: what
+    /// [`crate::origin::root_overlay_kind`] looks for in the runtime's mount namespace.
+    pub fn overlay_dev(&self, mnt_id: u64) -> Option<&[u8]> {
+        self.overlay_devs.get(&mnt_id).map(Vec::as_slice)
     }
 
     /// True if any mount is never touched (mountpoints must then be checked by path).
@@ -304,9 +316,35 @@ pub fn fstype_at(mountinfo: &[u8], point: &[u8]) -> Option<String> {
         .map(|m| m.fstype)
 }
 
+/// How the overlay whose super block is device `dev` (`major:minor`) is shown, judged in the
+/// `mountinfo` text of a namespace where it was mounted by whoever made it (`text`): by its
+/// layers, wherever it is mounted; `None` if no overlay there has that device.
+pub fn overlay_kind_in(text: &[u8], dev: &[u8]) -> Option<MountKind> {
+    let mounts: Vec<Entry> = text
+        .split(|&b| b == b'\n')
+        .filter_map(Entry::parse)
+        .collect();
+    let kinds = overlay_kinds(&mounts, true);
+    let mut found = None;
+    for (m, kind) in mounts.iter().zip(kinds) {
+        if m.fstype == "overlay" && m.dev == dev {
+            // The same super block mounted twice: the worst judgement.
+            found = Some(match found {
+                Some(MountKind::Served) | None => kind,
+                Some(k) => k,
+            });
+        }
+    }
+    found
+}
+
 /// One line of `mountinfo`: what the classification needs.
 struct Entry {
     id: u64,
+    /// The super block's device, `major:minor`.
+    dev: Vec<u8>,
+    /// The mount source (a device, a file for a file-backed filesystem, anything for others).
+    source: Vec<u8>,
     /// Unescaped, as the container's process sees it (from its root).
     point: Vec<u8>,
     fstype: String,
@@ -327,6 +365,8 @@ impl Entry {
             .unwrap_or_default();
         Some(Entry {
             id,
+            dev: fields.get(2)?.to_vec(),
+            source: unescape(fields.get(sep + 2)?),
             point,
             fstype,
             options,
@@ -391,8 +431,19 @@ fn unescape(s: &[u8]) -> Vec<u8> {
 /// are not shown, makes it unserved. The container's own root overlay names host paths, which
 /// fall on its root mount itself: served, unless the container mounted something unserved
 /// over such a path (then it hides only itself).
-fn overlay_kinds(mounts: &[Entry]) -> Vec<MountKind> {
-    let mut kinds: Vec<MountKind> = mounts.iter().map(|m| classify(&m.fstype)).collect();
+///
+/// With `made_outside` (the table of the namespace a runtime mounted the overlay in, where
+/// layer paths are its own words), every overlay is judged by its layers, wherever mounted.
+fn overlay_kinds(mounts: &[Entry], made_outside: bool) -> Vec<MountKind> {
+    let mut kinds: Vec<MountKind> = mounts
+        .iter()
+        .map(|m| match classify(&m.fstype) {
+            MountKind::Served if !crate::origin::backing_is_local(&m.fstype, &m.dev, &m.source) => {
+                MountKind::Unserved
+            }
+            k => k,
+        })
+        .collect();
     let layers: Vec<Option<Vec<Vec<u8>>>> = mounts
         .iter()
         .map(|m| (m.fstype == "overlay").then(|| m.layers()).flatten())
@@ -407,7 +458,7 @@ fn overlay_kinds(mounts: &[Entry]) -> Vec<MountKind> {
             // are the container's own words: a symlink (`lowerdir=/mnt/lnk`) or a lazily
             // detached FUSE mount leaves no trace of the FUSE layer in mountinfo. Only the
             // root's overlay, which the runtime made, is judged by its layers.
-            if mounts[i].point != b"/" {
+            if mounts[i].point != b"/" && !made_outside {
                 kinds[i] = MountKind::Unserved;
                 changed = true;
                 continue;

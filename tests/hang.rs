@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const IMAGE: &str = "ctrfsd-hang:2";
+const IMAGE: &str = "ctrfsd-hang:3";
 
 /// The longest a request for a blocked file may wait before ctrfsd answers it (its deadline,
 /// plus room for a loaded machine).
@@ -61,7 +61,30 @@ fn image() -> &'static str {
         for i in 0..8 {
             fs::write(r.join(format!("walk/w{i}")), format!("w{i}\n")).unwrap();
         }
+        erofs_image(&r.join("img.erofs"));
     })
+}
+
+/// An erofs image at `to` for `fusehang erofs`: `/d` holds 200 symlinks with long names, so
+/// its inodes fill several blocks and a listing's attributes need blocks its names did not.
+fn erofs_image(to: &Path) {
+    let src = tempfile::tempdir().unwrap();
+    let d = src.path().join("d");
+    fs::create_dir(&d).unwrap();
+    for i in 0..200 {
+        std::os::unix::fs::symlink(
+            format!("target-{i}-{}", "t".repeat(100)),
+            d.join(format!("link-{i:03}-{}", "n".repeat(60))),
+        )
+        .unwrap();
+    }
+    fs::write(src.path().join("file"), "erofs\n").unwrap();
+    let out = sh(&format!(
+        "mkfs.erofs --quiet {} {}",
+        to.display(),
+        src.path().display()
+    ));
+    assert!(out.status.success(), "mkfs.erofs (erofs-utils): {out:?}");
 }
 
 /// Host processes reading through `/ctr`; dropping waits for each (declare it before the
@@ -635,4 +658,158 @@ fn an_fstat_after_the_containers_dentry_was_evicted_never_blocks_ctr() {
     drop(held);
     drop(c);
     other_answers(&d.path().join(&other.0));
+}
+
+/// A container's main process mounts its FUSE server at /mnt/f, an overlay with /mnt/f as a
+/// lower layer, chroots into that overlay, and stops answering (`fusehang ovlroot`). Its mount
+/// table then shows only an overlay at `/`, as a runtime's root looks: ctrfsd must not take it
+/// for the runtime's overlay (a `statx` of it waits on the FUSE server), must leave the
+/// container out with the reason, and must keep serving the others.
+#[test]
+fn a_root_overlay_the_container_made_on_its_fuse_mount_never_blocks_ctr() {
+    hung_fuse_root_is_left_out("ovlroot", "an overlay its runtime did not make");
+}
+
+/// The same with ctrfsd running before the container starts: `ls -la /ctr` (readdirplus of
+/// the mount root) and `ls -la` of the container must answer, while and after it sets the trap.
+#[test]
+fn a_root_overlay_made_after_ctrfsd_started_never_blocks_ctr() {
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let mut readers = Readers::default();
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other-ovlroot2-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let other_v = d.path().join(&other.0);
+    wait_until(Duration::from_secs(10), || {
+        other_v.join("etc/os-release").exists()
+    })
+    .expect("the other container is not served");
+    let c = run(
+        &format!("ctrfsd-hang-ovlroot2-{t}"),
+        FUSE_OPTS,
+        &["/bin/fusehang", "ovlroot"],
+    );
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the overlay root was not set up");
+    // Several times over, while the registry may be acquiring the container.
+    for _ in 0..3 {
+        let ls = readers.spawn("ls", &[Path::new("-la"), d.path()]);
+        let ls_c = readers.spawn("ls", &[Path::new("-la"), &d.path().join(&c.0)]);
+        for (i, what) in [(ls, "ls -la /ctr"), (ls_c, "ls -la /ctr/<it>")] {
+            readers
+                .finish(i, ANSWER_LIMIT)
+                .unwrap_or_else(|| panic!("{what} hangs on a root overlay on a hung FUSE mount"));
+        }
+        other_answers(&other_v);
+    }
+    // Acquired before it chrooted, it may be listed: then from the root fd ctrfsd opened at
+    // acquisition (the runtime's overlay), which answered above.
+    drop(c);
+    drop(readers);
+    other_answers(&other_v);
+}
+
+/// A container mounts an erofs image that is a file on its own FUSE mount (file-backed erofs,
+/// Linux 6.12+) and stops answering (`fusehang erofs`): every read of the erofs's metadata
+/// then waits on the FUSE server. `/x` must show as an empty placeholder, never be read
+/// (listing, lookups, `readlink`s), and the other container must keep answering.
+#[test]
+fn an_erofs_backed_by_a_file_on_a_hung_fuse_mount_never_blocks_ctr() {
+    let mut readers = Readers::default();
+    let (d, other, c) = bystander_and("erofs", FUSE_OPTS, &["/bin/fusehang", "erofs"]);
+    let v = d.path().join(&c.0);
+    let other_v = d.path().join(&other.0);
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the file-backed erofs was not mounted");
+    wait_until(Duration::from_secs(10), || {
+        v.join("etc/os-release").exists()
+    })
+    .expect("not served");
+    let names: Vec<String> = (0..2)
+        .map(|i| format!("x/d/link-{i:03}-{}", "n".repeat(60)))
+        .collect();
+    let l0 = readers.spawn("readlink", &[&v.join(&names[0])]);
+    let l1 = readers.spawn("readlink", &[&v.join(&names[1])]);
+    let ls = readers.spawn("ls", &[Path::new("-la"), &v.join("x/d")]);
+    let ls_x = readers.spawn("ls", &[Path::new("-la"), &v.join("x")]);
+    for (i, what) in [
+        (l0, "readlink x/d/link-000"),
+        (l1, "readlink x/d/link-001"),
+        (ls, "ls -la x/d"),
+        (ls_x, "ls -la x"),
+    ] {
+        readers
+            .finish(i, ANSWER_LIMIT)
+            .unwrap_or_else(|| panic!("{what} hangs on an erofs backed by a hung FUSE file"));
+    }
+    other_answers(&other_v);
+    assert!(listing(&v.join("x")).is_empty(), "the erofs was read");
+    drop(c);
+    drop(readers);
+    other_answers(&other_v);
+}
+
+/// Listings whose entries block: `ls -la` of a directory on the hung erofs of
+/// `fusehang erofs`, 10 at once. Each must be answered (EIO at the deadline, EAGAIN once the
+/// container holds its share of helpers, or an empty placeholder) within the deadline and a
+/// second, ctrfsd's threads must stay bounded, and another container must answer within a
+/// second meanwhile.
+#[test]
+fn listings_that_block_are_answered_and_hold_bounded_threads() {
+    let mut readers = Readers::default();
+    let (d, other, c) = bystander_and("erofs-ls", FUSE_OPTS, &["/bin/fusehang", "erofs"]);
+    let v = d.path().join(&c.0);
+    let other_v = d.path().join(&other.0);
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the file-backed erofs was not mounted");
+    wait_until(Duration::from_secs(10), || {
+        v.join("etc/os-release").exists()
+    })
+    .expect("not served");
+    let threads = || {
+        fs::read_dir(format!("/proc/{}/task", d.pid()))
+            .map(|t| t.count())
+            .unwrap_or(0)
+    };
+    let before = threads();
+    let limit = Duration::from_secs(ctrfsd_deadline_secs() + 1);
+    let mut most = before;
+    for round in 0..10 {
+        let t = Instant::now();
+        let i = readers.spawn("ls", &[Path::new("-la"), &v.join("x/d")]);
+        readers
+            .finish(i, limit + Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("listing {round} is never answered"));
+        assert!(
+            t.elapsed() <= limit + Duration::from_secs(1),
+            "listing {round} took {:?}",
+            t.elapsed()
+        );
+        most = most.max(threads());
+        answers_within("ls", &[Path::new("-la"), &other_v], OTHERS_LIMIT);
+    }
+    // The FUSE workers, the runtime and deadline threads, and at most the container's share
+    // of stuck helpers (4) and a few idle ones.
+    assert!(
+        most <= before + 8,
+        "ctrfsd's threads grew from {before} to {most} over 10 blocked listings"
+    );
+    other_answers(&other_v);
+    drop(c);
+    drop(readers);
+    other_answers(&other_v);
+}
+
+/// ctrfsd's deadline for a blockable call, in seconds (README, "Never hang").
+fn ctrfsd_deadline_secs() -> u64 {
+    3
 }

@@ -72,6 +72,7 @@ pub(super) fn open_dir(
         want: BATCH_BYTES,
         prestat: prestat.on,
         ahead: prestat.ahead,
+        room: super::listing::FIRST_ROOM,
     }))))
 }
 

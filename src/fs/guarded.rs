@@ -16,7 +16,8 @@ use log::debug;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use super::dirs::{DirEntry, open_dir, read_batch, read_more};
+use super::dirs::{DirEntry, open_dir, read_more};
+use super::listing::{build_listing, entry_bytes, forget_unsent, learn_room};
 use super::replies::*;
 use super::{CtrFs, FuseFs};
 
@@ -143,29 +144,49 @@ impl FuseFs {
         let fs = self.0.clone();
         let r = self.guard.run(seq, reply, R::expired, move |claim| {
             let handle = fs.handles.get(fh);
-            let batch = handle
+            // Every call that may wait on the container (getdents, and each entry's `statx`
+            // and `readlink` for readdirplus) runs before the reply is claimed, so the
+            // deadline answers a listing that blocks anywhere, and this thread counts as stuck
+            // against its container until it returns.
+            let built = handle
                 .as_deref()
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
-                .and_then(|h| read_batch(h, offset, R::PLUS));
+                .and_then(|h| build_listing::<R>(&fs, h, ino, fh, offset));
             let Some(mut reply) = claim.take() else {
+                // Answered EIO at the deadline: the kernel got none of these references.
+                if let Ok(b) = built {
+                    forget_unsent::<R>(&fs, &b.entries);
+                }
                 return;
             };
-            let r = batch.and_then(|(b, more)| {
-                let full = fs.do_readdir(ino, fh, offset, R::PLUS, Some(b), |e, attr| {
-                    reply.add_entry(e, attr)
-                })?;
-                if more
-                    && !full
-                    && let Some(h) = handle.as_deref()
-                {
+            let b = match built {
+                Ok(b) => b,
+                Err(e) => return reply.error(fs.err(&e)),
+            };
+            let mut sent = 0;
+            let mut bytes = 0;
+            for e in &b.entries {
+                let d = DirEntry {
+                    ino: e.ino,
+                    offset: e.offset,
+                    kind: e.kind,
+                    name: &e.name,
+                    ttl: e.ttl,
+                };
+                if reply.add_entry(d, e.attr.as_ref()) {
+                    break;
+                }
+                sent += 1;
+                bytes += entry_bytes::<R>(&e.name);
+            }
+            forget_unsent::<R>(&fs, &b.entries[sent..]);
+            if let Some(h) = handle.as_deref() {
+                learn_room(h, sent < b.entries.len(), b.full, bytes);
+                if b.more && !b.full && sent == b.entries.len() {
                     read_more(h); // room was left: read more for the next reply
                 }
-                Ok(())
-            });
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fs.err(&e)),
             }
+            reply.ok();
         });
         if let Err(reply) = r {
             reply.error(self.errno(Errno::EAGAIN));

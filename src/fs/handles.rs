@@ -40,6 +40,9 @@ pub struct DirFd {
     pub prestat: bool,
     /// Its first readdirplus batch, read ahead ([`super::nextdir`]).
     pub(super) ahead: Option<super::nextdir::Ahead>,
+    /// Bytes of reply entries a listing builds before its reply is claimed: what the last
+    /// reply held (`guarded::learn_room`).
+    pub room: usize,
 }
 
 /// Open handles by the number handed to the kernel (`fh`).

@@ -17,6 +17,7 @@
 //! - `probe`: `user.ctrfsd.host_path`, the host path of a file's real inode (for eBPF probes).
 //! - `replies`: what the helper threads of [`guard`] need to answer requests themselves.
 //! - `seek`: `lseek(SEEK_DATA/SEEK_HOLE)` answered from the real file.
+//! - `listing`: a real directory's listing, built under the deadline before its reply.
 //! - [`prefetch`]: small files pushed into the kernel's page cache ahead of a walk that reads
 //!   a directory file by file (FUSE_NOTIFY_STORE).
 //! - [`nextdir`]: a walk's next directory listed and stat'ed ahead, answered only while no
@@ -38,6 +39,7 @@ mod guarded;
 pub mod handles;
 mod held;
 mod links;
+mod listing;
 mod logview;
 pub mod nextdir;
 pub mod nodes;

@@ -224,6 +224,7 @@ fn read_ahead_batch(core: &Core, dir: &OwnedFd) -> io::Result<(Vec<RawEntry>, bo
         want: BATCH_BYTES,
         prestat: true,
         ahead: None,
+        room: super::listing::FIRST_ROOM,
     }));
     read_batch(&handle, 0, true)
 }

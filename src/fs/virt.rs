@@ -74,7 +74,15 @@ impl CtrFs {
             return Ok((node, attr));
         }
         let root = inst.root()?;
-        let st = statx(&*root, "", AtFlags::EMPTY_PATH, STATX_MASK)?;
+        // Never a request to the root's filesystem if, whatever was judged, it has a FUSE or
+        // network layer: its cached attributes (AT_STATX_DONT_SYNC changes nothing on a local
+        // filesystem). This runs on a FUSE worker, also for `ls -la` of the mount root.
+        let st = statx(
+            &*root,
+            "",
+            AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+            STATX_MASK,
+        )?;
         let key = NodeKey {
             seq: inst.seq,
             mnt: st.stx_mnt_id as u32,

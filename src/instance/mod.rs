@@ -148,6 +148,32 @@ impl Instance {
                 }
             },
         };
+        // A root overlay in the table was either made by the runtime outside the container, or
+        // by the container itself (on its own FUSE mount, then chrooted into): judged by the
+        // namespace that mounted it (`origin::root_overlay_kind`), never by the layer paths
+        // the container's own table shows.
+        let (kind, what) = match mounts.overlay_dev(root_mnt) {
+            Some(dev) if kind == MountKind::Served => {
+                match crate::origin::root_overlay_kind(dev, pid) {
+                    Ok(MountKind::Served) => (kind, what),
+                    Ok(k) => (
+                        k,
+                        format!(
+                            " (an overlay its runtime did not make: neither the host's nor its \
+                             runtime's mount namespace mounts its super block {})",
+                            String::from_utf8_lossy(dev)
+                        ),
+                    ),
+                    Err(why) => {
+                        return Err(io::Error::other(format!(
+                            "its root is an overlay whose origin could not be checked ({why}): \
+                             never read"
+                        )));
+                    }
+                }
+            }
+            _ => (kind, what),
+        };
         if has_exited(pidfd.as_fd()) {
             // The namespace asked may already be another process's.
             return Err(io::Error::from_raw_os_error(libc::ESRCH));

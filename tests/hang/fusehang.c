@@ -21,6 +21,15 @@
  *                   written in the old root (what `docker exec` sees).
  * fusehang subroot: the same, chrooting into /mnt/f/sub, a directory *below* the FUSE mount's
  *                   root: the process's mountinfo then lists no mount holding its root.
+ * fusehang ovlroot: mounts itself at /mnt/f, mounts an overlay lowerdir=/mnt/f:/l2 at /ovl,
+ *                   answers while this process chroots into the overlay, then never answers
+ *                   again: the process's root is an overlay it made on a hung FUSE mount, and
+ *                   its mount table shows only that overlay (at /). /ready in the old root.
+ * fusehang erofs:   mounts itself at /mnt/f with one file, x, whose reads (direct I/O, no
+ *                   readahead) come from /img.erofs; mounts x as a file-backed erofs at /x
+ *                   (Linux 6.12+, CONFIG_EROFS_FS_BACKED_BY_FILE), then never answers again:
+ *                   every read of /x's metadata not yet cached waits on the hung server.
+ *                   /x/d's names are read (cached) before it stops answering.
  * Writes /ready once the trap is set. Raw /dev/fuse, no libfuse: the image has no libc. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,14 +67,17 @@ static void root_attr(struct fuse_attr *a) {
 static int with_file;
 /* subroot: the one directory, sub (node 3), exists. */
 static int with_sub;
+/* erofs: x's contents are this file's (its size, and reads answered from it). */
+static int image = -1;
+static off_t image_size;
 
 static void file_attr(struct fuse_attr *a) {
     memset(a, 0, sizeof *a);
     a->ino = 2;
     a->mode = S_IFREG | 0644;
     a->nlink = 1;
-    a->size = 4096;
-    a->blocks = 8;
+    a->size = image >= 0 ? image_size : 4096;
+    a->blocks = (a->size + 511) / 512;
 }
 
 /* Answers one request; returns 0 once INIT was answered (for "late"), 1 otherwise. */
@@ -83,7 +95,7 @@ static int serve_one(void) {
         struct fuse_init_out o = {0};
         o.major = FUSE_KERNEL_VERSION;
         o.minor = FUSE_KERNEL_MINOR_VERSION;
-        o.max_readahead = i->max_readahead;
+        o.max_readahead = image >= 0 ? 0 : i->max_readahead;
         o.max_write = 65536;
         reply(in->unique, 0, &o, sizeof o);
         return 0;
@@ -129,11 +141,19 @@ static int serve_one(void) {
         break;
     case FUSE_OPEN: {
         struct fuse_open_out o = {.fh = 2};
+        if (image >= 0) o.open_flags = FOPEN_DIRECT_IO;
         reply(in->unique, 0, &o, sizeof o);
         break;
     }
     case FUSE_READ:
-        break; /* never answered */
+        if (image >= 0) {
+            struct fuse_read_in *r = arg;
+            static char data[1 << 17];
+            size_t want = r->size < sizeof data ? r->size : sizeof data;
+            ssize_t got = pread(image, data, want, r->offset);
+            reply(in->unique, got < 0 ? EIO : 0, data, got < 0 ? 0 : (size_t)got);
+        }
+        break; /* otherwise never answered */
     case FUSE_FORGET:
     case FUSE_BATCH_FORGET:
     case FUSE_INTERRUPT:
@@ -254,7 +274,64 @@ static void fuseroot(const char *at) {
     for (;;) pause();
 }
 
+/* Serves /mnt/f while `trap` runs in this process; once it returns, never answers again. */
+static void serve_during(void (*trap)(void)) {
+    mkdir("/mnt", 0755);
+    mkdir("/mnt/f", 0755);
+    mount_fuse("/mnt/f");
+    int p[2];
+    if (pipe(p) != 0) exit(1);
+    if (fork() == 0) {
+        close(p[1]);
+        for (;;) {
+            struct pollfd pf[2] = {{.fd = fd, .events = POLLIN}, {.fd = p[0], .events = POLLIN}};
+            poll(pf, 2, -1);
+            if (pf[1].revents) hang(); /* the trap is set: never answer again */
+            if (pf[0].revents) serve_one();
+        }
+    }
+    close(fd);
+    close(p[0]);
+    int old = open("/", O_PATH | O_DIRECTORY);
+    trap();
+    close(p[1]);
+    close(openat(old, "ready", O_WRONLY | O_CREAT, 0644));
+    for (;;) pause();
+}
+
+static void ovlroot_trap(void) {
+    mkdir("/l2", 0755);
+    mkdir("/ovl", 0755);
+    if (mount("overlay", "/ovl", "overlay", MS_RDONLY, "lowerdir=/mnt/f:/l2") != 0) {
+        perror("mount overlay");
+        exit(1);
+    }
+    if (chroot("/ovl") != 0 || chdir("/") != 0) { perror("chroot /ovl"); exit(1); }
+}
+
+static void erofs_trap(void) {
+    mkdir("/x", 0755);
+    if (mount("/mnt/f/x", "/x", "erofs", MS_RDONLY, NULL) != 0) {
+        perror("mount erofs /mnt/f/x");
+        exit(1);
+    }
+    /* Reads the names of /x/d while answering: a later listing of it needs no more reads for
+     * its names (getdents), only for its entries' inodes. */
+    int d = open("/x/d", O_RDONLY | O_DIRECTORY);
+    if (d < 0) { perror("open /x/d"); exit(1); }
+    while (syscall(SYS_getdents64, d, buf, sizeof buf) > 0) {}
+    close(d);
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "ovlroot") == 0) serve_during(ovlroot_trap);
+    if (argc > 1 && strcmp(argv[1], "erofs") == 0) {
+        with_file = 1;
+        image = open("/img.erofs", O_RDONLY | O_CLOEXEC);
+        if (image < 0) { perror("/img.erofs"); exit(1); }
+        image_size = lseek(image, 0, SEEK_END);
+        serve_during(erofs_trap);
+    }
     if (argc > 1 && strcmp(argv[1], "root") == 0) fuseroot("/mnt/f");
     if (argc > 1 && strcmp(argv[1], "subroot") == 0) {
         with_sub = 1;

@@ -84,6 +84,35 @@ while True:
 /// rotated file lives about a quarter of a second before Docker deletes it.
 #[test]
 fn followers_see_every_line_once_while_docker_rotates_fast() {
+    follow_while_docker_rotates(&["--log-opt", "max-size=20k", "--log-opt", "max-file=2"]);
+}
+
+/// The same with compressed rotations (`compress=true`, `max-file=3`): Docker renames each
+/// rotated file to `x.log.1`, writes it again as `x.log.1.gz`, deletes `x.log.1`, and shifts
+/// `x.log.1.gz` to `x.log.2.gz`, several times a second.
+///
+/// Ignored: it fails (found in review, not fixed). A rotated file's lines are missing where
+/// they belong and show up later, after newer files (a view read at the end was lines
+/// `1-4301 4570-6000 4302-4569`), and the followers then read that file's lines again in place
+/// of newer ones (`tail -F` read 10,000 lines, the first out of order at line 1,758). Run with
+/// `--ignored` to reproduce.
+#[test]
+#[ignore = "fails: a compressed rotation is placed after newer files (review of #14)"]
+fn followers_see_every_line_once_while_docker_rotates_and_compresses() {
+    follow_while_docker_rotates(&[
+        "--log-opt",
+        "max-size=20k",
+        "--log-opt",
+        "max-file=3",
+        "--log-opt",
+        "compress=true",
+    ]);
+}
+
+/// `tail -F` and a once-a-second poller follow a container's stdout while Docker rotates its
+/// `json-file` log with `log_opts` (about four rotations a second): each must read every line
+/// once, in order, and what `stat` says at the end.
+fn follow_while_docker_rotates(log_opts: &[&str]) {
     let d = Daemon::start(&["--runtime", "docker"]);
     let name = format!("ctrfsd-logrot-{}", token());
     let script = format!(
@@ -93,12 +122,7 @@ fn followers_see_every_line_once_while_docker_rotates_fast() {
            while [ $j -lt 100 ]; do echo \"line $i $pad\"; i=$((i+1)); j=$((j+1)); done; \
            sleep 0.2; done; sleep 600"
     );
-    let c = docker_run_with(
-        &name,
-        &["--log-opt", "max-size=20k", "--log-opt", "max-file=2"],
-        image(),
-        &["sh", "-c", &script],
-    );
+    let c = docker_run_with(&name, log_opts, image(), &["sh", "-c", &script]);
     assert!(wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some());
     let path = d.path().join(".logs").join(&c.0).join("stdout");
     let shown = wait_until(Duration::from_secs(5), || {

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use log::warn;
@@ -35,6 +36,8 @@ const MAX_FOLLOWED: usize = 512;
 struct Table {
     by_wd: HashMap<i32, Vec<(u64, Weak<LogSet>)>>,
     of_set: HashMap<u64, i32>,
+    /// The watched directory of each watch, to open new files in the moment they appear.
+    dirs: HashMap<i32, Arc<OwnedFd>>,
 }
 
 struct Follower {
@@ -117,6 +120,8 @@ pub fn follow(set: &Arc<LogSet>) {
             .entry(wd)
             .or_default()
             .push((set.id(), Arc::downgrade(set)));
+        t.dirs.entry(wd).or_insert_with(|| Arc::new(dir));
+        set.following.store(true, Ordering::Release);
     }
 }
 
@@ -127,12 +132,14 @@ pub fn unfollow(set: &LogSet) {
     let Some(wd) = t.of_set.remove(&set.id()) else {
         return;
     };
+    set.following.store(false, Ordering::Release);
     let empty = t.by_wd.get_mut(&wd).is_none_or(|list| {
         list.retain(|(id, _)| *id != set.id());
         list.is_empty()
     });
     if empty {
         t.by_wd.remove(&wd);
+        t.dirs.remove(&wd);
         let _ = inotify::remove_watch(&f.fd, wd);
     }
 }
@@ -161,19 +168,33 @@ fn run(f: &'static Follower) {
                     let mut t = f.table();
                     if e.events().contains(ReadFlags::IGNORED) {
                         // The directory is gone: its watch with it.
+                        t.dirs.remove(&e.wd());
                         if let Some(list) = t.by_wd.remove(&e.wd()) {
-                            for (id, _) in list {
+                            for (id, s) in list {
                                 t.of_set.remove(&id);
+                                if let Some(s) = s.upgrade() {
+                                    s.following.store(false, Ordering::Release);
+                                }
                             }
                         }
                         continue;
                     }
-                    let Some(list) = t.by_wd.get(&e.wd()) else {
+                    let (Some(list), Some(dir)) = (t.by_wd.get(&e.wd()), t.dirs.get(&e.wd()))
+                    else {
                         continue;
                     };
+                    let dir = dir.clone();
+                    let sets: Vec<_> = list.iter().filter_map(|(_, s)| s.upgrade()).collect();
+                    drop(t);
                     let name = e.file_name().map(|n| n.to_bytes()).unwrap_or_default();
-                    for set in list.iter().filter_map(|(_, s)| s.upgrade()) {
-                        if set.is_store_name(name) && !hit.iter().any(|h| h.id() == set.id()) {
+                    let created = e.events().contains(ReadFlags::CREATE);
+                    for set in sets {
+                        if !set.is_store_name(name) {
+                            continue;
+                        }
+                        // Opened first, before anything else: the runtime may delete it soon.
+                        set.open_early(&dir, name, created);
+                        if !hit.iter().any(|h| h.id() == set.id()) {
                             hit.push(set);
                         }
                     }

@@ -2,7 +2,7 @@
 //! segment stays while the kernel holds its set), bounded per set and in all so the daemon's
 //! fds stay bounded however long a view is followed: past a bound the oldest such file of a
 //! set that its readers have read past is let go (`Segment::released`): its lengths stay, so
-//! offsets after it do not move, and reading it gives EIO. A file no read has reached yet is
+//! offsets after it do not move, and its range reads as a line of ctrfsd's saying so. A file no read has reached yet is
 //! let go only past a larger bound, so a reader that follows is not the one to lose lines.
 
 use std::sync::Arc;
@@ -33,12 +33,14 @@ pub(super) const LIMITS: &str =
 /// Counts the files `segs` keeps open that the runtime deleted (`share`: this set's part of
 /// [`AWAY`], updated), and lets go of the oldest of those `read_past` says every reader has
 /// read past while this set holds more than [`AWAY_PER_SET`] or all sets more than
-/// [`AWAY_TOTAL`], and of the oldest unread ones while it holds more than [`AWAY_UNREAD`].
+/// [`AWAY_TOTAL`], and of the oldest unread ones (but the one a read is inside, `reading`)
+/// while it holds more than [`AWAY_UNREAD`].
 /// Returns the files let go, and how many of them no read had reached.
 pub(super) fn bound(
     segs: &mut [Segment],
     share: &mut usize,
     read_past: impl Fn(usize) -> bool,
+    reading: impl Fn(usize) -> bool,
 ) -> (Vec<FileId>, usize) {
     let mut n = segs.iter().filter(|s| s.away()).count();
     if n >= *share {
@@ -51,7 +53,7 @@ pub(super) fn bound(
     loop {
         let over = n > AWAY_PER_SET || AWAY.load(Ordering::Relaxed) > AWAY_TOTAL;
         let pick = if n > AWAY_UNREAD {
-            segs.iter().position(|s| s.away())
+            (0..segs.len()).find(|&i| segs[i].away() && !reading(i))
         } else if over {
             (0..segs.len()).find(|&i| segs[i].away() && read_past(i))
         } else {
@@ -73,6 +75,24 @@ pub(super) fn bound(
         AWAY.fetch_sub(1, Ordering::Relaxed);
     }
     (let_go, unread)
+}
+
+/// Fills `out` with the bytes from `from` of what the range of a file let go reads as
+/// (`len` bytes): one line of ctrfsd's saying so, padded with spaces to `len` (cut short if
+/// `len` is shorter), ending in a newline. Nothing of size `len` is allocated.
+pub(super) fn let_go_fill(len: u64, from: u64, out: &mut [u8]) {
+    let msg = format!(
+        "ctrfsd: {len} bytes of log let go here (the runtime deleted their file; ctrfsd keeps \
+         a bounded number open: README, \"Logs\")"
+    );
+    for (k, b) in out.iter_mut().enumerate() {
+        let at = from + k as u64;
+        *b = if at + 1 == len {
+            b'\n'
+        } else {
+            msg.as_bytes().get(at as usize).copied().unwrap_or(b' ')
+        };
+    }
 }
 
 /// A set holding `share` such files is gone.

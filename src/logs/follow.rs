@@ -144,9 +144,30 @@ pub fn unfollow(set: &LogSet) {
     }
 }
 
-/// The follower thread: waits for events, and looks at each set whose store changed once per
-/// batch of events.
+/// The follower thread: waits for events, opens each new file of a followed store at once
+/// (`LogSet::open_early`), and has each set whose store changed looked at on a second thread
+/// (once per batch of events), so that a look (which decodes) never delays the next open.
 fn run(f: &'static Follower) {
+    let (looks, rx) = std::sync::mpsc::channel::<Arc<LogSet>>();
+    let spawned = std::thread::Builder::new()
+        .name("log-look".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut sets = vec![first];
+                while let Ok(s) = rx.try_recv() {
+                    if !sets.iter().any(|h| h.id() == s.id()) {
+                        sets.push(s);
+                    }
+                }
+                for set in sets {
+                    set.look_now();
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("log look thread: {e}; log stores are looked at only when read");
+        return;
+    }
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 16 * 1024];
     loop {
         let mut pfd = [rustix::event::PollFd::new(
@@ -194,6 +215,10 @@ fn run(f: &'static Follower) {
                         }
                         // Opened first, before anything else: the runtime may delete it soon.
                         set.open_early(&dir, name, created);
+                        // A `.gz` being made: its plain file is still there until it is done.
+                        if let Some(plain) = name.strip_suffix(b".gz") {
+                            set.open_early(&dir, plain, false);
+                        }
                         if !hit.iter().any(|h| h.id() == set.id()) {
                             hit.push(set);
                         }
@@ -203,8 +228,11 @@ fn run(f: &'static Follower) {
                 Err(_) => break, // EAGAIN: drained
             }
         }
+        // Looked at on another thread: this one goes back to opening files at once.
         for set in hit {
-            set.look_now();
+            if looks.send(set).is_err() {
+                return;
+            }
         }
     }
 }

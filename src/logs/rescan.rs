@@ -18,6 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use log::warn;
 
@@ -37,20 +38,23 @@ impl LogSet {
             return;
         };
         let name = OsStr::from_bytes(name);
-        if created && path.file_name() == Some(name) {
-            self.created.fetch_add(1, Ordering::AcqRel);
-        }
-        if name.as_bytes().ends_with(b".gz") {
+        let opened = if name.as_bytes().ends_with(b".gz") {
             // Written after its plain file, which is held: nothing to save.
-            return;
-        }
-        if let Ok(Some(f)) = open_file(dir, name, *owner) {
-            let mut early = self.early.lock().unwrap_or_else(|e| e.into_inner());
+            None
+        } else {
+            open_file(dir, name, *owner).ok().flatten()
+        };
+        // Counted with the file kept, under one lock: a look that sees the count sees the file.
+        let mut early = self.early.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = opened {
             // Bounded: a look takes them; a flood between two looks keeps the newest.
-            if early.len() >= 64 {
+            if early.len() >= super::away::AWAY_UNREAD {
                 early.remove(0);
             }
             early.push((name.to_owned(), f));
+        }
+        if created && path.file_name() == Some(name) {
+            self.created.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -81,8 +85,13 @@ impl LogSet {
             Err(e) => return Err(e),
         };
         // Both taken before the listing: every file counted or opened early was made before it.
-        let early = std::mem::take(&mut *self.early.lock().unwrap_or_else(|e| e.into_inner()));
-        let created = self.created.load(Ordering::Acquire);
+        let (early, created) = {
+            let mut e = self.early.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                std::mem::take(&mut *e),
+                self.created.load(Ordering::Acquire),
+            )
+        };
         let following = self.following.load(Ordering::Acquire);
         let list = rustix::fs::openat(
             &dfd,
@@ -122,6 +131,8 @@ impl LogSet {
             listed.push((name, file, md));
         }
         let id_of = |md: &std::fs::Metadata| (md.dev(), md.ino());
+        let names_listed: Vec<std::ffi::OsString> =
+            listed.iter().map(|(n, _, _)| n.clone()).collect();
         let held_id = |segs: &[Segment], id: FileId| {
             segs.iter()
                 .position(|s| !s.released && s.note.is_none() && (s.dev, s.ino) == id)
@@ -136,11 +147,26 @@ impl LogSet {
                 !s.released && listed.iter().any(|(_, _, md)| id_of(md) == (s.dev, s.ino))
             })
             .unwrap_or(st.segs.len());
+        // Never before a segment a read has reached: its offsets must not move (a file found
+        // late goes late rather than make a follower read again what it has read).
+        let guard = read_into(st);
+        let mut late = false;
+        let mut place = |insert_at: usize, len: usize| {
+            late |= insert_at < guard;
+            insert_at.max(guard).min(len)
+        };
+        // A `.gz` still being written holds older lines than the files listed after it: those
+        // are not added until it is done (a few ms), so nothing goes before them later.
+        let mut waiting = false;
         // The first file found in this look: lost ones go before it.
         let mut first_new: Option<FileId> = None;
         let mut found = 0u64;
         let mut gz_pending = false;
-        // Opened early and gone now: rotated away and deleted since; older than all listed.
+        // Opened early and gone now: rotated away and deleted since; older than all listed,
+        // and among themselves in the order the runtime created them (they were opened in
+        // the order of events, which a busy follower may see late).
+        let mut early = early;
+        early.sort_by_key(|(_, f)| born(f));
         for (name, file) in early {
             let Ok(md) = file.metadata() else { continue };
             let id = id_of(&md);
@@ -155,7 +181,7 @@ impl LogSet {
             }
             let mut seg = Segment::new(file, &name, false, format).map_err(failed)?;
             seg.present = false;
-            let at = insert_at.min(st.segs.len());
+            let at = place(insert_at, st.segs.len());
             first_new.get_or_insert(id);
             st.segs.insert(at, seg);
             insert_at = at + 1;
@@ -180,12 +206,19 @@ impl LogSet {
                     }
                     GzMatch::Skip { pending } => {
                         gz_pending |= pending;
+                        // Its plain file still listed is its content, found already.
+                        let plain = &name.as_bytes()[..name.len() - 3];
+                        let since = *st.gz_wait.entry(id).or_insert_with(Instant::now);
+                        waiting |= pending
+                            && since.elapsed() < GZ_WAIT
+                            && !names_listed.iter().any(|n| n.as_bytes() == plain);
                         continue;
                     }
+                    GzMatch::New(..) if waiting => continue,
                     GzMatch::New(file, fp) => {
                         let mut seg = Segment::new(file, &name, true, format).map_err(failed)?;
                         seg.fp = Some(fp);
-                        let at = insert_at.min(st.segs.len());
+                        let at = place(insert_at, st.segs.len());
                         st.segs.insert(at, seg);
                         first_new.get_or_insert(id);
                         insert_at = at + 1;
@@ -194,14 +227,33 @@ impl LogSet {
                     }
                 }
             }
+            if waiting {
+                continue;
+            }
             let mut seg = Segment::new(file, &name, gz, format).map_err(failed)?;
             seg.live = live;
-            let at = insert_at.min(st.segs.len());
+            // A file let go while out of sight (renamed between the listing and the open) is
+            // known by its content: it is not added twice.
+            if !live
+                && let Some(fp) = seg.fingerprint()
+                && st.segs.iter().any(|s| s.released && s.fp == Some(fp))
+            {
+                continue;
+            }
+            let at = place(insert_at, st.segs.len());
             st.segs.insert(at, seg);
             first_new.get_or_insert(id);
             insert_at = at + 1;
             found += 1;
         }
+        if late {
+            warn!(
+                "{}: a rotated log file was found after newer lines were read: its lines \
+                 follow them",
+                self.label()
+            );
+        }
+        st.gz_wait.retain(|_, t| t.elapsed() < GZ_WAIT * 10);
         if following && held {
             st.found += found;
             let at = first_new.and_then(|id| st.segs.iter().position(|s| (s.dev, s.ino) == id));
@@ -300,9 +352,15 @@ impl LogSet {
     /// Waits while a `.gz` file is still being written (it may be one of them).
     fn say_lost(&self, st: &mut State, created: u64, at: Option<usize>, gz_pending: bool) {
         let lost = created.saturating_sub(st.found);
-        let (Some(at), false) = (at, gz_pending) else {
+        if gz_pending {
             return;
-        };
+        }
+        // Before the first file found in this look, else after every file held: the lost
+        // ones came after those and before whatever is found next.
+        let at = at
+            .unwrap_or(st.segs.len())
+            .max(read_into(st))
+            .min(st.segs.len());
         if lost <= st.lost {
             return;
         }
@@ -323,6 +381,39 @@ impl LogSet {
             st.segs.insert(at, Segment::note(null, text.into_bytes()));
         }
     }
+}
+
+/// When `f` was created (statx birth time; `(0, 0)` where the filesystem does not say).
+fn born(f: &File) -> (i64, u32) {
+    rustix::fs::statx(
+        f,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::BTIME,
+    )
+    .ok()
+    .filter(|s| s.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
+    .map_or((0, 0), |s| (s.stx_btime.tv_sec, s.stx_btime.tv_nsec))
+}
+
+/// How long a look waits for a `.gz` file being written before newer files are added anyway.
+const GZ_WAIT: Duration = Duration::from_secs(2);
+
+/// How many segments, from the first, a read has reached (in any stream): none may be
+/// inserted before them.
+fn read_into(st: &State) -> usize {
+    let mut start = [0u64; 3];
+    let mut n = 0;
+    for s in &st.segs {
+        if !(0..3).any(|k| start[k] < st.read_to[k]) {
+            break;
+        }
+        n += 1;
+        for (a, o) in start.iter_mut().zip(s.out) {
+            *a += o;
+        }
+    }
+    n
 }
 
 /// What a listed `.gz` file is ([`LogSet::gz_match`]).

@@ -73,9 +73,13 @@ pub(super) struct State {
     away: usize,
     /// A file was let go (logged once per set).
     let_go_logged: bool,
+    /// A file no read had reached was let go (logged once per set).
+    unread_logged: bool,
     /// How far any read reached in each stream (decoded offset): files before it are "read
     /// past", the first to be let go.
-    read_to: [u64; 3],
+    pub(super) read_to: [u64; 3],
+    /// `.gz` files seen still being written, and since when (`rescan.rs` waits for them).
+    pub(super) gz_wait: HashMap<FileId, Instant>,
     /// New files (contents) found while the store was followed ([`LogSet::created`] counts
     /// the runtime's): the difference is files deleted before ctrfsd could open them.
     pub(super) found: u64,
@@ -209,9 +213,10 @@ impl LogSet {
     /// file, whose bytes it must not be taken for).
     fn bound_away(&self, st: &mut State) {
         // Where each segment ends, per stream: read past once any read went beyond it.
-        let mut ends = Vec::with_capacity(st.segs.len());
+        let (mut starts, mut ends) = (Vec::new(), Vec::with_capacity(st.segs.len()));
         let mut end = [0u64; 3];
         for s in &st.segs {
+            starts.push(end);
             for (e, o) in end.iter_mut().zip(s.out) {
                 *e += o;
             }
@@ -219,11 +224,16 @@ impl LogSet {
         }
         let read_to = st.read_to;
         let read_past = |i: usize| (0..3).any(|k| read_to[k] > 0 && ends[i][k] <= read_to[k]);
-        let (let_go, unread) = away::bound(&mut st.segs, &mut st.away, read_past);
-        if unread > 0 {
+        // The one a read is inside is kept (its reader would go on in ctrfsd's filler line).
+        let reading = |i: usize| {
+            !read_past(i) && (0..3).any(|k| starts[i][k] < read_to[k] && read_to[k] < ends[i][k])
+        };
+        let (let_go, unread) = away::bound(&mut st.segs, &mut st.away, read_past, reading);
+        if unread > 0 && !st.unread_logged {
+            st.unread_logged = true;
             warn!(
                 "{}: let go of {unread} rotated-away log file(s) no reader had reached \
-                 ({}): reading them gives EIO",
+                 ({}; logged once): their ranges read as a line of ctrfsd's",
                 self.label,
                 away::LIMITS
             );
@@ -238,7 +248,7 @@ impl LogSet {
             st.let_go_logged = true;
             info!(
                 "{}: let go of {} rotated-away log file(s) kept for readers ({}; logged once); \
-                 reading them gives EIO",
+                 their ranges read as a line of ctrfsd's",
                 self.label,
                 let_go.len(),
                 away::LIMITS
@@ -287,12 +297,14 @@ impl LogSet {
                 continue;
             }
             if st.segs[i].released {
-                // Its fd was let go (`bound_away`): what came before is returned, and a read
-                // that starts here fails as a lost block would.
-                if filled > 0 {
-                    break;
-                }
-                return Err(io::Error::from_raw_os_error(libc::EIO));
+                // Its fd was let go (`bound_away`): its range reads as one line of ctrfsd's
+                // saying so, padded to its length, so offsets after it do not move.
+                let from = off + filled as u64 - base;
+                let n = ((len - from) as usize).min(buf.len() - filled);
+                away::let_go_fill(len, from, &mut buf[filled..filled + n]);
+                filled += n;
+                base += len;
+                continue;
             }
             let (id, epoch) = ((st.segs[i].dev, st.segs[i].ino), st.segs[i].epoch);
             let carry = st

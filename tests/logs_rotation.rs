@@ -334,3 +334,68 @@ fn a_view_held_after_docker_rm_is_a_deleted_file() {
     f.read_to_string(&mut text).unwrap();
     assert_eq!(text, "last words\n");
 }
+
+/// `tail -F` of a container's stdout view while the container writes and exits: each line
+/// once, and the name stays the same file (inode) across the exit, as `tail -F` checks. (The
+/// view was keyed by the container's instance: at the exit the name became another file,
+/// which `tail -F` may read again from its start.)
+#[test]
+fn tail_follow_name_reads_each_line_once_across_the_containers_exit() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let name = format!("ctrfsd-logrot-{}", token());
+    let body = "echo start; while [ ! -e /tmp/go ]; do sleep 0.05; done; i=0; \
+                while [ $i -lt 30 ]; do i=$((i+1)); seq $((i*100-99)) $((i*100)); sleep 0.1; \
+                done";
+    let c = docker_run_with(&name, &[], image(), &["sh", "-c", body]);
+    assert!(wait_until(Duration::from_secs(5), || d.has(&c.0)).is_some());
+    let path = d.path().join(".logs").join(&c.0).join("stdout");
+    let shown = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&path).is_ok_and(|s| s == "start\n")
+    });
+    assert!(shown.is_some(), "the first line is served");
+    let mut tail = Reader::Tail("-F").spawn(&path);
+    let rx = collect(&mut tail);
+    let mut got = Vec::new();
+    let drain = |got: &mut Vec<u8>| {
+        while let Ok(b) = rx.try_recv() {
+            got.extend(b);
+        }
+    };
+    let started = wait_until(Duration::from_secs(10), || {
+        drain(&mut got);
+        got.starts_with(b"start\n")
+    });
+    assert!(started.is_some(), "tail printed the first line");
+    let ino = || std::fs::metadata(&path).map(|m| m.ino()).ok();
+    let before = ino();
+    c.exec(": > /tmp/go");
+    let exited = wait_until(Duration::from_secs(30), || {
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &c.0]).trim() == "false"
+    });
+    assert!(exited.is_some(), "the container exited");
+    let all = wait_until(Duration::from_secs(20), || {
+        drain(&mut got);
+        String::from_utf8_lossy(&got).lines().any(|l| l == "3000")
+    });
+    // `tail -F` looks at the name once a second: a few looks after the exit, nothing again.
+    let again = wait_until(Duration::from_secs(4), || {
+        drain(&mut got);
+        String::from_utf8_lossy(&got).matches("start\n").count() > 1
+    });
+    let after = ino();
+    let _ = tail.kill();
+    let _ = tail.wait();
+    drain(&mut got);
+    assert_eq!(before, after, "the name is the same file after the exit");
+    let text = String::from_utf8_lossy(&got);
+    let want: Vec<Line> = (1..=3000).map(Line::Num).collect();
+    assert!(
+        all.is_some() && again.is_none() && lines(&text) == want,
+        "tail -F read {} lines (all: {:?}, read again: {:?}); log:\n{}",
+        text.lines().count(),
+        all,
+        again,
+        d.log_text()
+    );
+}

@@ -93,24 +93,30 @@ impl LogSet {
             )
         };
         let following = self.following.load(Ordering::Acquire);
-        let list = rustix::fs::openat(
-            &dfd,
-            ".",
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| failed(e.into()))?;
+        // Read twice while followed: a rename during one `readdir` (the runtime rotating)
+        // can hide the renamed file from it, and a file missed now may be deleted before the
+        // next look; names seen in either pass count.
         let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&list).map_err(|e| failed(e.into()))? {
-            let entry = entry.map_err(|e| failed(e.into()))?;
-            let name = OsStr::from_bytes(entry.file_name().to_bytes()).to_owned();
-            if let Some(key) = order_key(base, &name) {
-                names.push((key, name));
+        for _ in 0..if following { 2 } else { 1 } {
+            let list = rustix::fs::openat(
+                &dfd,
+                ".",
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| failed(e.into()))?;
+            for entry in rustix::fs::Dir::read_from(&list).map_err(|e| failed(e.into()))? {
+                let entry = entry.map_err(|e| failed(e.into()))?;
+                let name = OsStr::from_bytes(entry.file_name().to_bytes()).to_owned();
+                if let Some(key) = order_key(base, &name) {
+                    names.push((key, name));
+                }
             }
         }
         names.sort();
+        names.dedup();
         for s in &mut st.segs {
             s.present = false;
         }
@@ -181,6 +187,10 @@ impl LogSet {
             }
             let mut seg = Segment::new(file, &name, false, format).map_err(failed)?;
             seg.present = false;
+            // Held already under another inode (its `.gz` copy became its backing).
+            if known_content(st, &mut seg) {
+                continue;
+            }
             let at = place(insert_at, st.segs.len());
             first_new.get_or_insert(id);
             st.segs.insert(at, seg);
@@ -234,10 +244,7 @@ impl LogSet {
             seg.live = live;
             // A file let go while out of sight (renamed between the listing and the open) is
             // known by its content: it is not added twice.
-            if !live
-                && let Some(fp) = seg.fingerprint()
-                && st.segs.iter().any(|s| s.released && s.fp == Some(fp))
-            {
+            if !live && known_content(st, &mut seg) {
                 continue;
             }
             let at = place(insert_at, st.segs.len());
@@ -381,6 +388,15 @@ impl LogSet {
             st.segs.insert(at, Segment::note(null, text.into_bytes()));
         }
     }
+}
+
+/// Whether `seg` (a file not live, not held by its inode) holds the bytes of a segment
+/// already in the view: one whose `.gz` copy became its backing, or one let go.
+fn known_content(st: &mut State, seg: &mut Segment) -> bool {
+    let Some(fp) = seg.fingerprint() else {
+        return false;
+    };
+    (0..st.segs.len()).any(|i| st.segs[i].fingerprint() == Some(fp))
 }
 
 /// When `f` was created (statx birth time; `(0, 0)` where the filesystem does not say).

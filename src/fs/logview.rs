@@ -149,7 +149,11 @@ impl LogViews {
             return inst.seq;
         };
         let same = self.sets.iter().find_map(|e| match e.value().source() {
-            LogSource::Files { path: p, .. } if p == path => Some(*e.key()),
+            LogSource::Files { path: p, .. } if p == path => {
+                // The runtime wrote its last lines as the old instance ended: look again.
+                e.value().look_soon();
+                Some(*e.key())
+            }
             _ => None,
         });
         let key = same.unwrap_or(inst.seq);

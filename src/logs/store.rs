@@ -168,6 +168,12 @@ impl LogSet {
         self.refresh();
     }
 
+    /// Makes the next `refresh` look at the store whenever it was looked at last (a new
+    /// instance of the container reads this set: its store changed as the old one ended).
+    pub fn look_soon(&self) {
+        self.lock().checked = None;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -492,8 +492,11 @@ fn files_rotated_in_after_a_look_come_after_what_was_read() {
         text.contains("\nline 2999\n")
     });
     assert!(served.is_some(), "the last line is served: {text:?}");
+    // ctrfsd's own lines say what the runtime deleted before ctrfsd could open it (README,
+    // "Limits of following"): this writer has no pause.
     let nums: Vec<u32> = text
         .lines()
+        .filter(|l| !l.starts_with("ctrfsd: "))
         .map(|l| {
             l.strip_prefix("line ")
                 .and_then(|n| n.parse().ok())

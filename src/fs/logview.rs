@@ -108,11 +108,12 @@ fn stream_of(kind: u64) -> Stream {
     }
 }
 
-/// Container `seq` in the view, with the registry directory that lists it.
-fn find(view: &View, seq: u64) -> Option<(u64, Arc<Instance>)> {
+/// The container whose log key is `seq` in the view ([`LogViews::key_of`]), with the
+/// registry directory that lists it.
+fn find(logs: &LogViews, view: &View, seq: u64) -> Option<(u64, Arc<Instance>)> {
     view.dirs.iter().find_map(|(dino, d)| {
         d.children.values().find_map(|e| match e {
-            VEntry::Container(i) if i.seq == seq => Some((*dino, i.clone())),
+            VEntry::Container(i) if logs.key_of(i) == seq => Some((*dino, i.clone())),
             _ => None,
         })
     })
@@ -132,6 +133,33 @@ pub(crate) struct LogViews {
     /// (container seq, directory inode, name) -> link inode.
     link_inos: DashMap<(u64, u64, OsString), u64>,
     next_link: AtomicU64,
+    /// Instance seq -> log key: a container's later instances (it exited, was restarted) keep
+    /// the key, set and inodes of its first one while that set is kept, so a follower's file
+    /// stays the same file (`tail -F` read it again from its start when it became another).
+    keys: DashMap<u64, u64>,
+}
+
+impl LogViews {
+    /// The log key of `inst`: the key of a kept set reading the same store, else its seq.
+    fn key_of(&self, inst: &Instance) -> u64 {
+        if let Some(k) = self.keys.get(&inst.seq) {
+            return *k;
+        }
+        let Some(LogSource::Files { path, .. }) = &inst.ident.logs else {
+            return inst.seq;
+        };
+        let same = self.sets.iter().find_map(|e| match e.value().source() {
+            LogSource::Files { path: p, .. } if p == path => {
+                // The runtime wrote its last lines as the old instance ended: look again.
+                e.value().look_soon();
+                Some(*e.key())
+            }
+            _ => None,
+        });
+        let key = same.unwrap_or(inst.seq);
+        self.keys.insert(inst.seq, key);
+        key
+    }
 }
 
 impl CtrFs {
@@ -139,13 +167,15 @@ impl CtrFs {
         if let Some(s) = self.logs.sets.get(&seq) {
             return Ok(s.clone());
         }
-        let (_, inst) = find(&self.registry.view(), seq).ok_or_else(|| errno(libc::ENOENT))?;
+        let (_, inst) =
+            find(&self.logs, &self.registry.view(), seq).ok_or_else(|| errno(libc::ENOENT))?;
         Ok(self.log_set_of(&inst))
     }
 
     /// The log set of `inst` (made on first use).
     fn log_set_of(&self, inst: &Instance) -> Arc<LogSet> {
-        if let Some(s) = self.logs.sets.get(&inst.seq) {
+        let key = self.logs.key_of(inst);
+        if let Some(s) = self.logs.sets.get(&key) {
             return s.clone();
         }
         let source = inst.ident.logs.clone().unwrap_or_else(|| {
@@ -156,7 +186,7 @@ impl CtrFs {
         });
         self.prune_log_sets();
         let set = Arc::new(LogSet::new(source, inst.path().to_string()));
-        self.logs.sets.entry(inst.seq).or_insert(set).clone()
+        self.logs.sets.entry(key).or_insert(set).clone()
     }
 
     /// Whether `inst`'s log is served (else its stdout links are shown as links).
@@ -168,15 +198,19 @@ impl CtrFs {
     /// of (their fds would otherwise keep deleted stores' disk space).
     fn prune_log_sets(&self) {
         let view = self.registry.view();
-        let live: std::collections::HashSet<u64> = view
+        let insts: Vec<Arc<Instance>> = view
             .dirs
             .values()
             .flat_map(|d| d.children.values())
             .filter_map(|e| match e {
-                VEntry::Container(i) => Some(i.seq),
+                VEntry::Container(i) => Some(i.clone()),
                 VEntry::Dir(_) => None,
             })
             .collect();
+        let seqs: std::collections::HashSet<u64> = insts.iter().map(|i| i.seq).collect();
+        self.logs.keys.retain(|seq, _| seqs.contains(seq));
+        let live: std::collections::HashSet<u64> =
+            insts.iter().map(|i| self.logs.key_of(i)).collect();
         self.logs
             .sets
             .retain(|seq, set| live.contains(seq) || set.refs.load(Ordering::Relaxed) > 0);
@@ -200,7 +234,7 @@ impl CtrFs {
                     .map(|(n, e)| {
                         let i = match e {
                             VEntry::Dir(d) => mirror_ino(*d),
-                            VEntry::Container(c) => ctr_ino(c.seq),
+                            VEntry::Container(c) => ctr_ino(self.logs.key_of(c)),
                         };
                         (n.clone(), i, FileType::Directory)
                     })
@@ -208,7 +242,7 @@ impl CtrFs {
                 Ok((parent, list))
             }
             LNode::Ctr(seq) => {
-                let parent = find(&view, seq).map_or(LOGS_BIT, |(d, _)| mirror_ino(d));
+                let parent = find(&self.logs, &view, seq).map_or(LOGS_BIT, |(d, _)| mirror_ino(d));
                 let set = self.log_set(seq)?;
                 let files: Vec<(&str, u64)> = match set.refresh() {
                     None => FILES.to_vec(),
@@ -255,12 +289,13 @@ impl CtrFs {
         if set.refresh().is_some() {
             return None;
         }
-        let key = (inst.seq, parent, name.to_owned());
+        let seq = self.logs.key_of(inst);
+        let key = (seq, parent, name.to_owned());
         let ino = *self.logs.link_inos.entry(key).or_insert_with(|| {
             LOGS_BIT | LINK_BIT | (self.logs.next_link.fetch_add(1, Ordering::Relaxed) + 1)
         });
         self.logs.links.entry(ino).or_insert_with(|| LinkView {
-            seq: inst.seq,
+            seq,
             stream,
             text,
             at: (parent, name.to_owned()),
@@ -308,7 +343,7 @@ impl CtrFs {
                 attr.perm = 0o440;
                 // A view held after its container was removed is a deleted file (as the
                 // store's files it still reads are).
-                attr.nlink = u32::from(find(&self.registry.view(), seq).is_some());
+                attr.nlink = u32::from(find(&self.logs, &self.registry.view(), seq).is_some());
                 attr.size = size;
                 attr.blocks = size.div_ceil(512);
                 Ok((attr, Duration::ZERO))
@@ -326,11 +361,29 @@ impl CtrFs {
             list.into_iter()
                 .find(|(n, _, _)| OsStr::new(n) == name)
                 .map(|(_, i, _)| i)
+                .or_else(|| self.held_between_instances(parent, name))
                 .ok_or_else(|| errno(libc::ENOENT))?
         };
         let r = self.log_getattr(ino)?;
         self.log_ref(ino, 1);
         Ok(r)
+    }
+
+    /// While a container is between two instances (its process exited and the runtime has
+    /// not yet reported it stopped, so the registry lists no instance of it for an instant),
+    /// the directory of a set the kernel holds, under the name it had at the top of `.logs`,
+    /// as long as its store's directory is there (a container removed is gone at once).
+    fn held_between_instances(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        if parent != LOGS_BIT {
+            return None;
+        }
+        self.logs.sets.iter().find_map(|e| {
+            let set = e.value();
+            (OsStr::new(set.label()) == name
+                && set.refs.load(Ordering::Relaxed) > 0
+                && set.dir_fd().is_some())
+            .then(|| ctr_ino(*e.key()))
+        })
     }
 
     /// Counts `n` kernel references to `ino`; a set that becomes held is followed
@@ -374,7 +427,7 @@ impl CtrFs {
             }
             last
         });
-        if unheld && find(&self.registry.view(), seq).is_none() {
+        if unheld && find(&self.logs, &self.registry.view(), seq).is_none() {
             self.logs.sets.remove(&seq);
         }
     }

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use log::warn;
@@ -35,6 +36,8 @@ const MAX_FOLLOWED: usize = 512;
 struct Table {
     by_wd: HashMap<i32, Vec<(u64, Weak<LogSet>)>>,
     of_set: HashMap<u64, i32>,
+    /// The watched directory of each watch, to open new files in the moment they appear.
+    dirs: HashMap<i32, Arc<OwnedFd>>,
 }
 
 struct Follower {
@@ -117,6 +120,8 @@ pub fn follow(set: &Arc<LogSet>) {
             .entry(wd)
             .or_default()
             .push((set.id(), Arc::downgrade(set)));
+        t.dirs.entry(wd).or_insert_with(|| Arc::new(dir));
+        set.following.store(true, Ordering::Release);
     }
 }
 
@@ -127,19 +132,42 @@ pub fn unfollow(set: &LogSet) {
     let Some(wd) = t.of_set.remove(&set.id()) else {
         return;
     };
+    set.following.store(false, Ordering::Release);
     let empty = t.by_wd.get_mut(&wd).is_none_or(|list| {
         list.retain(|(id, _)| *id != set.id());
         list.is_empty()
     });
     if empty {
         t.by_wd.remove(&wd);
+        t.dirs.remove(&wd);
         let _ = inotify::remove_watch(&f.fd, wd);
     }
 }
 
-/// The follower thread: waits for events, and looks at each set whose store changed once per
-/// batch of events.
+/// The follower thread: waits for events, opens each new file of a followed store at once
+/// (`LogSet::open_early`), and has each set whose store changed looked at on a second thread
+/// (once per batch of events), so that a look (which decodes) never delays the next open.
 fn run(f: &'static Follower) {
+    let (looks, rx) = std::sync::mpsc::channel::<Arc<LogSet>>();
+    let spawned = std::thread::Builder::new()
+        .name("log-look".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut sets = vec![first];
+                while let Ok(s) = rx.try_recv() {
+                    if !sets.iter().any(|h| h.id() == s.id()) {
+                        sets.push(s);
+                    }
+                }
+                for set in sets {
+                    set.look_now();
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("log look thread: {e}; log stores are looked at only when read");
+        return;
+    }
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 16 * 1024];
     loop {
         let mut pfd = [rustix::event::PollFd::new(
@@ -161,19 +189,37 @@ fn run(f: &'static Follower) {
                     let mut t = f.table();
                     if e.events().contains(ReadFlags::IGNORED) {
                         // The directory is gone: its watch with it.
+                        t.dirs.remove(&e.wd());
                         if let Some(list) = t.by_wd.remove(&e.wd()) {
-                            for (id, _) in list {
+                            for (id, s) in list {
                                 t.of_set.remove(&id);
+                                if let Some(s) = s.upgrade() {
+                                    s.following.store(false, Ordering::Release);
+                                }
                             }
                         }
                         continue;
                     }
-                    let Some(list) = t.by_wd.get(&e.wd()) else {
+                    let (Some(list), Some(dir)) = (t.by_wd.get(&e.wd()), t.dirs.get(&e.wd()))
+                    else {
                         continue;
                     };
+                    let dir = dir.clone();
+                    let sets: Vec<_> = list.iter().filter_map(|(_, s)| s.upgrade()).collect();
+                    drop(t);
                     let name = e.file_name().map(|n| n.to_bytes()).unwrap_or_default();
-                    for set in list.iter().filter_map(|(_, s)| s.upgrade()) {
-                        if set.is_store_name(name) && !hit.iter().any(|h| h.id() == set.id()) {
+                    let created = e.events().contains(ReadFlags::CREATE);
+                    for set in sets {
+                        if !set.is_store_name(name) {
+                            continue;
+                        }
+                        // Opened first, before anything else: the runtime may delete it soon.
+                        set.open_early(&dir, name, created);
+                        // A `.gz` being made: its plain file is still there until it is done.
+                        if let Some(plain) = name.strip_suffix(b".gz") {
+                            set.open_early(&dir, plain, false);
+                        }
+                        if !hit.iter().any(|h| h.id() == set.id()) {
                             hit.push(set);
                         }
                     }
@@ -182,8 +228,11 @@ fn run(f: &'static Follower) {
                 Err(_) => break, // EAGAIN: drained
             }
         }
+        // Looked at on another thread: this one goes back to opening files at once.
         for set in hit {
-            set.look_now();
+            if looks.send(set).is_err() {
+                return;
+            }
         }
     }
 }

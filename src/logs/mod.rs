@@ -7,7 +7,7 @@
 //! - [`decode`]: the store formats (Docker `json-file` and `local`, CRI / Podman `k8s-file`),
 //!   one record at a time, pure.
 //! - [`open`]: opening host log files without following symlinks, checking type and owner.
-//! - [`store`] (with `segment`, `scan`): one container's rotated files as one growing text per stream, through an index
+//! - [`store`] (with `segment`, `scan`, `rescan`): one container's rotated files as one growing text per stream, through an index
 //!   of offsets (never a decoded copy), so a 1 GiB log costs a few hundred KiB.
 //! - [`follow`]: while a view is held, an inotify watch on its store's directory opens each
 //!   file the runtime creates at once, before it can be rotated away and deleted.
@@ -20,6 +20,7 @@ pub mod decode;
 pub mod follow;
 /// Opening host log files safely.
 pub mod open;
+mod rescan;
 mod scan;
 mod segment;
 /// One container's store as growing texts.

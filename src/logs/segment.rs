@@ -54,6 +54,12 @@ pub(super) struct Segment {
     /// Its fd was let go (too many rotated-away files held, `store.rs`): its lengths stay, so
     /// offsets after it do not move, but its bytes cannot be read any more.
     pub(super) released: bool,
+    /// (raw length, head hash) once known for good (the file is rotated: it no longer
+    /// grows), kept after its fd is let go so its `.gz` copy is still recognised.
+    pub(super) fp: Option<(u64, u64)>,
+    /// Not a file: a line ctrfsd says in the view (lines the runtime deleted unread), the
+    /// same text in every stream.
+    pub(super) note: Option<Vec<u8>>,
 }
 
 /// A hash of the first bytes of a file, to recognise its compressed copy.
@@ -89,12 +95,48 @@ impl Segment {
             mtime: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             epoch: 0,
             released: false,
+            fp: None,
+            note: None,
         })
+    }
+
+    /// A segment that is not a file but `text`, shown in every stream (`file`: any fd, never
+    /// read).
+    pub(super) fn note(file: Arc<File>, text: Vec<u8>) -> Segment {
+        let n = text.len() as u64;
+        Segment {
+            file,
+            gz: false,
+            name: OsString::from("(ctrfsd)"),
+            dev: 0,
+            ino: 0,
+            present: false,
+            live: false,
+            raw_done: 0,
+            complete: true,
+            out: [n; 3],
+            marks: vec![Mark {
+                raw: 0,
+                out: [0; 3],
+            }],
+            dec: Decoder::new(Format::JsonFile),
+            warned: true,
+            mtime: SystemTime::UNIX_EPOCH,
+            epoch: 0,
+            released: false,
+            fp: None,
+            note: Some(text),
+        }
+    }
+
+    /// A file the runtime deleted that this segment keeps open (what `away.rs` bounds).
+    pub(super) fn away(&self) -> bool {
+        !self.present && !self.released && self.note.is_none()
     }
 
     /// Decodes what was added since the last call. `gz`: the decompressed bytes, if compressed.
     pub(super) fn extend(&mut self, label: &str, gz: Option<&[u8]>) -> io::Result<()> {
-        if self.complete {
+        if self.complete || self.note.is_some() {
             return Ok(());
         }
         let md = self.file.metadata()?;
@@ -173,12 +215,23 @@ impl Segment {
         Ok(())
     }
 
-    /// (raw length, head hash) of a plain segment, to match it with its compressed copy.
-    pub(super) fn fingerprint(&self) -> Option<(u64, u64)> {
+    /// (raw length, head hash) of a plain segment, to match it with its compressed copy
+    /// (Docker writes `x.log.1` again as `x.log.1.gz` and deletes it: the same bytes under two
+    /// names and inodes, so a file is known by its content, not by its name). Kept once the
+    /// file is rotated (it no longer grows), so it is read once and survives the fd being
+    /// let go. `None` for a compressed segment, a note, or a file that cannot be read.
+    pub(super) fn fingerprint(&mut self) -> Option<(u64, u64)> {
+        if self.fp.is_some() || self.released || self.gz || self.note.is_some() {
+            return self.fp;
+        }
         let len = self.file.metadata().ok()?.len();
         let mut head = vec![0; HEAD.min(len as usize)];
         self.file.read_exact_at(&mut head, 0).ok()?;
-        Some((len, head_hash(&head)))
+        let fp = (len, head_hash(&head));
+        if !self.live {
+            self.fp = Some(fp);
+        }
+        Some(fp)
     }
 }
 

@@ -15,26 +15,25 @@
 //! appended, so a follower neither repeats nor loses lines across a rotation (`follow.rs` opens
 //! each new file as the runtime creates it). A `.gz` rotation whose content is a segment
 //! already held (Docker compresses `x.log.1` after renaming it) replaces that segment's backing
-//! instead of adding one. Decoded sizes count only complete records, so `stat` agrees with what
-//! `read` returns.
+//! instead of adding one (`rescan.rs`: files are known by identity, never by name). Decoded
+//! sizes count only complete records, so `stat` agrees with what `read` returns.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 
 use super::ahead::{drop_ahead, keep_ahead, take_ahead};
 use super::away;
-use super::open::{OpenError, open_dir, open_file, planted};
-use super::scan::{Ev, PRead, decompress, scan_buf};
-use super::segment::{Segment, gz_bytes, head_hash, keep_gz, order_key};
-use super::{Format, LogSource, Stream};
+use super::open::{OpenError, open_dir};
+use super::scan::{Ev, PRead, scan_buf};
+use super::segment::{Segment, gz_bytes, order_key};
+use super::{LogSource, Stream};
 
 /// A store is looked at again at most this often (growth shows within a second).
 const RECHECK: Duration = Duration::from_millis(200);
@@ -57,22 +56,39 @@ struct Carry {
 pub(super) type FileId = (u64, u64);
 
 #[derive(Default)]
-struct State {
-    segs: Vec<Segment>,
+pub(super) struct State {
+    pub(super) segs: Vec<Segment>,
     checked: Option<Instant>,
     /// Why nothing (more) is served, if so.
     problem: Option<OpenError>,
-    /// `.gz` files seen: (dev, ino) -> (decompressed length, head hash).
-    gz_seen: HashMap<FileId, (u64, u64)>,
+    /// `.gz` files seen: (dev, ino) -> ((size, mtime, ctime) when decompressed, (decompressed
+    /// length, head hash)); stale once the stamp differs (a deleted file's inode number
+    /// comes back for a new file).
+    pub(super) gz_seen: HashMap<FileId, (GzStamp, (u64, u64))>,
     /// Where the last read stopped.
     carry: Option<Carry>,
     /// `.gz` files refused for good (they decompress to more than `MAX_GZ`).
-    gz_refused: HashSet<FileId>,
+    pub(super) gz_refused: HashSet<FileId>,
     /// How many files the runtime deleted this set keeps open (its share in `away.rs`).
     away: usize,
     /// A file was let go (logged once per set).
     let_go_logged: bool,
+    /// A file no read had reached was let go (logged once per set).
+    unread_logged: bool,
+    /// How far any read reached in each stream (decoded offset): files before it are "read
+    /// past", the first to be let go.
+    pub(super) read_to: [u64; 3],
+    /// `.gz` files seen still being written, and since when (`rescan.rs` waits for them).
+    pub(super) gz_wait: HashMap<FileId, Instant>,
+    /// New files (contents) found while the store was followed ([`LogSet::created`] counts
+    /// the runtime's): the difference is files deleted before ctrfsd could open them.
+    pub(super) found: u64,
+    /// Such lost files already said (a note in the view, `rescan.rs`).
+    pub(super) lost: u64,
 }
+
+/// (size, mtime ns, ctime ns) of a `.gz` file when it was decompressed.
+pub(super) type GzStamp = (u64, i64, i64);
 
 /// One container's log views.
 pub struct LogSet {
@@ -85,6 +101,15 @@ pub struct LogSet {
     /// Kernel references to this set's files, kept by the FUSE side: while any is held, a
     /// segment the runtime deleted is kept (its offsets must not move).
     pub refs: AtomicU64,
+    /// Store files the follower (`follow.rs`) opened the moment the runtime created or
+    /// renamed them, not yet looked at: one the runtime deletes before the next look is still
+    /// read from this fd.
+    pub(super) early: Mutex<Vec<(std::ffi::OsString, std::fs::File)>>,
+    /// Live files the runtime created since the store is followed (inotify `IN_CREATE` of
+    /// the store's own name), to tell files it deleted unread.
+    pub(super) created: AtomicU64,
+    /// The follower watches this set's store (`created` counts).
+    pub(super) following: std::sync::atomic::AtomicBool,
 }
 
 impl LogSet {
@@ -97,6 +122,9 @@ impl LogSet {
             label,
             state: Mutex::new(State::default()),
             refs: AtomicU64::new(0),
+            early: Mutex::default(),
+            created: AtomicU64::new(0),
+            following: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -140,6 +168,12 @@ impl LogSet {
         self.refresh();
     }
 
+    /// Makes the next `refresh` look at the store whenever it was looked at last (a new
+    /// instance of the container reads this set: its store changed as the old one ended).
+    pub fn look_soon(&self) {
+        self.lock().checked = None;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -180,170 +214,36 @@ impl LogSet {
         }
     }
 
-    fn rescan(
-        &self,
-        st: &mut State,
-        format: Format,
-        path: &std::path::Path,
-        owner: u32,
-        held: bool,
-    ) -> Result<(), OpenError> {
-        let failed = |e: io::Error| OpenError::Failed(format!("{}: {e}", path.display()));
-        let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
-            return Err(OpenError::Failed(format!(
-                "{}: not a file path",
-                path.display()
-            )));
-        };
-        let dfd = match open_dir(dir, owner) {
-            Ok(d) => d,
-            Err(OpenError::Failed(why)) => {
-                // Removed with its container: what is held stays readable.
-                for s in &mut st.segs {
-                    s.present = false;
-                }
-                return Err(OpenError::Failed(why));
-            }
-            Err(e) => return Err(e),
-        };
-        let list = rustix::fs::openat(
-            &dfd,
-            ".",
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| failed(e.into()))?;
-        let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&list).map_err(|e| failed(e.into()))? {
-            let entry = entry.map_err(|e| failed(e.into()))?;
-            let name = OsStr::from_bytes(entry.file_name().to_bytes()).to_owned();
-            if let Some(key) = order_key(base, &name) {
-                names.push((key, name));
-            }
-        }
-        names.sort();
-        for s in &mut st.segs {
-            s.present = false;
-        }
-        let mut listed = Vec::with_capacity(names.len());
-        for (_, name) in names {
-            let Some(file) = open_file(&dfd, &name, owner)? else {
-                continue;
-            };
-            let md = file.metadata().map_err(failed)?;
-            if owner != 0
-                && let Some(why) = planted(&file, md.len(), name.as_os_str() != base)
-            {
-                return Err(OpenError::Refused(format!(
-                    "{}: refused: {why}",
-                    name.to_string_lossy()
-                )));
-            }
-            listed.push((name, file, (md.dev(), md.ino())));
-        }
-        // New files go before the first segment still listed, or after every segment when none
-        // is: segments the runtime deleted (kept while held) are older than anything it still
-        // lists, and the offsets a follower has read must not move.
-        let mut insert_at = st
-            .segs
-            .iter()
-            .position(|s| !s.released && listed.iter().any(|(_, _, id)| *id == (s.dev, s.ino)))
-            .unwrap_or(st.segs.len());
-        for (name, file, id) in listed {
-            let live = name.as_os_str() == base;
-            // A released segment's inode number may be the filesystem's again, for a new file.
-            if let Some(i) = st
-                .segs
-                .iter()
-                .position(|s| !s.released && (s.dev, s.ino) == id)
-            {
-                let s = &mut st.segs[i];
-                (s.present, s.live, s.name) = (true, live, name);
-                insert_at = i + 1;
-                continue;
-            }
-            let gz = name.as_bytes().ends_with(b".gz");
-            if gz {
-                if st.gz_refused.contains(&id) {
-                    continue;
-                }
-                let fp = match st.gz_seen.get(&id) {
-                    Some(fp) => *fp,
-                    None => match decompress(&file) {
-                        Ok(bytes) => {
-                            let fp = (bytes.len() as u64, head_hash(&bytes));
-                            st.gz_seen.insert(id, fp);
-                            keep_gz(id, bytes);
-                            fp
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
-                            warn!(
-                                "{}: {}: not served: {e}",
-                                self.label,
-                                name.to_string_lossy()
-                            );
-                            st.gz_refused.insert(id);
-                            continue;
-                        }
-                        // Still being written by the runtime: next time.
-                        Err(_) => continue,
-                    },
-                };
-                if let Some(i) = st
-                    .segs
-                    .iter()
-                    .position(|s| !s.gz && !s.released && s.fingerprint() == Some(fp))
-                {
-                    // The compressed copy of a segment held: it becomes the backing once the
-                    // plain file is gone.
-                    let s = &mut st.segs[i];
-                    if !s.present {
-                        (s.file, s.gz, s.dev, s.ino, s.present, s.name) =
-                            (Arc::new(file), true, id.0, id.1, true, name);
-                    }
-                    insert_at = i + 1;
-                    continue;
-                }
-            }
-            let mut seg = Segment::new(file, &name, gz, format).map_err(failed)?;
-            seg.live = live;
-            st.segs.insert(insert_at.min(st.segs.len()), seg);
-            insert_at += 1;
-        }
-        if st.segs.is_empty() {
-            return Err(OpenError::Failed(format!(
-                "{}: no log file (the container has not written one, or its driver keeps none)",
-                path.display()
-            )));
-        }
-        if !held {
-            st.segs.retain(|s| s.present);
-            let ids: Vec<(u64, u64)> = st.segs.iter().map(|s| (s.dev, s.ino)).collect();
-            st.gz_seen.retain(|id, _| ids.contains(id));
-        }
-        for i in 0..st.segs.len() {
-            let gz = if st.segs[i].gz && !st.segs[i].complete {
-                Some(gz_bytes(&st.segs[i]).map_err(failed)?)
-            } else {
-                None
-            };
-            if !st.segs[i].present {
-                st.segs[i].live = false;
-            }
-            st.segs[i]
-                .extend(&self.label, gz.as_deref().map(|v| v.as_slice()))
-                .map_err(failed)?;
-        }
-        Ok(())
-    }
-
     /// Bounds the files the runtime deleted that this set keeps open ([`away::bound`]); what
     /// was read from one it lets go is forgotten (its inode number may come back for a new
     /// file, whose bytes it must not be taken for).
     fn bound_away(&self, st: &mut State) {
-        let let_go = away::bound(&mut st.segs, &mut st.away);
+        // Where each segment ends, per stream: read past once any read went beyond it.
+        let (mut starts, mut ends) = (Vec::new(), Vec::with_capacity(st.segs.len()));
+        let mut end = [0u64; 3];
+        for s in &st.segs {
+            starts.push(end);
+            for (e, o) in end.iter_mut().zip(s.out) {
+                *e += o;
+            }
+            ends.push(end);
+        }
+        let read_to = st.read_to;
+        let read_past = |i: usize| (0..3).any(|k| read_to[k] > 0 && ends[i][k] <= read_to[k]);
+        // The one a read is inside is kept (its reader would go on in ctrfsd's filler line).
+        let reading = |i: usize| {
+            !read_past(i) && (0..3).any(|k| starts[i][k] < read_to[k] && read_to[k] < ends[i][k])
+        };
+        let (let_go, unread) = away::bound(&mut st.segs, &mut st.away, read_past, reading);
+        if unread > 0 && !st.unread_logged {
+            st.unread_logged = true;
+            warn!(
+                "{}: let go of {unread} rotated-away log file(s) no reader had reached \
+                 ({}; logged once): their ranges read as a line of ctrfsd's",
+                self.label,
+                away::LIMITS
+            );
+        }
         for id in &let_go {
             if st.carry.as_ref().is_some_and(|c| c.id == *id) {
                 st.carry = None;
@@ -354,7 +254,7 @@ impl LogSet {
             st.let_go_logged = true;
             info!(
                 "{}: let go of {} rotated-away log file(s) kept for readers ({}; logged once); \
-                 reading them gives EIO",
+                 their ranges read as a line of ctrfsd's",
                 self.label,
                 let_go.len(),
                 away::LIMITS
@@ -394,13 +294,23 @@ impl LogSet {
                 base += len;
                 continue;
             }
+            if let Some(t) = &st.segs[i].note {
+                let from = (off + filled as u64 - base) as usize;
+                let n = (t.len() - from).min(buf.len() - filled);
+                buf[filled..filled + n].copy_from_slice(&t[from..from + n]);
+                filled += n;
+                base += len;
+                continue;
+            }
             if st.segs[i].released {
-                // Its fd was let go (`bound_away`): what came before is returned, and a read
-                // that starts here fails as a lost block would.
-                if filled > 0 {
-                    break;
-                }
-                return Err(io::Error::from_raw_os_error(libc::EIO));
+                // Its fd was let go (`bound_away`): its range reads as one line of ctrfsd's
+                // saying so, padded to its length, so offsets after it do not move.
+                let from = off + filled as u64 - base;
+                let n = ((len - from) as usize).min(buf.len() - filled);
+                away::let_go_fill(len, from, &mut buf[filled..filled + n]);
+                filled += n;
+                base += len;
+                continue;
             }
             let (id, epoch) = ((st.segs[i].dev, st.segs[i].ino), st.segs[i].epoch);
             let carry = st
@@ -488,6 +398,8 @@ impl LogSet {
             });
             base += len;
         }
+        let reached = &mut st.read_to[stream as usize];
+        *reached = (*reached).max(off + filled as u64);
         Ok(filled)
     }
 }

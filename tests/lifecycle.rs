@@ -237,6 +237,24 @@ fn check_says_whether_a_live_ctrfsd_answers() {
     // A wedged daemon (stopped): no answer, said within the deadline; answers again after.
     let pid = rustix::process::Pid::from_raw(d.pid() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    // SIGSTOP takes effect per thread as each next leaves the kernel: wait until every
+    // thread shows state T, or a worker could still answer.
+    let stopped = || {
+        fs::read_dir(format!("/proc/{}/task", d.pid()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .all(|t| {
+                fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+                    .unwrap_or(true)
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), stopped).is_some(),
+        "ctrfsd did not stop"
+    );
     let (code, _, err) = run(&["--check", &mnt]);
     rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
     assert_eq!(code, Some(1), "{err}");

@@ -714,14 +714,11 @@ fn a_root_overlay_made_after_ctrfsd_started_never_blocks_ctr() {
     other_answers(&other_v);
 }
 
-/// A container mounts an erofs image that is a file on its own FUSE mount (file-backed erofs,
-/// Linux 6.12+) and stops answering (`fusehang erofs`): every read of the erofs's metadata
-/// then waits on the FUSE server. `/x` must show as an empty placeholder, never be read
-/// (listing, lookups, `readlink`s), and the other container must keep answering.
-#[test]
-fn an_erofs_backed_by_a_file_on_a_hung_fuse_mount_never_blocks_ctr() {
-    let mut readers = Readers::default();
-    let (d, other, c) = bystander_and("erofs", FUSE_OPTS, &["/bin/fusehang", "erofs"]);
+/// The daemon, a bystander container and one running `fusehang erofs` (named after `label`)
+/// once its erofs is mounted and the container is served: with the container's and the
+/// bystander's paths under the mount.
+fn hung_erofs(label: &str) -> (Daemon, DockerCtr, DockerCtr, PathBuf, PathBuf) {
+    let (d, other, c) = bystander_and(label, FUSE_OPTS, &["/bin/fusehang", "erofs"]);
     let v = d.path().join(&c.0);
     let other_v = d.path().join(&other.0);
     wait_until(Duration::from_secs(20), || {
@@ -732,6 +729,17 @@ fn an_erofs_backed_by_a_file_on_a_hung_fuse_mount_never_blocks_ctr() {
         v.join("etc/os-release").exists()
     })
     .expect("not served");
+    (d, other, c, v, other_v)
+}
+
+/// A container mounts an erofs image that is a file on its own FUSE mount (file-backed erofs,
+/// Linux 6.12+) and stops answering (`fusehang erofs`): every read of the erofs's metadata
+/// then waits on the FUSE server. `/x` must show as an empty placeholder, never be read
+/// (listing, lookups, `readlink`s), and the other container must keep answering.
+#[test]
+fn an_erofs_backed_by_a_file_on_a_hung_fuse_mount_never_blocks_ctr() {
+    let mut readers = Readers::default();
+    let (_d, _other, c, v, other_v) = hung_erofs("erofs");
     let names: Vec<String> = (0..2)
         .map(|i| format!("x/d/link-{i:03}-{}", "n".repeat(60)))
         .collect();
@@ -764,17 +772,7 @@ fn an_erofs_backed_by_a_file_on_a_hung_fuse_mount_never_blocks_ctr() {
 #[test]
 fn listings_that_block_are_answered_and_hold_bounded_threads() {
     let mut readers = Readers::default();
-    let (d, other, c) = bystander_and("erofs-ls", FUSE_OPTS, &["/bin/fusehang", "erofs"]);
-    let v = d.path().join(&c.0);
-    let other_v = d.path().join(&other.0);
-    wait_until(Duration::from_secs(20), || {
-        in_container(&c.0, &["test", "-e", "/ready"])
-    })
-    .expect("the file-backed erofs was not mounted");
-    wait_until(Duration::from_secs(10), || {
-        v.join("etc/os-release").exists()
-    })
-    .expect("not served");
+    let (d, _other, c, v, other_v) = hung_erofs("erofs-ls");
     let threads = || {
         fs::read_dir(format!("/proc/{}/task", d.pid()))
             .map(|t| t.count())

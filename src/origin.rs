@@ -45,7 +45,7 @@ const REMOTE_BLOCK: &[&str] = &["loop", "nbd", "ublkb", "rbd", "drbd"];
 /// mountinfo shows it) and mount source `source` reads local data. Always true for a type
 /// that is not a disk filesystem (tmpfs, overlay: judged elsewhere). A disk filesystem is
 /// local only on a block device that is not, nor sits on (device mapper, md, partitions), a
-/// loop, network or user-space device ([`REMOTE_BLOCK`], from `/sys/dev/block`); one without
+/// loop, network or user-space device (`REMOTE_BLOCK`, from `/sys/dev/block`); one without
 /// a block device (file-backed erofs: an anonymous device `0:N`) is not. btrfs and bcachefs
 /// always have an anonymous device: their source is judged by its device name. A device
 /// `/sys` cannot describe (not mounted) counts as local.

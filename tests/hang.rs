@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const IMAGE: &str = "ctrfsd-hang:3";
+const IMAGE: &str = "ctrfsd-hang:4";
 
 /// The longest a request for a blocked file may wait before ctrfsd answers it (its deadline,
 /// plus room for a loaded machine).
@@ -805,6 +805,85 @@ fn listings_that_block_are_answered_and_hold_bounded_threads() {
     drop(c);
     drop(readers);
     other_answers(&other_v);
+}
+
+/// A host directory on a tmpfs of its own with shared propagation; unmounted on drop, with
+/// whatever propagated into it.
+struct SharedDir(tempfile::TempDir);
+
+impl SharedDir {
+    fn new() -> SharedDir {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().display();
+        let o = sh(&format!(
+            "mount -t tmpfs ctrfsd-hang-shared {p} && mount --make-shared {p}"
+        ));
+        assert!(o.status.success(), "a shared tmpfs at {p}: {o:?}");
+        SharedDir(d)
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        let _ = sh(&format!("umount -R -l {}", self.0.path().display()));
+    }
+}
+
+/// A container with `CAP_SYS_ADMIN` and an `rshared` volume (Docker needs no `--privileged`
+/// for it) mounts its root overlay on its own FUSE mount inside that volume and chroots into
+/// it (`fusehang ovlshared`): the overlay propagates to the host's mount namespace, and ctrfsd
+/// takes it for a runtime's and serves it (README, Known holes). `statfs` of an overlay asks
+/// its first layer's filesystem, here the hung FUSE server: `stat -f` of the container must be
+/// answered and must not hold a FUSE worker (three of them held both, and no container
+/// answered).
+#[test]
+fn statfs_of_a_served_overlay_on_a_hung_fuse_mount_never_blocks_ctr() {
+    let shared = SharedDir::new();
+    let mut readers = Readers::default();
+    // Declared before the containers, so that a failing run drops (kills) the FUSE server
+    // before the daemon, whose workers it holds.
+    let d: Daemon;
+    let t = token();
+    let other = run(
+        &format!("ctrfsd-hang-other-ovlshared-{t}"),
+        &[],
+        &["/bin/sleep", "1000000"],
+    );
+    let vol = format!("{}:/hv:rshared", shared.0.path().display());
+    let mut opts = FUSE_OPTS.to_vec();
+    opts.extend(["-v", vol.as_str()]);
+    let c = run(
+        &format!("ctrfsd-hang-ovlshared-{t}"),
+        &opts,
+        &["/bin/fusehang", "ovlshared"],
+    );
+    wait_until(Duration::from_secs(20), || {
+        in_container(&c.0, &["test", "-e", "/ready"])
+    })
+    .expect("the overlay root in the shared volume was not set up");
+    d = Daemon::start(&["--runtime", "docker"]);
+    let other_v = d.path().join(&other.0);
+    wait_until(Duration::from_secs(10), || {
+        other_v.join("etc/os-release").exists()
+    })
+    .expect("the other container is not served");
+    let v = d.path().join(&c.0);
+    wait_until(Duration::from_secs(10), || d.has(&c.0))
+        .expect("the container is not listed (the known hole closed? then this test is moot)");
+    let stats: Vec<usize> = (0..3)
+        .map(|_| readers.spawn("stat", &[Path::new("-f"), &v]))
+        .collect();
+    other_answers(&other_v);
+    for i in stats {
+        readers
+            .finish(i, ANSWER_LIMIT)
+            .expect("stat -f of a served overlay on a hung FUSE mount hangs");
+    }
+    other_answers(&other_v);
+    drop(c);
+    drop(d);
+    drop(readers);
+    drop(shared);
 }
 
 /// ctrfsd's deadline for a blockable call, in seconds (README, "Never hang").

@@ -330,7 +330,9 @@ impl Filesystem for FuseFs {
         if crate::registry::is_virtual(ino.0) || is_log(ino.0) || self.is_placeholder(ino.0) {
             return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
         }
-        self.cached_or_guarded(
+        // Always under the deadline: an overlay's statfs asks its first layer's filesystem
+        // (README, Known holes: an overlay on a container's FUSE mount may be served).
+        self.guarded(
             ino.0,
             reply,
             move |fs| fs.do_statfs(ino.0),

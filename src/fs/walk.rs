@@ -4,13 +4,14 @@
 //! A lookup of a name the container filesystem has not cached (never looked up, or evicted
 //! since under memory pressure) takes its directory's inode lock, which a container process
 //! can hold for good (README, "What the deadline does not cover"). Lookups already run under
-//! the deadline of [`super::guard`]; the other handlers (`getattr`, `readlink`, `access`,
-//! `statfs`, the xattr calls, the first step of `open`, `opendir`, `read` and `lseek`) walk a
-//! name of a container directory only to re-find a file the kernel already holds, whose dentry
-//! is nearly always still cached. So they run on the worker in [`cached_only`] mode, where
-//! every walk ([`openat2`]) adds `RESOLVE_CACHED` (Linux 5.12; fs/namei.c: a walk that would
-//! leave RCU mode, a name not in the dcache included, fails with `EAGAIN` before taking any
-//! lock), and a handler whose walk missed is run again on a helper thread under the deadline.
+//! the deadline of [`super::guard`], and so does `statfs` ([`FuseFs::guarded`]); the other
+//! handlers (`getattr`, `readlink`, `access`, the xattr calls, the first step of `open`,
+//! `opendir`, `read` and `lseek`) walk a name of a container directory only to re-find a file
+//! the kernel already holds, whose dentry is nearly always still cached. So they run on the
+//! worker in [`cached_only`] mode, where every walk ([`openat2`]) adds `RESOLVE_CACHED` (Linux
+//! 5.12; fs/namei.c: a walk that would leave RCU mode, a name not in the dcache included, fails
+//! with `EAGAIN` before taking any lock), and a handler whose walk missed is run again on a
+//! helper thread under the deadline.
 
 use std::cell::Cell;
 use std::io;
@@ -126,6 +127,22 @@ impl FuseFs {
             return answer(&self.0, r, reply);
         }
         log::debug!("node {ino}: a walk missed the dentry cache; again under the deadline");
+        self.guarded(ino, reply, work, answer);
+    }
+
+    /// Runs `work` for node `ino` on a helper thread under the deadline of [`super::guard`],
+    /// never on this FUSE worker, and hands its result to `answer` (or the request is answered
+    /// EIO after the deadline, or EAGAIN at once when the container already holds its share of
+    /// helpers). For a call that asks the filesystem beneath the file whatever the walk:
+    /// `statfs` of an overlay asks its first layer's filesystem (`ovl_statfs`), a FUSE server
+    /// when the overlay is one the README's known holes let through.
+    pub(super) fn guarded<R: ErrorReply, T: Send + 'static>(
+        &self,
+        ino: u64,
+        reply: R,
+        work: impl Fn(&CtrFs) -> io::Result<T> + Send + 'static,
+        answer: impl FnOnce(&Arc<CtrFs>, io::Result<T>, R) + Send + 'static,
+    ) {
         let Some(seq) = self.container_of(ino) else {
             // Not a container's node: nothing a container can lock.
             return answer(&self.0, work(&self.0), reply);

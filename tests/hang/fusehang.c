@@ -25,6 +25,10 @@
  *                   answers while this process chroots into the overlay, then never answers
  *                   again: the process's root is an overlay it made on a hung FUSE mount, and
  *                   its mount table shows only that overlay (at /). /ready in the old root.
+ * fusehang ovlshared: the same as ovlroot with the overlay at /hv/ovl, on a volume the host
+ *                   shares with the container (`-v DIR:/hv:rshared`): the overlay's mount
+ *                   propagates to the host's mount namespace, where ctrfsd takes it for a
+ *                   runtime's (README, Known holes) and serves it.
  * fusehang erofs:   mounts itself at /mnt/f with one file, x, whose reads (direct I/O, no
  *                   readahead) come from /img.erofs; mounts x as a file-backed erofs at /x
  *                   (Linux 6.12+, CONFIG_EROFS_FS_BACKED_BY_FILE), then never answers again:
@@ -309,6 +313,16 @@ static void ovlroot_trap(void) {
     if (chroot("/ovl") != 0 || chdir("/") != 0) { perror("chroot /ovl"); exit(1); }
 }
 
+static void ovlshared_trap(void) {
+    mkdir("/l2", 0755);
+    mkdir("/hv/ovl", 0755);
+    if (mount("overlay", "/hv/ovl", "overlay", MS_RDONLY, "lowerdir=/mnt/f:/l2") != 0) {
+        perror("mount overlay");
+        exit(1);
+    }
+    if (chroot("/hv/ovl") != 0 || chdir("/") != 0) { perror("chroot /hv/ovl"); exit(1); }
+}
+
 static void erofs_trap(void) {
     mkdir("/x", 0755);
     if (mount("/mnt/f/x", "/x", "erofs", MS_RDONLY, NULL) != 0) {
@@ -325,6 +339,7 @@ static void erofs_trap(void) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "ovlroot") == 0) serve_during(ovlroot_trap);
+    if (argc > 1 && strcmp(argv[1], "ovlshared") == 0) serve_during(ovlshared_trap);
     if (argc > 1 && strcmp(argv[1], "erofs") == 0) {
         with_file = 1;
         image = open("/img.erofs", O_RDONLY | O_CLOEXEC);

@@ -143,3 +143,72 @@ fn host_volume_unmounts_after_browsing() {
     assert!(root.join("tmp/ready").exists());
     drop(c);
 }
+
+/// The fds ctrfsd (process `pid`) holds on files of device `dev`.
+fn fds_on(pid: u32, dev: u64) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| fs::metadata(e.path()).is_ok_and(|m| m.dev() == dev))
+        .map(|e| {
+            let to = fs::read_link(e.path()).unwrap_or_default();
+            format!("{} -> {}", e.file_name().to_string_lossy(), to.display())
+        })
+        .collect()
+}
+
+/// A volume file read through the mount and held open by a host tool while the container's
+/// process exits and the container is removed: ctrfsd must not keep the volume's filesystem
+/// busy (a block volume could not be detached or reformatted; the kubelet's detach fails).
+/// Its read fd goes by the idle sweep like any fd off the container's root mount.
+#[test]
+fn a_volume_file_held_across_the_exit_keeps_no_fd_on_the_volume() {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let name = format!("ctrfsd-umx-{}", token());
+    let base = tempfile::tempdir().unwrap();
+    let vol = base.path().join("vol");
+    fs::create_dir(&vol).unwrap();
+    let v = vol.display();
+    let out = sh(&format!(
+        "mount -t tmpfs ctrfsd-umx {v} && echo content-f > {v}/f"
+    ));
+    assert!(out.status.success(), "{out:?}");
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = sh(&format!("umount -l {}", self.0));
+        }
+    }
+    let _vol_mount = Unmount(v.to_string());
+    let dev = fs::metadata(&vol).unwrap().dev();
+    let c = docker_run_with(
+        &name,
+        &["-v", &format!("{v}:/b")],
+        image(),
+        &["sleep", "100000"],
+    );
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let f = d.path().join(&name).join("b/f");
+    wait_until(Duration::from_secs(10), || f.exists()).expect("volume not served");
+    let mut held = fs::File::open(&f).unwrap();
+    let mut text = String::new();
+    held.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "content-f\n");
+    docker_ok(&["kill", &name]);
+    wait_until(Duration::from_secs(10), || {
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &name]) == "false"
+    })
+    .expect("the container did not stop");
+    docker_ok(&["rm", &name]);
+    std::mem::forget(c); // removed above
+    let released = wait_until(RELEASED_WITHIN, || fds_on(d.pid(), dev).is_empty());
+    assert!(
+        released.is_some(),
+        "ctrfsd still holds the removed container's volume: {:?}",
+        fds_on(d.pid(), dev)
+    );
+    drop(held);
+}

@@ -15,9 +15,10 @@
 //! ctrfsd holds nothing on a container mount but the container's root. Fds on the root mount
 //! itself stay (ctrfsd holds that mount anyway, through the root fd), so the image's files, the
 //! common case, cost nothing, and a host tool holding such a file open keeps reading it after
-//! the container stops. Read fds of a container whose process has exited stay too
-//! ([`FdCache::keep_instance`]): its mount namespace is gone with it, so they pin no mount that
-//! anyone could unmount.
+//! the container stops. Fds on other mounts go by the same rule after the container's process
+//! has exited: its namespace is gone, but an fd still keeps the filesystem itself busy (a
+//! volume's block device cannot be detached or reformatted, the kubelet's detach fails), so a
+//! host tool holding such a file open across the exit reads it only until the fd is swept.
 
 use std::num::NonZeroUsize;
 use std::os::fd::OwnedFd;
@@ -37,8 +38,7 @@ pub const IDLE: Duration = Duration::from_secs(1);
 pub const SWEEP: Duration = Duration::from_millis(500);
 
 /// One cached fd: the instance seq it belongs to, when it was last used, and whether it is
-/// exempt from the idle sweep (it is on the container's root mount, or its container's process
-/// has exited).
+/// exempt from the idle sweep (it is on the container's root mount).
 struct Entry {
     seq: u64,
     used: Instant,
@@ -114,17 +114,6 @@ impl FdCache {
             .collect();
         for ino in dead {
             lru.pop(&ino);
-        }
-    }
-
-    /// Exempts the fds of instance `seq` from the idle sweep: call only once its process has
-    /// exited (its mounts then belong to no namespace and cannot be unmounted by anyone). They
-    /// still go when the kernel forgets their inodes or the LRU needs room.
-    pub fn keep_instance(&self, seq: u64) {
-        for (_, e) in self.lock().iter_mut() {
-            if e.seq == seq {
-                e.keep = true;
-            }
         }
     }
 
@@ -205,15 +194,11 @@ mod tests {
         c.insert(2, 7, false, fd());
         c.insert(3, 9, false, fd());
         c.insert(5, 9, true, fd());
-        c.keep_instance(9);
         // Every entry was last used before `later`.
         let later = Instant::now() + Duration::from_millis(1);
-        assert_eq!(c.drop_idle(later), 2);
-        assert!(c.get(1).is_none() && c.get(2).is_none());
-        assert!(
-            c.get(3).is_some() && c.get(5).is_some(),
-            "a kept fd is not swept"
-        );
+        assert_eq!(c.drop_idle(later), 3);
+        assert!(c.get(1).is_none() && c.get(2).is_none() && c.get(3).is_none());
+        assert!(c.get(5).is_some(), "a kept fd is not swept");
         let before = Instant::now() - Duration::from_secs(60);
         c.insert(4, 7, false, fd());
         assert_eq!(c.drop_idle(before), 0, "a fresh fd is not idle");

@@ -172,16 +172,14 @@ impl CtrFs {
         let files = Arc::new(FdCache::new(opts.fd_cache));
         let watches = Arc::new(watch::Watches::new(opts.cache_ttl, TTL, opts.max_watches));
         // A retired container's directory fds and watches go at once (nothing may be looked
-        // up in it any more). Its read fds stay until the kernel forgets their inodes: a file a
-        // host tool holds open keeps reading, as on a real filesystem after its directory is
-        // removed.
-        let (hook_dirs, hook_files, hook_watches) = (dirs.clone(), files.clone(), watches.clone());
+        // up in it any more). Its read fds on its root mount stay until the kernel forgets
+        // their inodes: a file a host tool holds open keeps reading, as on a real filesystem
+        // after its directory is removed. Those on other mounts (volumes, tmpfs) go by the
+        // idle sweep as before, or they would keep those filesystems busy (`fdcache`).
+        let (hook_dirs, hook_watches) = (dirs.clone(), watches.clone());
         registry.set_on_retire(Box::new(move |inst: &Instance| {
             hook_dirs.purge_instance(inst.seq);
             hook_watches.drop_instance(inst.seq);
-            if inst.process_exited() {
-                hook_files.keep_instance(inst.seq);
-            }
         }));
         // Idle fds on a container's other mounts go within 1.5 s (see `fdcache`).
         fdcache::spawn_sweeper(vec![Arc::downgrade(&dirs), Arc::downgrade(&files)])?;

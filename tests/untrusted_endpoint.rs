@@ -401,6 +401,34 @@ fn an_endless_event_object_is_cut_off() {
     assert!(max < 128 * 1024, "ctrfsd grew to {max} KiB");
 }
 
+/// A user's endpoint that sends its container list one byte a second: the answer is cut off
+/// at its time limit (30 s, said in the log) and the list asked again, instead of the user's
+/// watcher waiting forever.
+#[test]
+fn a_trickling_answer_is_cut_off_at_its_time_limit() {
+    let tok = token();
+    let mut fake = Fake::new(&tok);
+    fake.serve(&serde_json::json!({"trickle": true, "containers": []}));
+    let rel = fake.rel("api.sock");
+    let d = Daemon::start_with(&["--runtime", "podman"], |c| {
+        c.env("CTRFSD_USER_SOCKET", &rel);
+    });
+    let took = wait_until(Duration::from_secs(120), || {
+        fake.stats()["lists"].as_u64().unwrap_or(0) >= 2
+    });
+    assert!(
+        took.is_some(),
+        "the trickling list was never given up; ctrfsd's log:\n{}",
+        d.log_text()
+    );
+    assert!(
+        d.log_text()
+            .contains("did not finish its answer within 30 s"),
+        "the reason is logged:\n{}",
+        d.log_text()
+    );
+}
+
 /// Issue 13, section 2: a user's socket that is a symlink to Docker's is refused, with a
 /// logged reason, and no Docker container appears under the user's name.
 #[test]

@@ -8,11 +8,17 @@
 //!   long-lived stream, after which the watcher reconnects (backing off) and re-lists, so no
 //!   change is missed; at ~500 bytes an event, that is every ~4,000 events.
 //!
+//! An answer (not an events stream) must also be complete within [`ANSWER_TIME`] of the
+//! connection: bollard's timeout covers only the wait for the answer's head, and an endpoint
+//! that sends its body one byte a second would otherwise keep the request, and the user's
+//! watcher, waiting forever.
+//!
 //! bollard buffers a whole answer, and a whole event object, before decoding it; it has no
 //! limit of its own, hence this one below it. It also tries to decode the buffered part of an
 //! unfinished event at every read, so the time an endless object costs grows with the square
 //! of its size: the events limit is small for that reason too.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -30,6 +36,10 @@ pub const RESPONSE_LIMIT: u64 = 16 << 20;
 
 /// Bytes read at most on one events connection of a user's endpoint (2 MiB).
 pub const EVENTS_LIMIT: u64 = 2 << 20;
+
+/// Seconds an answer of a user's endpoint may take, head and body, from the connection (30 s,
+/// bollard's own request timeout here).
+pub const ANSWER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A client of the user `uid`'s endpoint at `socket`, with `timeout` seconds per request.
 ///
@@ -61,11 +71,8 @@ async fn request(
     let stream = UnixStream::connect(&via).await.map_err(io_err)?;
     drop(fd);
     let (mut parts, body) = req.into_parts();
-    let limit = if parts.uri.path().ends_with("/events") {
-        EVENTS_LIMIT
-    } else {
-        RESPONSE_LIMIT
-    };
+    let events = parts.uri.path().ends_with("/events");
+    let limit = if events { EVENTS_LIMIT } else { RESPONSE_LIMIT };
     // Origin form ("/v1.41/containers/json"), as a server on a Unix socket expects it.
     let origin = parts
         .uri
@@ -83,6 +90,8 @@ async fn request(
         inner: stream,
         left: limit,
         limit,
+        deadline: (!events).then(|| Box::pin(tokio::time::sleep(ANSWER_TIME))),
+        socket: socket.display().to_string(),
     };
     let hyper_err = |e: hyper::Error| io_err(io::Error::other(e.to_string()));
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(capped))
@@ -99,11 +108,15 @@ async fn request(
         .map_err(hyper_err)
 }
 
-/// A stream that fails reads once `limit` bytes were read.
+/// A stream that fails reads once `limit` bytes were read, or once `deadline` passed.
 struct Capped {
     inner: UnixStream,
     left: u64,
     limit: u64,
+    /// When an answer must be complete ([`ANSWER_TIME`]); `None` for an events stream.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The endpoint's socket, for the log (hyper reports only "error reading a body").
+    socket: String,
 }
 
 impl AsyncRead for Capped {
@@ -112,6 +125,18 @@ impl AsyncRead for Capped {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(d) = self.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            let why = format!(
+                "{}: the endpoint did not finish its answer within {} s (the limit for a \
+                 user's endpoint): cut off",
+                self.socket,
+                ANSWER_TIME.as_secs()
+            );
+            log::warn!("{why}");
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+        }
         if self.left == 0 {
             let limit = self.limit;
             return Poll::Ready(Err(io::Error::other(format!(

@@ -1,9 +1,10 @@
 """A fake Docker-API endpoint on a Unix socket, for tests/untrusted_endpoint.rs.
 
 Run as an unprivileged user: python3 fake_docker_api.py SOCKET SPEC STATS
-SPEC (JSON, re-read on every request): {"endless": bool, "containers": [{"Id", "Name",
-"Running", "Pid", "Labels", "UpperDir", "LowerDir"}]}. STATS is rewritten with how many
-events connections were made and how many bytes the endless event object has had so far.
+SPEC (JSON, re-read on every request): {"endless": bool, "trickle": bool, "containers":
+[{"Id", "Name", "Running", "Pid", "Labels", "UpperDir", "LowerDir"}]}. STATS is rewritten
+with how many events connections and container lists were asked for and how many bytes the
+endless event object has had so far. "trickle": a container list is sent one byte a second.
 """
 import json
 import os
@@ -15,7 +16,7 @@ from http.server import BaseHTTPRequestHandler
 
 SOCKET, SPEC, STATS = sys.argv[1:4]
 lock = threading.Lock()
-stats = {"events_connections": 0, "events_bytes": 0}
+stats = {"events_connections": 0, "events_bytes": 0, "lists": 0}
 
 
 def save():
@@ -97,7 +98,24 @@ class Handler(BaseHTTPRequestHandler):
                  "Components": [{"Name": "fake", "Version": "0"}]}
             return self.reply(200, json.dumps(v).encode())
         if path.endswith("/containers/json"):
-            return self.reply(200, cache["list"])
+            with lock:
+                stats["lists"] += 1
+                save()
+            if not s.get("trickle"):
+                return self.reply(200, cache["list"])
+            body = b"[" + b" " * 100000 + b"]"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(1)
+            except OSError:
+                pass
+            return
         if "/containers/" in path and path.endswith("/json"):
             cid = path.split("/containers/", 1)[1][: -len("/json")]
             c = cache["by_id"].get(cid)

@@ -32,6 +32,15 @@ fn image() -> &'static str {
     })
 }
 
+/// A mount made for a test, lazily unmounted on drop.
+struct Unmount(String);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = sh(&format!("umount -l {}", self.0));
+    }
+}
+
 /// Host `ls` of `dir` and of `dir/d`, and `cat` of `dir/f` and `dir/d/g`, through the mount;
 /// all must finish (and succeed) before the clock starts.
 fn browse(dir: &std::path::Path) {
@@ -104,12 +113,6 @@ fn host_volume_unmounts_after_browsing() {
     let s = share.display();
     let out = sh(&format!("mount --bind {s} {s} && mount --make-rshared {s}"));
     assert!(out.status.success(), "{out:?}");
-    struct Unmount(String);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = sh(&format!("umount -l {}", self.0));
-        }
-    }
     let _share_mount = Unmount(s.to_string());
     let c = docker_run_with(
         &name,
@@ -176,12 +179,6 @@ fn a_volume_file_held_across_the_exit_keeps_no_fd_on_the_volume() {
         "mount -t tmpfs ctrfsd-umx {v} && echo content-f > {v}/f"
     ));
     assert!(out.status.success(), "{out:?}");
-    struct Unmount(String);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = sh(&format!("umount -l {}", self.0));
-        }
-    }
     let _vol_mount = Unmount(v.to_string());
     let dev = fs::metadata(&vol).unwrap().dev();
     let c = docker_run_with(

@@ -417,6 +417,72 @@ fn a_fanotify_block_is_answered_and_others_keep_answering() {
     answers_within("ls", &[Path::new("-la"), &v.join("blocked")], OTHERS_LIMIT);
 }
 
+/// Two containers share a volume; the one with `CAP_SYS_ADMIN` marks six of its files with a
+/// fanotify permission mark and never answers, and the host reads them through the *other*
+/// container's path. The stuck calls count against that volume's mount in the reader's
+/// container: its own image files and its root listing keep answering (before, they got
+/// `EAGAIN` until the listener went), and so does the blocking container.
+#[test]
+fn a_block_on_a_shared_volume_costs_the_volume_not_the_readers_own_files() {
+    let mut readers = Readers::default();
+    let shared = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (1..=6).map(|i| format!("f{i}")).collect();
+    for n in &names {
+        fs::write(shared.path().join(n), format!("{n}\n")).unwrap();
+    }
+    let vol = format!("{}:/s", shared.path().display());
+    let d = Daemon::start(&["--runtime", "docker"]);
+    let t = token();
+    let marker = run(
+        &format!("ctrfsd-hang-shm-{t}"),
+        &["--cap-add", "SYS_ADMIN", "-v", &vol],
+        &["/bin/sleep", "1000000"],
+    );
+    let reader = run(
+        &format!("ctrfsd-hang-shr-{t}"),
+        &["-v", &vol],
+        &["/bin/sleep", "1000000"],
+    );
+    let (mv, rv) = (d.path().join(&marker.0), d.path().join(&reader.0));
+    wait_until(Duration::from_secs(10), || {
+        rv.join("s/f6").exists() && mv.join("etc/os-release").exists()
+    })
+    .expect("not served");
+    let mut args = vec!["exec", "-d", &marker.0, "/bin/fanblock"];
+    let blocked: Vec<String> = names.iter().map(|n| format!("/s/{n}")).collect();
+    args.extend(blocked.iter().map(String::as_str));
+    docker_ok(&args);
+    wait_until(Duration::from_secs(20), || {
+        in_container(&marker.0, &["test", "-s", "/fanblock.pid"])
+    })
+    .expect("the fanotify listener did not start");
+    let cats: Vec<_> = names
+        .iter()
+        .map(|n| readers.spawn("cat", &[&rv.join("s").join(n)]))
+        .collect();
+    for (i, n) in cats.into_iter().zip(&names) {
+        let (ok, err) = readers
+            .finish(i, ANSWER_LIMIT)
+            .unwrap_or_else(|| panic!("reading s/{n} is never answered"));
+        assert!(!ok, "s/{n} read while blocked");
+        assert!(
+            err.contains("Input/output error") || err.contains("Resource temporarily unavailable"),
+            "s/{n}: {err}"
+        );
+    }
+    // The reader's own files, while its volume's calls are stuck.
+    other_answers(&rv);
+    other_answers(&mv);
+    assert!(in_container(
+        &marker.0,
+        &["sh", "-c", "kill $(cat /fanblock.pid)"]
+    ));
+    wait_until(Duration::from_secs(10), || {
+        fs::read_to_string(rv.join("s/f1")).is_ok_and(|s| s == "f1\n")
+    })
+    .expect("the volume did not answer again once the listener was gone");
+}
+
 /// A walk reading `walk/` file by file starts a prefetch job (src/fs/prefetch.rs) that meets
 /// files a fanotify listener blocks: the job waits on a helper thread, never on a FUSE worker,
 /// and the files read right once the listener is gone.

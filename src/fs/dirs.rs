@@ -38,8 +38,8 @@ pub(super) enum Opened {
         /// Its readdirplus entries may be stat'ed while the listing is read
         /// ([`DirFd::prestat`]), and its first batch, if read ahead ([`super::nextdir`]).
         prestat: Prestat,
-        /// Its container's instance number.
-        seq: u64,
+        /// What opening it counts against (its container and mount).
+        seq: super::guard::Bucket,
     },
 }
 
@@ -258,7 +258,7 @@ impl CtrFs {
                     dir: dfd,
                     watched,
                     prestat,
-                    seq: node.inst.seq,
+                    seq: super::guard::Bucket::of(&node),
                 });
             }
         };

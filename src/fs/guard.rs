@@ -10,10 +10,12 @@
 //! So such a call runs on a helper thread, which answers the request itself; the FUSE worker
 //! goes back to the kernel at once. If the call has not returned after [`DEADLINE`], the request
 //! is answered EIO and the helper is counted as stuck against its container until the call
-//! returns. A container with [`MAX_STUCK`] stuck calls, or [`MAX_IN_FLIGHT`] calls in flight,
-//! gets EAGAIN for further ones at once: its block costs it, not the other containers, and
-//! holds a bounded number of threads. Once its listener answers or exits, the stuck calls
-//! return and it is served again.
+//! returns. Calls are counted per container and per mount of it ([`Bucket`]): one mount of a
+//! container with [`MAX_STUCK`] stuck calls, the container with [`MAX_STUCK_TOTAL`], or
+//! [`MAX_IN_FLIGHT`] calls in flight, gets EAGAIN for further ones at once. So a block costs
+//! the mount it is on (a volume another container shares and marks blocks that volume, not
+//! the reader's own image files), never the other containers, and holds a bounded number of
+//! threads. Once its listener answers or exits, the stuck calls return and it is served again.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -24,8 +26,34 @@ use std::time::{Duration, Instant};
 /// local read on a busy machine; a reader waiting on a blocked file gets its error after this.
 pub const DEADLINE: Duration = Duration::from_secs(3);
 
-/// Calls of one container past their deadline and still running, at which it gets EAGAIN.
+/// Calls on one mount of a container past their deadline and still running, at which calls
+/// on that mount get EAGAIN.
 pub const MAX_STUCK: usize = 4;
+
+/// Calls of one container past their deadline and still running, on all its mounts, at which
+/// all its calls get EAGAIN.
+pub const MAX_STUCK_TOTAL: usize = 16;
+
+/// What a call is counted against: container instance `seq` (`Instance::seq`) and the mount
+/// id (`statx` `stx_mnt_id`, low 32 bits, as `NodeKey::mnt`) of the file or directory it
+/// touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bucket {
+    /// The container instance; 0 for a read of a container already gone.
+    pub seq: u64,
+    /// The mount id of what the call touches.
+    pub mnt: u32,
+}
+
+impl Bucket {
+    /// The bucket of a call on `node`.
+    pub fn of(node: &super::nodes::Node) -> Bucket {
+        Bucket {
+            seq: node.inst.seq,
+            mnt: node.key.mnt,
+        }
+    }
+}
 
 /// Calls of one container running at once, at which it gets EAGAIN (the kernel's readahead
 /// alone keeps a few in flight per file; this bounds the threads one container can hold).
@@ -52,11 +80,13 @@ struct Jobs {
     idle: usize,
 }
 
-/// What runs now: per container, and per call with its deadline.
+/// What runs now: per container, per mount of it, and per call with its deadline.
 #[derive(Default)]
 struct Flights {
     /// By container instance (`Instance::seq`).
     counts: HashMap<u64, Count>,
+    /// By container and mount.
+    mounts: HashMap<Bucket, Count>,
     /// Calls not yet answered, by submission number: the first is the oldest, so deadlines
     /// (all [`DEADLINE`] after submission) fall in this order. Removed when the call ends.
     pending: BTreeMap<u64, (Instant, Weak<dyn Expire>)>,
@@ -86,7 +116,7 @@ trait Expire: Send + Sync {
 struct Cell<R> {
     slot: Mutex<Slot<R>>,
     expired: fn(R),
-    seq: u64,
+    bucket: Bucket,
 }
 
 impl<R: Send> Expire for Cell<R> {
@@ -99,11 +129,15 @@ impl<R: Send> Expire for Cell<R> {
             log::warn!(
                 "an open, read or listing in a container (instance {}) passed its {}s \
                  deadline: answered EIO (a fanotify permission listener that does not answer?)",
-                self.seq,
+                self.bucket.seq,
                 DEADLINE.as_secs()
             );
             (self.expired)(r);
-            if let Some(c) = lock(flights).counts.get_mut(&self.seq) {
+            let mut f = lock(flights);
+            if let Some(c) = f.counts.get_mut(&self.bucket.seq) {
+                c.stuck += 1;
+            }
+            if let Some(c) = f.mounts.get_mut(&self.bucket) {
                 c.stuck += 1;
             }
         }
@@ -164,14 +198,23 @@ impl<R> Drop for Claim<R> {
         }
         let mut f = lock(&self.inner.flights);
         f.pending.remove(&self.id);
-        let seq = self.cell.seq;
-        if let Some(c) = f.counts.get_mut(&seq) {
+        let b = self.cell.bucket;
+        if let Some(c) = f.counts.get_mut(&b.seq) {
             c.in_flight = c.in_flight.saturating_sub(1);
             if expired {
                 c.stuck = c.stuck.saturating_sub(1);
             }
             if c.in_flight == 0 && c.stuck == 0 {
-                f.counts.remove(&seq);
+                f.counts.remove(&b.seq);
+            }
+        }
+        if let Some(c) = f.mounts.get_mut(&b) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+            if expired {
+                c.stuck = c.stuck.saturating_sub(1);
+            }
+            if c.in_flight == 0 && c.stuck == 0 {
+                f.mounts.remove(&b);
             }
         }
     }
@@ -193,33 +236,44 @@ impl Guard {
         Ok(Guard { inner })
     }
 
-    /// Runs `work` for container `seq` on a helper thread; `work` answers `reply` through its
-    /// [`Claim`]. After [`DEADLINE`], `expired` answers it instead (EIO). If the container
-    /// already holds its share of helpers, `reply` comes back at once (answer EAGAIN).
+    /// Runs `work`, a call on mount `bucket.mnt` of container `bucket.seq`, on a helper thread;
+    /// `work` answers `reply` through its [`Claim`]. After [`DEADLINE`], `expired` answers it
+    /// instead (EIO). If the mount or the container already holds its share of helpers,
+    /// `reply` comes back at once (answer EAGAIN).
     ///
     /// # Errors
     ///
-    /// `Err(reply)`, untouched, when container `seq` already has [`MAX_IN_FLIGHT`] requests in
-    /// flight or [`MAX_STUCK`] stuck past their deadline: the caller answers it (EAGAIN) so one
-    /// hung container cannot take every helper thread.
+    /// `Err(reply)`, untouched, when the container already has [`MAX_IN_FLIGHT`] requests in
+    /// flight or [`MAX_STUCK_TOTAL`] stuck past their deadline, or the mount [`MAX_STUCK`]:
+    /// the caller answers it (EAGAIN) so one hung container cannot take every helper thread.
     pub fn run<R: Send + 'static>(
         &self,
-        seq: u64,
+        bucket: Bucket,
         reply: R,
         expired: fn(R),
         work: impl FnOnce(Claim<R>) + Send + 'static,
     ) -> Result<(), R> {
         let (cell, id) = {
             let mut f = lock(&self.inner.flights);
-            let c = f.counts.entry(seq).or_default();
-            if c.stuck >= MAX_STUCK || c.in_flight >= MAX_IN_FLIGHT {
+            let c = f.counts.entry(bucket.seq).or_default();
+            if c.stuck >= MAX_STUCK_TOTAL || c.in_flight >= MAX_IN_FLIGHT {
                 return Err(reply);
             }
-            c.in_flight += 1;
+            let m = f.mounts.entry(bucket).or_default();
+            if m.stuck >= MAX_STUCK {
+                if m.in_flight == 0 && m.stuck == 0 {
+                    f.mounts.remove(&bucket);
+                }
+                return Err(reply);
+            }
+            m.in_flight += 1;
+            if let Some(c) = f.counts.get_mut(&bucket.seq) {
+                c.in_flight += 1;
+            }
             let cell = Arc::new(Cell {
                 slot: Mutex::new(Slot::Waiting(reply)),
                 expired,
-                seq,
+                bucket,
             });
             let id = f.next;
             f.next += 1;

@@ -17,6 +17,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::dirs::{DirEntry, open_dir, read_more};
+use super::guard::Bucket;
 use super::listing::{build_listing, entry_bytes, forget_unsent, learn_room};
 use super::replies::*;
 use super::{CtrFs, FuseFs};
@@ -34,13 +35,13 @@ impl FuseFs {
         );
     }
 
-    /// The container instance (`Instance::seq`) whose directory `ino` is, or `None` for the
-    /// mount's own directories (the registry's), which no container can lock.
-    pub(super) fn container_of(&self, ino: u64) -> Option<u64> {
+    /// What a call on `ino` counts against (its container instance and mount, [`Bucket`]), or
+    /// `None` for the mount's own directories (the registry's), which no container can lock.
+    pub(super) fn container_of(&self, ino: u64) -> Option<Bucket> {
         if crate::registry::is_virtual(ino) {
             return None;
         }
-        self.nodes.get(ino).map(|n| n.inst.seq)
+        self.nodes.get(ino).map(|n| Bucket::of(&n))
     }
 
     /// Looks `name` up in container directory `parent` under the deadline of [`super::guard`]:
@@ -50,7 +51,7 @@ impl FuseFs {
     /// lookup answered after the deadline is given back (its lookup count undone).
     pub(super) fn guarded_lookup(
         &self,
-        seq: u64,
+        seq: Bucket,
         parent: INodeNo,
         name: &std::ffi::OsStr,
         reply: fuser::ReplyEntry,
@@ -286,7 +287,7 @@ impl ListingReply for ReplyDirectoryPlus {
 
 impl CtrFs {
     /// Opens the file [`CtrFs::file_to_open`] found (`r`) for reading, on a helper thread.
-    fn open_found(&self, ino: u64, r: io::Result<(OwnedFd, u64)>, reply: ReplyOpen) {
+    fn open_found(&self, ino: u64, r: io::Result<(OwnedFd, Bucket)>, reply: ReplyOpen) {
         let (opath, seq) = match r {
             Ok(o) => o,
             Err(e) => {
@@ -318,7 +319,7 @@ impl CtrFs {
     /// Answers a seek to `pos` in what [`CtrFs::read_source`] found (`r`), on a helper thread.
     fn seek_found(
         &self,
-        r: io::Result<(super::ops::ReadFrom, u64)>,
+        r: io::Result<(super::ops::ReadFrom, Bucket)>,
         pos: rustix::fs::SeekFrom,
         reply: ReplyLseek,
     ) {
@@ -350,7 +351,7 @@ impl CtrFs {
         &self,
         dir: std::sync::Arc<std::os::fd::OwnedFd>,
         (watched, prestat): (bool, super::dirs::Prestat),
-        seq: u64,
+        seq: Bucket,
         reply: ReplyOpen,
     ) {
         let (core, handles, stats) = (self.core.clone(), self.handles.clone(), self.stats.clone());
@@ -377,7 +378,7 @@ impl CtrFs {
 /// thread under the deadline of [`super::guard`].
 fn read_found(
     this: &Arc<CtrFs>,
-    r: io::Result<(super::ops::ReadFrom, u64)>,
+    r: io::Result<(super::ops::ReadFrom, Bucket)>,
     offset: u64,
     size: u32,
     reply: ReplyData,

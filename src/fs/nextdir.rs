@@ -168,7 +168,7 @@ impl CtrFs {
         };
         let (core, nd) = (self.core.clone(), self.next_dirs.clone());
         let r = self.guard.run(
-            node.inst.seq,
+            super::guard::Bucket::of(node),
             (),
             |()| {},
             move |_claim| {

@@ -1,6 +1,7 @@
 //! Request logic. Each function returns `io::Result` with the errno intact; `fuse.rs` turns it
 //! into a reply. Errors are never wrapped with context here (the errno would become EIO).
 
+use super::guard::Bucket;
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -249,12 +250,12 @@ impl CtrFs {
     /// opened `O_PATH`, checked to be the same regular file, and only then re-opened for
     /// reading through `/proc/self/fd`, so a FIFO or device swapped in by a race is never
     /// opened.
-    pub(super) fn file_to_open(&self, ino: u64, flags: i32) -> io::Result<(OwnedFd, u64)> {
+    pub(super) fn file_to_open(&self, ino: u64, flags: i32) -> io::Result<(OwnedFd, Bucket)> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(errno(libc::EROFS));
         }
         let node = self.node(ino)?;
-        Ok((self.opath_of(&node)?, node.inst.seq))
+        Ok((self.opath_of(&node)?, Bucket::of(&node)))
     }
 
     /// The verified `O_PATH` fd of regular file `node` (no permission event: see [`guard`]);
@@ -281,25 +282,28 @@ impl CtrFs {
         Ok(fd)
     }
 
-    /// Where a read of `ino` comes from, and its container's instance number (0 if its
-    /// container is gone). `fh` 0 means the kernel skipped `open` (the default mode): the read
+    /// Where a read of `ino` comes from, and what the read counts against ([`Bucket`]:
+    /// container 0 if its container is gone). `fh` 0 means the kernel skipped `open` (the default mode): the read
     /// fd then comes from a bounded LRU, or is opened by the read itself ([`ReadFrom::Open`]).
-    pub(super) fn read_source(&self, ino: u64, fh: u64) -> io::Result<(ReadFrom, u64)> {
+    pub(super) fn read_source(&self, ino: u64, fh: u64) -> io::Result<(ReadFrom, Bucket)> {
         if fh == 0 {
             let node = match self.node(ino) {
                 Ok(node) => node,
                 Err(e) => match self.files.get(ino) {
-                    Some(fd) => return Ok((ReadFrom::Fd(fd), 0)),
+                    Some(fd) => return Ok((ReadFrom::Fd(fd), Bucket { seq: 0, mnt: 0 })),
                     None => return Err(e),
                 },
             };
-            let seq = node.inst.seq;
+            let seq = Bucket::of(&node);
             return Ok(match self.files.get(ino) {
                 Some(fd) => (ReadFrom::Fd(fd), seq),
                 None => (ReadFrom::Open(self.opath_of(&node)?, node.clone()), seq),
             });
         }
-        let seq = self.nodes.get(ino).map_or(0, |n| n.inst.seq);
+        let seq = self
+            .nodes
+            .get(ino)
+            .map_or(Bucket { seq: 0, mnt: 0 }, |n| Bucket::of(&n));
         match self.handles.get(fh).as_deref() {
             Some(Handle::File { fd, .. }) => Ok((ReadFrom::Fd(fd.clone()), seq)),
             _ => Err(errno(libc::EBADF)),

@@ -258,7 +258,7 @@ impl CtrFs {
             return self.prefetch.done(dir_ino);
         };
         let fs = self.clone();
-        let seq = dir.inst.seq;
+        let seq = super::guard::Bucket::of(&dir);
         self.prefetch.jobs.fetch_add(1, Ordering::Relaxed);
         let r = self.guard.run(
             seq,

@@ -60,10 +60,12 @@ pub(super) fn add_plus(
 impl CtrFs {
     /// The instance number of the container whose real directory `fh` lists (its reads go
     /// under `guard`); `None` for the mount root's listings and empty directories.
-    pub(super) fn guarded_dir(&self, ino: u64, fh: u64) -> Option<u64> {
+    pub(super) fn guarded_dir(&self, ino: u64, fh: u64) -> Option<super::guard::Bucket> {
         let h = self.handles.get(fh)?;
         match &*h {
-            super::handles::Handle::Dir(_) => self.nodes.get(ino).map(|n| n.inst.seq),
+            super::handles::Handle::Dir(_) => {
+                self.nodes.get(ino).map(|n| super::guard::Bucket::of(&n))
+            }
             _ => None,
         }
     }

@@ -25,9 +25,11 @@ use crate::logs::Stream;
 /// Links followed at most from a link to the stream it names.
 const MAX_HOPS: usize = 8;
 
-/// The stream a link text names, if it names one. `.` and repeated slashes are ignored.
+/// The stream a link text names, if it names one. `.` and repeated slashes are ignored, but
+/// not at the end: `/dev/stdout/` (or `/dev/stdout/.`) asks for a directory, and a stream is
+/// none, so the container's own `cat` of such a link says "Not a directory".
 pub(crate) fn stdio_stream(text: &[u8]) -> Option<Stream> {
-    if !text.starts_with(b"/") {
+    if !text.starts_with(b"/") || text.ends_with(b"/") || text.ends_with(b"/.") {
         return None;
     }
     let parts: Vec<&[u8]> = text
@@ -216,6 +218,9 @@ mod tests {
             ("dev/stdout", None),
             ("/dev/../dev/stdout", None),
             ("/var/log/app.log", None),
+            ("/dev/stdout/", None),
+            ("/dev/stderr/.", None),
+            ("/proc/self/fd/1//", None),
         ] {
             assert_eq!(stdio_stream(t.as_bytes()), s, "{t}");
         }

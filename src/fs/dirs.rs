@@ -46,8 +46,8 @@ pub(super) enum Opened {
 /// Whether a directory's readdirplus entries are stat'ed with its listing ([`DirFd::prestat`]),
 /// and its first batch if it was read ahead ([`super::nextdir`]).
 pub(super) struct Prestat {
-    on: bool,
-    ahead: Option<super::nextdir::Ahead>,
+    pub(super) on: bool,
+    pub(super) ahead: Option<super::nextdir::Ahead>,
 }
 
 /// Opens directory `dir` for reading and registers its handle; `prestat` as in
@@ -59,6 +59,12 @@ pub(super) fn open_dir(
     dir: &OwnedFd,
     prestat: Prestat,
 ) -> io::Result<u64> {
+    Ok(handles.insert(dir_handle(core, dir, prestat)?))
+}
+
+/// A handle on directory `dir` (an `O_PATH` fd) opened for reading, not yet registered;
+/// `prestat` as in [`DirFd::prestat`]. May wait on a fanotify listener, as [`open_dir`].
+pub(super) fn dir_handle(core: &Core, dir: &OwnedFd, prestat: Prestat) -> io::Result<Handle> {
     let fd = core.retry_emfile(|| {
         openat(
             dir,
@@ -67,13 +73,13 @@ pub(super) fn open_dir(
             Mode::empty(),
         )
     })?;
-    Ok(handles.insert(Handle::Dir(Mutex::new(DirFd {
+    Ok(Handle::Dir(Mutex::new(DirFd {
         fd,
         want: BATCH_BYTES,
         prestat: prestat.on,
         ahead: prestat.ahead,
         room: super::listing::FIRST_ROOM,
-    }))))
+    })))
 }
 
 /// One entry as getdents returned it, owned: read under a deadline ([`super::guard`]),

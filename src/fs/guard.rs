@@ -199,23 +199,21 @@ impl<R> Drop for Claim<R> {
         let mut f = lock(&self.inner.flights);
         f.pending.remove(&self.id);
         let b = self.cell.bucket;
-        if let Some(c) = f.counts.get_mut(&b.seq) {
-            c.in_flight = c.in_flight.saturating_sub(1);
-            if expired {
-                c.stuck = c.stuck.saturating_sub(1);
-            }
-            if c.in_flight == 0 && c.stuck == 0 {
-                f.counts.remove(&b.seq);
-            }
+        end_call(&mut f.counts, b.seq, expired);
+        end_call(&mut f.mounts, b, expired);
+    }
+}
+
+/// Counts the end of a call against `key` in `counts` (and the end of its being stuck, if it
+/// `expired`); an entry with nothing left is removed.
+fn end_call<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, Count>, key: K, expired: bool) {
+    if let Some(c) = counts.get_mut(&key) {
+        c.in_flight = c.in_flight.saturating_sub(1);
+        if expired {
+            c.stuck = c.stuck.saturating_sub(1);
         }
-        if let Some(c) = f.mounts.get_mut(&b) {
-            c.in_flight = c.in_flight.saturating_sub(1);
-            if expired {
-                c.stuck = c.stuck.saturating_sub(1);
-            }
-            if c.in_flight == 0 && c.stuck == 0 {
-                f.mounts.remove(&b);
-            }
+        if c.in_flight == 0 && c.stuck == 0 {
+            counts.remove(&key);
         }
     }
 }
@@ -256,20 +254,14 @@ impl Guard {
         let (cell, id) = {
             let mut f = lock(&self.inner.flights);
             let c = f.counts.entry(bucket.seq).or_default();
-            if c.stuck >= MAX_STUCK_TOTAL || c.in_flight >= MAX_IN_FLIGHT {
+            if c.stuck >= MAX_STUCK_TOTAL
+                || c.in_flight >= MAX_IN_FLIGHT
+                || f.mounts.get(&bucket).is_some_and(|m| m.stuck >= MAX_STUCK)
+            {
                 return Err(reply);
             }
-            let m = f.mounts.entry(bucket).or_default();
-            if m.stuck >= MAX_STUCK {
-                if m.in_flight == 0 && m.stuck == 0 {
-                    f.mounts.remove(&bucket);
-                }
-                return Err(reply);
-            }
-            m.in_flight += 1;
-            if let Some(c) = f.counts.get_mut(&bucket.seq) {
-                c.in_flight += 1;
-            }
+            f.counts.entry(bucket.seq).or_default().in_flight += 1;
+            f.mounts.entry(bucket).or_default().in_flight += 1;
             let cell = Arc::new(Cell {
                 slot: Mutex::new(Slot::Waiting(reply)),
                 expired,

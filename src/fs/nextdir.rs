@@ -34,10 +34,8 @@ use std::time::{Duration, Instant};
 
 use fuser::FileType;
 use lru::LruCache;
-use rustix::fs::{Mode, OFlags, openat};
 
-use super::dirs::{BATCH_BYTES, RawEntry, read_batch};
-use super::handles::{DirFd, Handle};
+use super::dirs::{Prestat, RawEntry, dir_handle, read_batch};
 use super::nodes::{Node, Shown};
 use super::watch::Watches;
 use super::{Core, CtrFs};
@@ -211,20 +209,9 @@ fn read_ahead(core: &Core, ino: u64) -> Option<Ahead> {
 /// entries' status ([`super::nextdir`]). This may wait on the container as [`read_batch`]
 /// does: run it under [`super::guard`].
 fn read_ahead_batch(core: &Core, dir: &OwnedFd) -> io::Result<(Vec<RawEntry>, bool)> {
-    let fd = core.retry_emfile(|| {
-        openat(
-            dir,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME,
-            Mode::empty(),
-        )
-    })?;
-    let handle = Handle::Dir(Mutex::new(DirFd {
-        fd,
-        want: BATCH_BYTES,
-        prestat: true,
+    let prestat = Prestat {
+        on: true,
         ahead: None,
-        room: super::listing::FIRST_ROOM,
-    }));
-    read_batch(&handle, 0, true)
+    };
+    read_batch(&dir_handle(core, dir, prestat)?, 0, true)
 }

@@ -303,25 +303,21 @@ static void serve_during(void (*trap)(void)) {
     for (;;) pause();
 }
 
-static void ovlroot_trap(void) {
+/* Mounts an overlay with /mnt/f (this FUSE mount) as its first layer at `at`, and chroots
+ * into it. */
+static void overlay_chroot(const char *at) {
     mkdir("/l2", 0755);
-    mkdir("/ovl", 0755);
-    if (mount("overlay", "/ovl", "overlay", MS_RDONLY, "lowerdir=/mnt/f:/l2") != 0) {
+    mkdir(at, 0755);
+    if (mount("overlay", at, "overlay", MS_RDONLY, "lowerdir=/mnt/f:/l2") != 0) {
         perror("mount overlay");
         exit(1);
     }
-    if (chroot("/ovl") != 0 || chdir("/") != 0) { perror("chroot /ovl"); exit(1); }
+    if (chroot(at) != 0 || chdir("/") != 0) { perror("chroot"); exit(1); }
 }
 
-static void ovlshared_trap(void) {
-    mkdir("/l2", 0755);
-    mkdir("/hv/ovl", 0755);
-    if (mount("overlay", "/hv/ovl", "overlay", MS_RDONLY, "lowerdir=/mnt/f:/l2") != 0) {
-        perror("mount overlay");
-        exit(1);
-    }
-    if (chroot("/hv/ovl") != 0 || chdir("/") != 0) { perror("chroot /hv/ovl"); exit(1); }
-}
+static void ovlroot_trap(void) { overlay_chroot("/ovl"); }
+
+static void ovlshared_trap(void) { overlay_chroot("/hv/ovl"); }
 
 static void erofs_trap(void) {
     mkdir("/x", 0755);
